@@ -1,0 +1,8 @@
+//! Library half of the `outbox` command: the local resources it creates and
+//! the clients it builds for local emulators. The end-to-end tests use the
+//! same code, so the demo and the tests share one definition of the local
+//! resources.
+
+pub mod bootstrap;
+pub mod demo;
+pub mod local;

@@ -1,0 +1,33 @@
+//! Cloud-agnostic core of **outbox-relay**.
+//!
+//! This crate has no cloud SDK in it. It holds what the DynamoDB and Cosmos DB
+//! halves share:
+//!
+//! - [`OutboxEvent`], the event envelope written next to the aggregate and later
+//!   published to the bus, with its JSON form and its CloudEvents 1.0 mapping;
+//! - [`Clock`], so that time (and the time-ordered event ids) can be fixed in tests.
+//!
+//! ```no_run
+//! use outbox_core::{OutboxEvent, SystemClock};
+//! use serde_json::json;
+//!
+//! # fn main() -> Result<(), outbox_core::EnvelopeError> {
+//! let event = OutboxEvent::builder("com.example.orders", "OrderPlaced")
+//!     .aggregate("Order", "o-42")
+//!     .sequence(1)
+//!     .payload(&json!({ "total": 1999, "currency": "EUR" }))
+//!     .metadata("tenant", "acme")
+//!     .build(&SystemClock)?;
+//! println!("{}", event.to_json());
+//! # Ok(())
+//! # }
+//! ```
+
+mod clock;
+mod cloudevents;
+mod envelope;
+mod error;
+
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use envelope::{MAX_METADATA_KEY_LEN, OutboxEvent, OutboxEventBuilder, OutboxEventParts, TraceParent};
+pub use error::EnvelopeError;

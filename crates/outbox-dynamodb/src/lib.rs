@@ -1,0 +1,53 @@
+//! DynamoDB side of **outbox-relay**: the outbox item schema and the writer
+//! that commits business changes and their events in one `TransactWriteItems`.
+//!
+//! ```no_run
+//! use aws_sdk_dynamodb::types::AttributeValue;
+//! use outbox_core::{OutboxEvent, SystemClock};
+//! use outbox_dynamodb::{DynamoDbOutboxWriter, OutboxSchema, OutboxTransaction, put_versioned};
+//! use serde_json::json;
+//! use std::collections::HashMap;
+//!
+//! # async fn example(client: aws_sdk_dynamodb::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! let writer = DynamoDbOutboxWriter::new(client, OutboxSchema::new("orders"));
+//!
+//! // The aggregate, at version 2 if it was at version 1 (optimistic concurrency).
+//! let order = HashMap::from([
+//!     ("pk".to_string(), AttributeValue::S("Order#o-42".into())),
+//!     ("sk".to_string(), AttributeValue::S("ORDER".into())),
+//!     ("status".to_string(), AttributeValue::S("PLACED".into())),
+//! ]);
+//! let event = OutboxEvent::builder("com.example.orders", "OrderPlaced")
+//!     .aggregate("Order", "o-42")
+//!     .sequence(2)
+//!     .payload(&json!({ "total": 1999 }))
+//!     .build(&SystemClock)?;
+//!
+//! let tx = OutboxTransaction::new()
+//!     .operation(put_versioned("orders", order, "version", Some(1))?)
+//!     .event(event) // lands in partition `Order#o-42`, next to the aggregate
+//!     .client_request_token("place-o-42-attempt-1");
+//! let receipt = writer.commit(tx).await?;
+//! println!("committed {:?}", receipt.event_ids);
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod item;
+mod limits;
+mod writer;
+
+pub use error::{DecodeError, WriteError};
+pub use item::{
+    ATTR_AGGREGATE_ID, ATTR_AGGREGATE_TYPE, ATTR_EVENT_ID, ATTR_EVENT_TYPE, ATTR_METADATA, ATTR_OCCURRED_AT,
+    ATTR_PAYLOAD, ATTR_SEQUENCE, ATTR_SOURCE, ATTR_TRACE_PARENT, Item, MARKER_VALUE, OutboxSchema,
+};
+pub use limits::{
+    MAX_CLIENT_REQUEST_TOKEN_LEN, MAX_ITEM_SIZE_BYTES, MAX_TRANSACT_ITEMS, MAX_TRANSACTION_SIZE_BYTES,
+    item_size,
+};
+pub use writer::{
+    CommitReceipt, DynamoDbOutboxWriter, OutboxTransaction, build_transact_items, put_if_absent,
+    put_versioned,
+};

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, docs, and every test,
+# including the ones against DynamoDB Local and moto (installed on first use into
+# .tools/, started on 127.0.0.1 for this run, stopped by pid at exit).
+#
+#   ./scripts/test.sh                 # everything
+#   ./scripts/test.sh -p outbox-core  # extra arguments go to `cargo test`
+set -euo pipefail
+
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO_DIR"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "installing the local emulators (cached in .tools/)"
+scripts/emulators.sh install
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+step "starting DynamoDB Local and moto on 127.0.0.1"
+STATE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/outbox-emulators.XXXXXX")
+cleanup() {
+    scripts/emulators.sh stop "$STATE_DIR" >&2 || true
+    rm -rf "$STATE_DIR"
+}
+trap cleanup EXIT
+ENV_FILE=$(scripts/emulators.sh start "$STATE_DIR")
+# shellcheck disable=SC1090
+. "$ENV_FILE"
+
+step "cargo test --workspace"
+cargo test --workspace "$@"
+
+step "all checks passed"
