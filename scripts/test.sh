@@ -35,7 +35,13 @@ ENV_FILE=$(scripts/emulators.sh start "$STATE_DIR")
 # shellcheck disable=SC1090
 . "$ENV_FILE"
 
+step "cargo build (the outbox command, which the crash tests run as a child process)"
+cargo build --quiet -p outbox-cli --bin outbox
+
 step "cargo test --workspace"
 cargo test --workspace "$@"
+
+step "the Lambda binary under cargo-lambda's runtime emulator"
+scripts/lambda-emulator-check.sh
 
 step "all checks passed"

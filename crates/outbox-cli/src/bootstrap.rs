@@ -140,3 +140,191 @@ pub async fn read_stream(
     }
     Ok(records)
 }
+
+/// An SQS queue: its URL and ARN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    /// The queue URL (for SendMessage / ReceiveMessage).
+    pub url: String,
+    /// The queue ARN (for EventBridge targets).
+    pub arn: String,
+}
+
+/// Creates (or finds) an SQS queue.
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<Queue, BootstrapError> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let created = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(failed(format!("CreateQueue {name}")))?;
+    let url = created.queue_url().unwrap_or_default().to_owned();
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(failed(format!("GetQueueAttributes {name}")))?;
+    let arn = attributes
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default();
+    Ok(Queue { url, arn })
+}
+
+/// The bus side of the local stack: a bus, a rule on it that sends events of
+/// `source` to an SQS queue (where the demo and the tests observe what the
+/// bus delivered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalBus {
+    /// The bus name.
+    pub bus: String,
+    /// The queue the rule delivers to.
+    pub target: Queue,
+}
+
+/// Creates a bus and a rule matching `source` that targets a new queue.
+pub async fn create_bus_with_queue_target(
+    eventbridge: &aws_sdk_eventbridge::Client,
+    sqs: &aws_sdk_sqs::Client,
+    bus: &str,
+    source: &str,
+) -> Result<LocalBus, BootstrapError> {
+    eventbridge
+        .create_event_bus()
+        .name(bus)
+        .send()
+        .await
+        .map_err(failed(format!("CreateEventBus {bus}")))?;
+    let target = create_queue(sqs, &format!("{bus}-target")).await?;
+    let rule = format!("{bus}-to-queue");
+    let pattern = serde_json::json!({ "source": [source] }).to_string();
+    eventbridge
+        .put_rule()
+        .name(&rule)
+        .event_bus_name(bus)
+        .event_pattern(pattern)
+        .send()
+        .await
+        .map_err(failed(format!("PutRule {rule}")))?;
+    eventbridge
+        .put_targets()
+        .rule(&rule)
+        .event_bus_name(bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(&target.arn)
+                .build()
+                .map_err(failed("target"))?,
+        )
+        .send()
+        .await
+        .map_err(failed(format!("PutTargets {rule}")))?;
+    Ok(LocalBus {
+        bus: bus.to_owned(),
+        target,
+    })
+}
+
+/// One message taken from a queue, with its body and when SQS received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The body.
+    pub body: String,
+    /// SQS's `SentTimestamp`, epoch milliseconds.
+    pub sent_at_ms: i64,
+}
+
+/// Takes (receives and deletes) what is in a queue, until a receive comes
+/// back empty.
+pub async fn drain_queue(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> Result<Vec<ReceivedMessage>, BootstrapError> {
+    use aws_sdk_sqs::types::MessageSystemAttributeName;
+    let mut out = Vec::new();
+    loop {
+        let page = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .map_err(failed("ReceiveMessage"))?;
+        let messages = page.messages();
+        if messages.is_empty() {
+            return Ok(out);
+        }
+        for m in messages {
+            let sent_at_ms = m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_default();
+            out.push(ReceivedMessage {
+                body: m.body().unwrap_or_default().to_owned(),
+                sent_at_ms,
+            });
+            if let Some(handle) = m.receipt_handle() {
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .map_err(failed("DeleteMessage"))?;
+            }
+        }
+    }
+}
+
+/// Everything the relay needs locally, as made by [`create_local_stack`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalStack {
+    /// The outbox table (stream on, TTL on).
+    pub table: String,
+    /// The bus and the queue its rule delivers to.
+    pub bus: LocalBus,
+    /// Where the relay quarantines records.
+    pub quarantine: Queue,
+    /// Where the standalone runner sends records that exhausted their retries.
+    pub on_failure: Queue,
+}
+
+impl LocalStack {
+    /// The stack as `NAME=value` lines: the variables the relay reads, plus
+    /// `OUTBOX_TARGET_QUEUE_URL` and `OUTBOX_ON_FAILURE_QUEUE_URL`.
+    pub fn env_lines(&self) -> String {
+        format!(
+            "OUTBOX_TABLE_NAME={}\nOUTBOX_EVENT_BUS_NAME={}\nOUTBOX_QUARANTINE_QUEUE_URL={}\nOUTBOX_ON_FAILURE_QUEUE_URL={}\nOUTBOX_TARGET_QUEUE_URL={}\n",
+            self.table, self.bus.bus, self.quarantine.url, self.on_failure.url, self.bus.target.url
+        )
+    }
+}
+
+/// Creates the local resources of one relay, all named after `prefix`: the
+/// outbox table, a bus with a rule sending events of `source` to a target
+/// queue, the quarantine queue and the on-failure queue.
+pub async fn create_local_stack(
+    dynamodb: &Client,
+    eventbridge: &aws_sdk_eventbridge::Client,
+    sqs: &aws_sdk_sqs::Client,
+    prefix: &str,
+    source: &str,
+) -> Result<LocalStack, BootstrapError> {
+    let table = format!("{prefix}-outbox");
+    create_outbox_table(dynamodb, &table).await?;
+    let bus = create_bus_with_queue_target(eventbridge, sqs, &format!("{prefix}-bus"), source).await?;
+    let quarantine = create_queue(sqs, &format!("{prefix}-quarantine")).await?;
+    let on_failure = create_queue(sqs, &format!("{prefix}-on-failure")).await?;
+    Ok(LocalStack {
+        table,
+        bus,
+        quarantine,
+        on_failure,
+    })
+}

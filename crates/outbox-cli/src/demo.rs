@@ -1,27 +1,38 @@
-//! The writer demo: commits orders and their events through the outbox
-//! writer on DynamoDB Local, shows what landed in the table, and reads the
-//! table's stream back to show one INSERT per outbox event.
+//! The end-to-end demo on local emulators: the writer commits orders and
+//! their events to DynamoDB Local, the standalone relay tails the table's
+//! stream and publishes to EventBridge (moto), a rule delivers to an SQS
+//! queue, and the demo reads that queue to show what arrived.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, OperationType};
 use outbox_core::{OutboxEvent, SystemClock};
 use outbox_dynamodb::{
-    DynamoDbOutboxWriter, Item, OutboxSchema, OutboxTransaction, WriteError, put_versioned,
+    ATTR_SEQUENCE, DynamoDbOutboxWriter, Item, OutboxSchema, OutboxTransaction, RunnerConfig, RunnerReport,
+    WriteError, put_versioned,
 };
-use serde_json::json;
+use outbox_eventbridge::QuarantineMessage;
+use outbox_lambda::{
+    Config, ENV_EVENT_BUS_NAME, ENV_EVENTBRIDGE_ENDPOINT, ENV_QUARANTINE_QUEUE_URL, ENV_SQS_ENDPOINT,
+    ENV_TABLE_NAME,
+};
+use serde_json::{Value, json};
 
-use crate::bootstrap::{create_outbox_table, read_stream};
-use crate::local::{dynamodb_client, streams_client};
+use crate::bootstrap::{LocalStack, ReceivedMessage, create_local_stack, drain_queue};
+use crate::local::{LOCAL_REGION, dynamodb_client, eventbridge_client, sqs_client};
+use crate::relay::{RunnerOptions, run_dynamodb};
+
+const SOURCE: &str = "com.example.orders";
 
 /// What the demo does.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     /// DynamoDB (Local) endpoint.
     pub dynamodb_endpoint: String,
+    /// EventBridge and SQS (moto) endpoint.
+    pub moto_endpoint: String,
     /// Orders to place.
     pub orders: u32,
 }
@@ -30,20 +41,20 @@ pub struct DemoOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DemoReport {
-    /// The table it created.
-    pub table: String,
-    /// Transactions committed.
-    pub commits: u32,
     /// Outbox events committed.
-    pub events: u32,
-    /// Stale writes refused with a version conflict.
-    pub conflicts: u32,
-    /// Retries absorbed by the client request token.
-    pub idempotent_retries: u32,
-    /// INSERT records of outbox items seen on the stream.
-    pub stream_outbox_inserts: u32,
-    /// Other stream records (the aggregates).
-    pub stream_other: u32,
+    pub written: usize,
+    /// Distinct events that arrived at the bus's target queue.
+    pub delivered: usize,
+    /// Arrivals of an event already seen (at-least-once delivery).
+    pub duplicates: usize,
+    /// Records the relay skipped (aggregates, updates).
+    pub skipped: usize,
+    /// Records quarantined.
+    pub quarantined: usize,
+    /// Commit-to-delivery latency, 50th percentile, milliseconds.
+    pub latency_p50_ms: i64,
+    /// Commit-to-delivery latency, 99th percentile, milliseconds.
+    pub latency_p99_ms: i64,
 }
 
 /// Why the demo failed.
@@ -59,11 +70,17 @@ pub enum DemoError {
     /// Building an event failed.
     #[error("building an event failed")]
     Envelope(#[from] outbox_core::EnvelopeError),
+    /// The relay's configuration is wrong.
+    #[error("relay configuration")]
+    Config(#[from] outbox_lambda::ConfigError),
+    /// The relay failed.
+    #[error("the relay failed")]
+    Relay(#[from] crate::relay::RelayCommandError),
     /// Writing the report failed.
     #[error("writing output failed")]
     Output(#[from] std::io::Error),
-    /// What the stream shows does not match what was committed.
-    #[error("the stream does not match the commits: {0}")]
+    /// What arrived does not match what was written.
+    #[error("{0}")]
     Mismatch(String),
 }
 
@@ -82,7 +99,7 @@ fn event(
     event_type: &str,
     total: u32,
 ) -> Result<OutboxEvent, outbox_core::EnvelopeError> {
-    OutboxEvent::builder("com.example.orders", event_type)
+    OutboxEvent::builder(SOURCE, event_type)
         .aggregate("Order", format!("o-{id}"))
         .sequence(sequence)
         .payload(&json!({ "orderId": format!("o-{id}"), "total": total, "currency": "EUR" }))
@@ -90,31 +107,17 @@ fn event(
         .build(&SystemClock)
 }
 
-fn text(v: Option<&StreamValue>) -> &str {
-    match v {
-        Some(StreamValue::S(s) | StreamValue::N(s)) => s,
-        _ => "-",
-    }
-}
-
-/// Runs the demo, writing what happens to `out`.
-pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
-    let client = dynamodb_client(&options.dynamodb_endpoint);
-    let started = Instant::now();
-    let table = format!("outbox-demo-{}", chrono_free_millis());
-    create_outbox_table(&client, &table).await?;
-    writeln!(
-        out,
-        "created table {table} (pk/sk, NEW_IMAGE stream, TTL on `ttl`)"
-    )?;
-    let writer = DynamoDbOutboxWriter::new(client.clone(), OutboxSchema::new(&table));
-    let mut report = DemoReport {
-        table: table.clone(),
-        ..DemoReport::default()
-    };
-
-    for id in 1..=options.orders {
+/// Commits the orders; returns the ids of the events written.
+async fn write_orders(
+    writer: &DynamoDbOutboxWriter,
+    orders: u32,
+    out: &mut dyn Write,
+) -> Result<Vec<OutboxEvent>, DemoError> {
+    let table = writer.schema().table().to_owned();
+    let mut written = Vec::new();
+    for id in 1..=orders {
         let total = 1000 + id * 150;
+        let placed = event(id, 1, "OrderPlaced", total)?;
         writer
             .commit(
                 OutboxTransaction::new()
@@ -124,30 +127,34 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoRepor
                         "version",
                         None,
                     )?)
-                    .event(event(id, 1, "OrderPlaced", total)?),
+                    .event(placed.clone())
+                    .client_request_token(format!("place-o-{id}")),
             )
             .await?;
-        report.commits += 1;
-        report.events += 1;
+        written.push(placed);
         if id % 2 == 1 {
-            let tx = OutboxTransaction::new()
-                .operation(put_versioned(
-                    &table,
-                    order(id, "PAID", total),
-                    "version",
-                    Some(1),
-                )?)
-                .event(event(id, 2, "OrderPaid", total)?)
-                .event(event(id, 2, "ShipmentRequested", total)?);
-            writer.commit(tx).await?;
-            report.commits += 1;
-            report.events += 2;
+            let paid = event(id, 2, "OrderPaid", total)?;
+            let shipment = event(id, 2, "ShipmentRequested", total)?;
+            writer
+                .commit(
+                    OutboxTransaction::new()
+                        .operation(put_versioned(
+                            &table,
+                            order(id, "PAID", total),
+                            "version",
+                            Some(1),
+                        )?)
+                        .event(paid.clone())
+                        .event(shipment.clone()),
+                )
+                .await?;
+            written.extend([paid, shipment]);
         }
     }
     writeln!(
         out,
-        "committed {} transactions carrying {} outbox events for {} orders",
-        report.commits, report.events, options.orders
+        "wrote {orders} orders: {} outbox events, each in the transaction of its change",
+        written.len()
     )?;
 
     // A writer holding a stale version loses, and writes no event.
@@ -160,106 +167,226 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoRepor
         )?)
         .event(event(1, 2, "OrderCancelled", 0)?);
     match writer.commit(stale).await {
-        Err(err @ WriteError::ConditionFailed { .. }) => {
-            writeln!(out, "stale update of o-1 refused: {err}")?;
-            report.conflicts += 1;
-        }
+        Err(err @ WriteError::ConditionFailed { .. }) => writeln!(out, "stale update of o-1 refused: {err}")?,
         Ok(_) => return Err(DemoError::Mismatch("a stale update of o-1 was committed".into())),
         Err(other) => return Err(other.into()),
     }
-
     // A retry with the same ClientRequestToken does not write a second event.
-    let id = options.orders + 1;
-    let tx = OutboxTransaction::new()
-        .operation(put_versioned(&table, order(id, "PLACED", 500), "version", None)?)
-        .event(event(id, 1, "OrderPlaced", 500)?)
-        .client_request_token(format!("place-o-{id}"));
-    writer.commit(tx.clone()).await?;
-    writer.commit(tx).await?;
-    report.commits += 1;
-    report.events += 1;
-    report.idempotent_retries += 1;
+    let retry = OutboxTransaction::new()
+        .operation(put_versioned(&table, order(1, "PLACED", 1150), "version", None)?)
+        .event(written[0].clone())
+        .client_request_token("place-o-1");
+    writer.commit(retry).await?;
     writeln!(
         out,
-        "o-{id} committed twice with one ClientRequestToken: one event"
+        "o-1 placed again with its ClientRequestToken: absorbed, no second event"
     )?;
+    Ok(written)
+}
 
-    let partition = client
-        .query()
-        .table_name(&table)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", AttributeValue::S("Order#o-1".into()))
+/// Puts an outbox item whose `sequence` is a string: the relay must
+/// quarantine it with its full content and deliver everything else.
+async fn write_poison(client: &aws_sdk_dynamodb::Client, schema: &OutboxSchema) -> Result<(), DemoError> {
+    let poison = event(999, 1, "OrderPlaced", 1)?;
+    let mut item = schema.to_item(&poison, OutboxSchema::default_partition_value(&poison));
+    item.insert(ATTR_SEQUENCE.into(), AttributeValue::S("one".into()));
+    client
+        .put_item()
+        .table_name(schema.table())
+        .set_item(Some(item))
         .send()
         .await
-        .map_err(|e| DemoError::Mismatch(format!("query failed: {e}")))?;
-    writeln!(out, "\npartition Order#o-1 (aggregate and its outbox items):")?;
-    for item in partition.items() {
-        let s = |k: &str| match item.get(k) {
-            Some(AttributeValue::S(v) | AttributeValue::N(v)) => v.as_str(),
-            _ => "",
-        };
+        .map_err(|e| DemoError::Mismatch(format!("writing the poison item failed: {e}")))?;
+    Ok(())
+}
+
+fn relay_config(stack: &LocalStack, moto: &str) -> Result<Config, outbox_lambda::ConfigError> {
+    let vars = HashMap::from([
+        (ENV_TABLE_NAME, stack.table.clone()),
+        (ENV_EVENT_BUS_NAME, stack.bus.bus.clone()),
+        (ENV_QUARANTINE_QUEUE_URL, stack.quarantine.url.clone()),
+        (ENV_EVENTBRIDGE_ENDPOINT, moto.to_owned()),
+        (ENV_SQS_ENDPOINT, moto.to_owned()),
+    ]);
+    Config::from_lookup(|k| vars.get(k).cloned())
+}
+
+fn local_sdk_config() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(LOCAL_REGION))
+        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
+            aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "outbox-demo"),
+        ))
+        .build()
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64)).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Runs the demo, writing what happens to `out`.
+pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
+    let started = Instant::now();
+    let ddb = dynamodb_client(&options.dynamodb_endpoint);
+    let sqs = sqs_client(&options.moto_endpoint);
+    let prefix = format!("demo-{}", std::process::id());
+    let stack = create_local_stack(
+        &ddb,
+        &eventbridge_client(&options.moto_endpoint),
+        &sqs,
+        &prefix,
+        SOURCE,
+    )
+    .await?;
+    writeln!(
+        out,
+        "local stack: table {} (stream NEW_IMAGE, TTL), bus {} with a rule to queue {}, quarantine and on-failure queues",
+        stack.table, stack.bus.bus, stack.bus.target.url
+    )?;
+
+    let schema = OutboxSchema::new(&stack.table);
+    let writer = DynamoDbOutboxWriter::new(ddb.clone(), schema.clone());
+    let written = write_orders(&writer, options.orders, out).await?;
+    write_poison(&ddb, &schema).await?;
+    writeln!(
+        out,
+        "wrote one malformed outbox item (`sequence` is a string) to show the quarantine"
+    )?;
+
+    let config = relay_config(&stack, &options.moto_endpoint)?;
+    let mut runner = RunnerConfig::new("demo");
+    runner.backoff_initial = Duration::from_millis(50);
+    runner.backoff_max = Duration::from_millis(500);
+    let runner_options = RunnerOptions {
+        lease_table: format!("{prefix}-leases"),
+        create_lease_table: true,
+        on_failure_queue_url: stack.on_failure.url.clone(),
+        runner,
+        dynamodb_endpoint: Some(options.dynamodb_endpoint.clone()),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sdk = local_sdk_config();
+    let relay = tokio::spawn(async move {
+        run_dynamodb(&config, &runner_options, &sdk, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    writeln!(
+        out,
+        "relay running (standalone stream runner → EventBridge); waiting for deliveries..."
+    )?;
+
+    let wanted: HashSet<String> = written.iter().map(|e| e.id().to_string()).collect();
+    let mut arrivals: Vec<(Value, ReceivedMessage)> = Vec::new();
+    let mut seen = HashSet::new();
+    let wait_until = Instant::now() + Duration::from_secs(60);
+    while !wanted.is_subset(&seen) && Instant::now() < wait_until && !relay.is_finished() {
+        for message in drain_queue(&sqs, &stack.bus.target.url).await? {
+            let envelope: Value = serde_json::from_str(&message.body).unwrap_or(Value::Null);
+            if let Some(id) = envelope["detail"]["id"].as_str() {
+                seen.insert(id.to_owned());
+            }
+            arrivals.push((envelope, message));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(());
+    let report: RunnerReport = match relay.await {
+        Ok(result) => result?,
+        Err(join) => return Err(DemoError::Mismatch(format!("the relay task failed: {join}"))),
+    };
+
+    writeln!(
+        out,
+        "\narrived at the bus's target queue (first 12 of {}):",
+        arrivals.len()
+    )?;
+    let mut latencies = Vec::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (envelope, message) in &arrivals {
+        let detail = &envelope["detail"];
+        let occurred =
+            chrono::DateTime::parse_from_rfc3339(detail["occurred_at"].as_str().unwrap_or_default())
+                .map(|t| t.timestamp_millis())
+                .unwrap_or(message.sent_at_ms);
+        latencies.push(message.sent_at_ms - occurred);
+        *counts
+            .entry(detail["id"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    for (envelope, message) in arrivals.iter().take(12) {
+        let d = &envelope["detail"];
         writeln!(
             out,
-            "  sk={:<70} version={:<2} status={:<7} event_type={}",
-            s("sk"),
-            s("version"),
-            s("status"),
-            s("event_type")
+            "  {:<18} {}#{:<5} seq={} id={} (+{} ms)",
+            envelope["detail-type"].as_str().unwrap_or("?"),
+            d["aggregate_type"].as_str().unwrap_or("?"),
+            d["aggregate_id"].as_str().unwrap_or("?"),
+            d["sequence"],
+            d["id"].as_str().unwrap_or("?"),
+            message.sent_at_ms
+                - chrono::DateTime::parse_from_rfc3339(d["occurred_at"].as_str().unwrap_or_default())
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or(message.sent_at_ms),
         )?;
     }
 
-    let streams = streams_client(&options.dynamodb_endpoint);
-    let records = read_stream(&client, &streams, &table).await?;
-    writeln!(out, "\nstream records of {table}:")?;
-    for r in &records {
-        let Some(data) = r.dynamodb() else { continue };
-        let image = data.new_image().cloned().unwrap_or_default();
-        let kind = r.event_name().map_or("?", OperationType::as_str);
-        if image.contains_key("outbox") {
-            report.stream_outbox_inserts += u32::from(r.event_name() == Some(&OperationType::Insert));
-            writeln!(
+    let quarantined = drain_queue(&sqs, &stack.quarantine.url).await?;
+    writeln!(out, "\nquarantine queue ({} message):", quarantined.len())?;
+    for message in &quarantined {
+        match QuarantineMessage::from_body(&message.body) {
+            Ok(q) => writeln!(
                 out,
-                "  {} {kind:<6} outbox  {:<18} {}#{} seq={} id={}",
-                data.sequence_number().unwrap_or_default(),
-                text(image.get("event_type")),
-                text(image.get("aggregate_type")),
-                text(image.get("aggregate_id")),
-                text(image.get("sequence")),
-                text(image.get("event_id")),
-            )?;
-        } else {
-            report.stream_other += 1;
-            writeln!(
-                out,
-                "  {} {kind:<6} item    {} version={}",
-                data.sequence_number().unwrap_or_default(),
-                text(image.get("pk")),
-                text(image.get("version")),
-            )?;
+                "  position {} — {} (full record kept: {} bytes)",
+                q.position,
+                q.reason,
+                q.raw.as_deref().map_or(0, str::len)
+            )?,
+            Err(e) => writeln!(out, "  unreadable quarantine message: {e}")?,
         }
     }
+
+    latencies.sort_unstable();
+    let demo = DemoReport {
+        written: written.len(),
+        delivered: seen.intersection(&wanted).count(),
+        duplicates: counts.values().map(|n| n - 1).sum(),
+        skipped: report.skipped,
+        quarantined: report.quarantined,
+        latency_p50_ms: percentile(&latencies, 50.0),
+        latency_p99_ms: percentile(&latencies, 99.0),
+    };
     writeln!(
         out,
-        "\nsummary: {} events committed, {} outbox INSERTs on the stream, {} aggregate records, {} conflict refused, {} retry absorbed ({} ms)",
-        report.events,
-        report.stream_outbox_inserts,
-        report.stream_other,
-        report.conflicts,
-        report.idempotent_retries,
-        started.elapsed().as_millis()
+        "\nsummary: written {}, published {}, delivered {} (duplicates {}), skipped {}, quarantined {}, \
+         commit-to-delivery p50 {} ms / p99 {} ms, {:.1} s in all",
+        demo.written,
+        report.published,
+        demo.delivered,
+        demo.duplicates,
+        demo.skipped,
+        demo.quarantined,
+        demo.latency_p50_ms,
+        demo.latency_p99_ms,
+        started.elapsed().as_secs_f64()
     )?;
-    if report.stream_outbox_inserts != report.events {
+    if demo.delivered != demo.written {
         return Err(DemoError::Mismatch(format!(
-            "{} events committed but {} outbox INSERTs on the stream",
-            report.events, report.stream_outbox_inserts
+            "{} events written but {} delivered",
+            demo.written, demo.delivered
         )));
     }
-    Ok(report)
-}
-
-fn chrono_free_millis() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default()
+    if quarantined.len() != 1 {
+        return Err(DemoError::Mismatch(format!(
+            "expected 1 quarantined record, found {}",
+            quarantined.len()
+        )));
+    }
+    Ok(demo)
 }

@@ -32,3 +32,25 @@ pub fn streams_client(endpoint: &str) -> aws_sdk_dynamodbstreams::Client {
         .build();
     aws_sdk_dynamodbstreams::Client::from_conf(config)
 }
+
+/// An EventBridge client for the endpoint (e.g. moto server).
+pub fn eventbridge_client(endpoint: &str) -> aws_sdk_eventbridge::Client {
+    let config = aws_sdk_eventbridge::Config::builder()
+        .behavior_version(aws_sdk_eventbridge::config::BehaviorVersion::latest())
+        .region(aws_sdk_eventbridge::config::Region::new(LOCAL_REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(credentials())
+        .build();
+    aws_sdk_eventbridge::Client::from_conf(config)
+}
+
+/// An SQS client for the endpoint (e.g. moto server).
+pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new(LOCAL_REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(credentials())
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}

@@ -1,7 +1,14 @@
-//! The `outbox` command.
+//! The `outbox` command: a wiring diagram over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use outbox_cli::demo::{self, DemoOptions};
+use outbox_cli::invoke::invoke;
+use outbox_cli::relay::{RunnerOptions, run_dynamodb, shutdown_signal};
+use outbox_dynamodb::RunnerConfig;
+use outbox_lambda::{Config, build_handler};
 
 /// outbox-relay's command line.
 #[derive(Debug, Parser)]
@@ -13,48 +20,196 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Commits orders and their events on DynamoDB Local and shows the table and its stream.
+    /// The end-to-end demo on local emulators: writer → stream → relay → EventBridge → SQS.
     Demo {
         /// DynamoDB endpoint (DynamoDB Local).
         #[arg(long, env = "OUTBOX_DYNAMODB_ENDPOINT")]
         dynamodb_endpoint: String,
+        /// EventBridge and SQS endpoint (moto server).
+        #[arg(long, env = "OUTBOX_MOTO_ENDPOINT")]
+        moto_endpoint: String,
         /// Orders to place.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 20)]
         orders: u32,
+    },
+    /// Creates a relay's local resources (outbox table, bus, rule, target,
+    /// quarantine and on-failure queues) and prints them as NAME=value lines.
+    Bootstrap {
+        /// DynamoDB endpoint (DynamoDB Local).
+        #[arg(long, env = "OUTBOX_DYNAMODB_ENDPOINT")]
+        dynamodb_endpoint: String,
+        /// EventBridge and SQS endpoint (moto server, LocalStack).
+        #[arg(long, env = "OUTBOX_MOTO_ENDPOINT")]
+        moto_endpoint: String,
+        /// Prefix of every resource name.
+        #[arg(long, default_value = "outbox-local")]
+        prefix: String,
+        /// Event source the bus rule forwards to the target queue.
+        #[arg(long, default_value = "com.example.orders")]
+        source: String,
+    },
+    /// Runs a relay outside Lambda.
+    #[command(subcommand)]
+    Relay(RelayCommand),
+    /// Runs the Lambda handler on a DynamoDB Streams event file and prints its
+    /// JSON response (configuration from the same OUTBOX_* variables as the function).
+    Invoke {
+        /// The Lambda event (JSON), e.g. tests/fixtures/dynamodb-mixed-batch.json.
+        #[arg(long)]
+        event: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RelayCommand {
+    /// Tails the stream of OUTBOX_TABLE_NAME and publishes its outbox events to
+    /// OUTBOX_EVENT_BUS_NAME, with leases and checkpoints per shard, until SIGINT/SIGTERM.
+    /// Reads the same OUTBOX_* variables as the Lambda function.
+    Dynamodb {
+        /// Table holding one lease and checkpoint per shard.
+        #[arg(long, env = "OUTBOX_LEASE_TABLE")]
+        lease_table: String,
+        /// Create the lease table if it does not exist.
+        #[arg(long)]
+        create_lease_table: bool,
+        /// SQS queue for records whose retries are exhausted.
+        #[arg(long, env = "OUTBOX_ON_FAILURE_QUEUE_URL")]
+        on_failure_queue_url: String,
+        /// This runner's id in the leases (default: host name and pid).
+        #[arg(long, env = "OUTBOX_RUNNER_OWNER")]
+        owner: Option<String>,
+        /// Lease duration in seconds.
+        #[arg(long, default_value_t = 10)]
+        lease_seconds: u64,
+        /// Most records per GetRecords call (1 to 1000).
+        #[arg(long, default_value_t = 1000)]
+        batch_limit: i32,
+        /// Attempts of a failing record before it goes to the on-failure queue.
+        #[arg(long, default_value_t = 5)]
+        max_batch_retries: u32,
+        /// DynamoDB and Streams endpoint (DynamoDB Local).
+        #[arg(long, env = "OUTBOX_DYNAMODB_ENDPOINT")]
+        dynamodb_endpoint: Option<String>,
     },
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Cli::parse().command {
         Command::Demo {
             dynamodb_endpoint,
+            moto_endpoint,
             orders,
         } => {
             let options = DemoOptions {
                 dynamodb_endpoint,
+                moto_endpoint,
                 orders,
             };
-            demo::run(&options, &mut std::io::stdout()).await.map(drop)
+            demo::run(&options, &mut std::io::stdout())
+                .await
+                .map(drop)
+                .map_err(Into::into)
+        }
+        Command::Bootstrap {
+            dynamodb_endpoint,
+            moto_endpoint,
+            prefix,
+            source,
+        } => run_bootstrap(&dynamodb_endpoint, &moto_endpoint, &prefix, &source).await,
+        Command::Invoke { event } => run_invoke(&event).await,
+        Command::Relay(RelayCommand::Dynamodb {
+            lease_table,
+            create_lease_table,
+            on_failure_queue_url,
+            owner,
+            lease_seconds,
+            batch_limit,
+            max_batch_retries,
+            dynamodb_endpoint,
+        }) => {
+            let owner = owner.unwrap_or_else(default_owner);
+            let mut runner = RunnerConfig::new(owner);
+            runner.lease_duration = std::time::Duration::from_secs(lease_seconds);
+            // Free and expired shards are looked for once per lease duration, so a
+            // dead runner's shards are taken over within two lease durations.
+            runner.discovery_interval = runner.lease_duration;
+            runner.max_batch_retries = max_batch_retries;
+            runner.batch_limit = batch_limit;
+            let options = RunnerOptions {
+                lease_table,
+                create_lease_table,
+                on_failure_queue_url,
+                runner,
+                dynamodb_endpoint,
+            };
+            run_relay(&options).await
         }
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let mut message = format!("error: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(s) = source {
-                message.push_str(&format!("\n  caused by: {s}"));
-                source = s.source();
-            }
-            tracing::error!(error = %err, "outbox failed");
-            eprintln!("{message}");
-            std::process::ExitCode::FAILURE
+            report(err.as_ref());
+            ExitCode::FAILURE
         }
+    }
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run_invoke(path: &PathBuf) -> Result<(), AnyError> {
+    let json = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let config = Config::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let handler = build_handler(&config, &sdk).with_metrics_writer(|line| eprintln!("{line}"));
+    let response = invoke(&handler, &json).await?;
+    let mut out = std::io::stdout().lock();
+    std::io::Write::write_all(&mut out, response.as_bytes())?;
+    std::io::Write::write_all(&mut out, b"\n")?;
+    Ok(())
+}
+
+async fn run_bootstrap(dynamodb: &str, aws: &str, prefix: &str, source: &str) -> Result<(), AnyError> {
+    use outbox_cli::{bootstrap, local};
+    let stack = bootstrap::create_local_stack(
+        &local::dynamodb_client(dynamodb),
+        &local::eventbridge_client(aws),
+        &local::sqs_client(aws),
+        prefix,
+        source,
+    )
+    .await?;
+    std::io::Write::write_all(&mut std::io::stdout().lock(), stack.env_lines().as_bytes())?;
+    Ok(())
+}
+
+async fn run_relay(options: &RunnerOptions) -> Result<(), AnyError> {
+    let config = Config::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let report = run_dynamodb(&config, options, &sdk, shutdown_signal()).await?;
+    tracing::info!(?report, "relay stopped");
+    eprintln!("relay stopped: {report:?}");
+    Ok(())
+}
+
+fn default_owner() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+/// Prints an error and its whole chain of causes.
+fn report(err: &(dyn std::error::Error + 'static)) {
+    eprintln!("error: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
     }
 }

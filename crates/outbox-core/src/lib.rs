@@ -5,7 +5,10 @@
 //!
 //! - [`OutboxEvent`], the event envelope written next to the aggregate and later
 //!   published to the bus, with its JSON form and its CloudEvents 1.0 mapping;
-//! - [`Clock`], so that time (and the time-ordered event ids) can be fixed in tests.
+//! - [`Clock`], so that time (and the time-ordered event ids) can be fixed in tests;
+//! - the relay algorithm ([`Relay`]) over two ports, [`EventSink`] and
+//!   [`Quarantine`], with its chunking, retry policy and outcome; fakes of
+//!   the ports are in the `fakes` module behind the `test-util` feature.
 //!
 //! ```no_run
 //! use outbox_core::{OutboxEvent, SystemClock};
@@ -23,11 +26,24 @@
 //! # }
 //! ```
 
+mod chunk;
 mod clock;
 mod cloudevents;
 mod envelope;
 mod error;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fakes;
+mod port;
+mod relay;
+mod retry;
 
+pub use chunk::chunk_ranges;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use envelope::{MAX_METADATA_KEY_LEN, OutboxEvent, OutboxEventBuilder, OutboxEventParts, TraceParent};
 pub use error::EnvelopeError;
+pub use port::{
+    ChunkLimits, EntryResult, EventSink, FailureClass, Quarantine, QuarantineError, QuarantinedRecord,
+    SinkError,
+};
+pub use relay::{BatchOutcome, Decoded, Relay, RelayConfig, RelayRecord, SkipReason};
+pub use retry::RetryPolicy;

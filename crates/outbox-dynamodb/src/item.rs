@@ -350,9 +350,14 @@ mod tests {
             item[ATTR_OCCURRED_AT],
             AttributeValue::S("2026-11-23T10:00:00.000Z".into())
         );
+        let AttributeValue::S(payload) = &item[ATTR_PAYLOAD] else {
+            panic!("payload is not S")
+        };
+        let payload: serde_json::Value = serde_json::from_str(payload).unwrap();
         assert_eq!(
-            item[ATTR_PAYLOAD],
-            AttributeValue::S(r#"{"big":12345678901234567890,"total":12.5}"#.into())
+            payload,
+            json!({"total": 12.5, "big": 12345678901234567890u64}),
+            "JSON text, numbers exact"
         );
         assert_eq!(item.len(), 14);
     }

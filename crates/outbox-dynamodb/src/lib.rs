@@ -35,7 +35,10 @@
 
 mod error;
 mod item;
+mod lease;
 mod limits;
+mod runner;
+mod stream;
 mod writer;
 
 pub use error::{DecodeError, WriteError};
@@ -43,10 +46,19 @@ pub use item::{
     ATTR_AGGREGATE_ID, ATTR_AGGREGATE_TYPE, ATTR_EVENT_ID, ATTR_EVENT_TYPE, ATTR_METADATA, ATTR_OCCURRED_AT,
     ATTR_PAYLOAD, ATTR_SEQUENCE, ATTR_SOURCE, ATTR_TRACE_PARENT, Item, MARKER_VALUE, OutboxSchema,
 };
+pub use lease::{
+    DynamoDbLeaseStore, Lease, LeaseError, ShardKey, compare_sequence_numbers, create_lease_table,
+    sequence_order_key,
+};
 pub use limits::{
     MAX_CLIENT_REQUEST_TOKEN_LEN, MAX_ITEM_SIZE_BYTES, MAX_TRANSACT_ITEMS, MAX_TRANSACTION_SIZE_BYTES,
     item_size,
 };
+pub use runner::{
+    DynamoDbStreamRunner, MAX_GET_RECORDS_LIMIT, RunnerConfig, RunnerError, RunnerReport,
+    stream_arn_for_table,
+};
+pub use stream::{DynamoDbStreamDecoder, StreamError};
 pub use writer::{
     CommitReceipt, DynamoDbOutboxWriter, OutboxTransaction, build_transact_items, put_if_absent,
     put_versioned,

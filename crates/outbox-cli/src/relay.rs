@@ -1,0 +1,111 @@
+//! `outbox relay dynamodb`: the relay outside Lambda, tailing a table's
+//! stream with the standalone runner.
+
+use std::future::Future;
+
+use outbox_core::Relay;
+use outbox_dynamodb::{
+    DynamoDbLeaseStore, DynamoDbStreamDecoder, DynamoDbStreamRunner, RunnerConfig, RunnerError, RunnerReport,
+    create_lease_table, stream_arn_for_table,
+};
+use outbox_eventbridge::SqsQuarantine;
+use outbox_lambda::{Config, build_sink_and_quarantine, sqs_client};
+
+/// What the standalone relay needs beyond the function's configuration.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// The table holding the leases and checkpoints.
+    pub lease_table: String,
+    /// Create the lease table if it does not exist.
+    pub create_lease_table: bool,
+    /// Where records that exhausted their retries go (SQS queue URL).
+    pub on_failure_queue_url: String,
+    /// Runner settings (owner id, lease duration, retries, ...).
+    pub runner: RunnerConfig,
+    /// DynamoDB and DynamoDB Streams endpoint override (DynamoDB Local).
+    pub dynamodb_endpoint: Option<String>,
+}
+
+/// Why the standalone relay stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayCommandError {
+    /// The lease table could not be created.
+    #[error("creating the lease table failed")]
+    LeaseTable(#[source] outbox_dynamodb::LeaseError),
+    /// The runner failed.
+    #[error("the stream runner failed")]
+    Runner(#[from] RunnerError),
+}
+
+/// DynamoDB and DynamoDB Streams clients, with the endpoint override if any.
+fn dynamodb_clients(
+    sdk: &aws_config::SdkConfig,
+    endpoint: Option<&str>,
+) -> (aws_sdk_dynamodb::Client, aws_sdk_dynamodbstreams::Client) {
+    let mut ddb = aws_sdk_dynamodb::config::Builder::from(sdk);
+    let mut streams = aws_sdk_dynamodbstreams::config::Builder::from(sdk);
+    if let Some(endpoint) = endpoint {
+        ddb = ddb.endpoint_url(endpoint);
+        streams = streams.endpoint_url(endpoint);
+    }
+    (
+        aws_sdk_dynamodb::Client::from_conf(ddb.build()),
+        aws_sdk_dynamodbstreams::Client::from_conf(streams.build()),
+    )
+}
+
+/// Runs the standalone relay for `config.table_name` until `shutdown`
+/// completes, then returns what it did.
+pub async fn run_dynamodb(
+    config: &Config,
+    options: &RunnerOptions,
+    sdk: &aws_config::SdkConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<RunnerReport, RelayCommandError> {
+    let (ddb, streams) = dynamodb_clients(sdk, options.dynamodb_endpoint.as_deref());
+    if options.create_lease_table {
+        // An existing table is fine: several runners share one lease table.
+        create_lease_table(&ddb, &options.lease_table)
+            .await
+            .map_err(RelayCommandError::LeaseTable)?;
+    }
+    let stream_arn = stream_arn_for_table(&ddb, &config.table_name).await?;
+    let (sink, quarantine) = build_sink_and_quarantine(config, sdk);
+    let on_failure = SqsQuarantine::new(sqs_client(config, sdk), &options.on_failure_queue_url)
+        .with_origin(format!("dynamodb:{}", config.table_name));
+    let runner = DynamoDbStreamRunner::new(
+        streams,
+        DynamoDbLeaseStore::new(ddb, &options.lease_table),
+        stream_arn,
+        DynamoDbStreamDecoder::new(config.schema.clone()),
+        Relay::new(sink, quarantine, config.relay.clone()),
+        on_failure,
+        options.runner.clone(),
+    );
+    Ok(runner.run(shutdown).await?)
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = terminate.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutdown requested");
+}

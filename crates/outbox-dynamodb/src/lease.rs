@@ -1,0 +1,1051 @@
+//! Per-shard leases and checkpoints of the standalone stream runner (see
+//! [`DynamoDbLeaseStore`]).
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+};
+use outbox_core::{Clock, SystemClock};
+
+use crate::Item;
+
+const ATTR_PK: &str = "pk";
+const ATTR_SK: &str = "sk";
+const ATTR_OWNER: &str = "owner";
+const ATTR_EXPIRES: &str = "lease_expires_at";
+const ATTR_CHECKPOINT: &str = "checkpoint";
+const ATTR_CHECKPOINT_ORDER: &str = "checkpoint_order";
+const ATTR_FINISHED: &str = "finished";
+const ATTR_PARENT: &str = "parent";
+const ATTR_FAILURES: &str = "failures";
+const ATTR_FAILING_POSITION: &str = "failing_position";
+
+/// How long [`create_lease_table`] waits for a new table to become active.
+const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why a lease operation did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseError {
+    /// This owner does not hold the lease (any more): another runner took it
+    /// over, or it was released. Stop processing the shard.
+    #[error("lease of shard {shard_id} is not held by this runner (owner: {owner:?})")]
+    LostLease {
+        /// The shard.
+        shard_id: String,
+        /// Who holds it now, if anyone.
+        owner: Option<String>,
+    },
+    /// Another runner holds an unexpired lease on the shard.
+    #[error("shard {shard_id} is leased by {owner} until {expires_at_ms} (epoch ms)")]
+    Held {
+        /// The shard.
+        shard_id: String,
+        /// The current owner.
+        owner: String,
+        /// When its lease expires, epoch milliseconds.
+        expires_at_ms: i64,
+    },
+    /// The shard is finished: there is nothing left to lease.
+    #[error("shard {shard_id} is finished")]
+    Finished {
+        /// The shard.
+        shard_id: String,
+    },
+    /// A sequence number is not a decimal number.
+    #[error("sequence number {sequence_number:?} is not a decimal number")]
+    InvalidSequenceNumber {
+        /// The value given.
+        sequence_number: String,
+    },
+    /// A lease item in the table does not have the expected shape.
+    #[error("lease item of shard {shard_id} is malformed: {reason}")]
+    Malformed {
+        /// The shard (its sort key), or `?`.
+        shard_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The lease table does not exist.
+    #[error("lease table {table} not found")]
+    TableNotFound {
+        /// The table name.
+        table: String,
+    },
+    /// The credentials may not use the lease table.
+    #[error("access to lease table {table} denied ({code})")]
+    AccessDenied {
+        /// The table name.
+        table: String,
+        /// The service's error code.
+        code: String,
+    },
+    /// DynamoDB refused the request (validation, bad table shape).
+    #[error("DynamoDB rejected the lease operation on {table}: {code}: {message}")]
+    Rejected {
+        /// The table name.
+        table: String,
+        /// The service's error code.
+        code: String,
+        /// The service's message.
+        message: String,
+    },
+    /// Throttling, a 5xx, a timeout or a connection failure: retry with backoff.
+    #[error("lease table call failed")]
+    Service {
+        /// Whether retrying may help.
+        retryable: bool,
+        /// The SDK error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl LeaseError {
+    /// Whether the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Service { retryable: true, .. })
+    }
+}
+
+/// A shard of a stream, as its lease is keyed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ShardKey {
+    /// The stream ARN (partition key).
+    pub stream_arn: String,
+    /// The shard id (sort key).
+    pub shard_id: String,
+}
+
+impl ShardKey {
+    /// The key of `shard_id` in `stream_arn`.
+    pub fn new(stream_arn: impl Into<String>, shard_id: impl Into<String>) -> Self {
+        Self {
+            stream_arn: stream_arn.into(),
+            shard_id: shard_id.into(),
+        }
+    }
+}
+
+/// The lease and checkpoint of one shard, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lease {
+    /// The stream ARN.
+    pub stream_arn: String,
+    /// The shard id.
+    pub shard_id: String,
+    /// Who holds the lease; `None` when released or finished.
+    pub owner: Option<String>,
+    /// When the lease expires, epoch milliseconds.
+    pub expires_at_ms: i64,
+    /// The last sequence number fully done; `None`: start at `TRIM_HORIZON`.
+    pub checkpoint: Option<String>,
+    /// The shard is closed and fully processed.
+    pub finished: bool,
+    /// The parent shard, when known.
+    pub parent: Option<String>,
+    /// How many times `failing_position` failed.
+    pub failures: u32,
+    /// The position that is failing, if any.
+    pub failing_position: Option<String>,
+}
+
+impl Lease {
+    /// Whether a runner other than `owner` holds this lease at `now_ms`.
+    pub fn is_held_by_other(&self, owner: &str, now_ms: i64) -> bool {
+        match &self.owner {
+            Some(o) => o != owner && self.expires_at_ms >= now_ms,
+            None => false,
+        }
+    }
+}
+
+/// Compares two stream sequence numbers as the numbers they are: DynamoDB
+/// Local writes them zero-padded to 21 digits, AWS as decimal strings of
+/// varying length, so comparing the strings is wrong. A value that is not a
+/// decimal number sorts after every number, and two such values compare as
+/// strings.
+pub fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
+    match (digits(a), digits(b)) {
+        (Some(a), Some(b)) => a.len().cmp(&b.len()).then_with(|| a.cmp(b)),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => a.cmp(b),
+    }
+}
+
+/// The significant digits of a decimal number (`"0"` for zero), or `None`.
+fn digits(s: &str) -> Option<&str> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let trimmed = s.trim_start_matches('0');
+    Some(if trimmed.is_empty() { "0" } else { trimmed })
+}
+
+/// A string whose byte order is the numeric order of the sequence number
+/// (`<significant digits, 5 wide>:<significant digits>`), so that DynamoDB's
+/// string comparison in a condition expression compares the numbers.
+pub fn sequence_order_key(sequence_number: &str) -> Result<String, LeaseError> {
+    let d = digits(sequence_number).ok_or_else(|| LeaseError::InvalidSequenceNumber {
+        sequence_number: sequence_number.to_owned(),
+    })?;
+    Ok(format!("{:05}:{d}", d.len()))
+}
+
+/// Per-shard leases and checkpoints of the standalone stream runner, in a
+/// DynamoDB table: which runner owns a shard (and until when), how far it is
+/// done, whether a closed shard is finished, and how often one position has
+/// failed.
+///
+/// | attribute | type | value |
+/// |---|---|---|
+/// | `pk` | S | the stream ARN |
+/// | `sk` | S | the shard id |
+/// | `owner` | S | the runner holding the lease; absent when released |
+/// | `lease_expires_at` | N | epoch milliseconds; another runner may take the lease after it |
+/// | `checkpoint` | S | the last sequence number fully done; absent: start at `TRIM_HORIZON` |
+/// | `checkpoint_order` | S | `checkpoint` as a string that sorts like the number (see [`sequence_order_key`]) |
+/// | `finished` | BOOL | the shard is closed and fully processed |
+/// | `parent` | S | the parent shard id, when the shard has one |
+/// | `failures` | N | how many times `failing_position` failed |
+/// | `failing_position` | S | the sequence number that is failing |
+///
+/// Every write is conditional (an owner, a forward-moving checkpoint), so no
+/// update is lost and no shard ever has two owners in the table.
+#[derive(Clone)]
+pub struct DynamoDbLeaseStore {
+    client: Client,
+    table: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for DynamoDbLeaseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoDbLeaseStore")
+            .field("table", &self.table)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates a lease table named `table` (string `pk` and `sk`, on-demand) and
+/// waits until it is active. An existing table is left as it is.
+pub async fn create_lease_table(client: &Client, table: &str) -> Result<(), LeaseError> {
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| rejected(table, "BuildError", e.to_string()))
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(|e| rejected(table, "BuildError", e.to_string()))
+    };
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute(ATTR_PK)?)
+        .attribute_definitions(attribute(ATTR_SK)?)
+        .key_schema(key(ATTR_PK, KeyType::Hash)?)
+        .key_schema(key(ATTR_SK, KeyType::Range)?)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(SdkError::ServiceError(se)) if se.err().code() == Some("ResourceInUseException") => {
+            tracing::debug!(table, "lease table exists");
+        }
+        Err(err) => return Err(lease_error(table, err)),
+    }
+    let deadline = tokio::time::Instant::now() + TABLE_ACTIVE_TIMEOUT;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let described = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| lease_error(table, e))?;
+        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() + delay > deadline {
+            return Err(LeaseError::Service {
+                retryable: true,
+                source: format!("lease table {table} not active after {TABLE_ACTIVE_TIMEOUT:?}").into(),
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One conditional `UpdateItem` of a lease item.
+struct Update {
+    expression: String,
+    condition: &'static str,
+    names: Vec<(&'static str, &'static str)>,
+    values: Vec<(&'static str, AttributeValue)>,
+}
+
+impl DynamoDbLeaseStore {
+    /// Leases in `table` (see [`create_lease_table`]), timed by the system clock.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Times leases with `clock` (lease expiry is wall-clock time shared by
+    /// every runner, in epoch milliseconds).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The lease table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The current time, epoch milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    /// Takes the lease of `shard` for `owner` until now + `duration`, if no
+    /// one else holds it: the item is absent, released, expired, or already
+    /// `owner`'s. Records `parent` when given. Returns the lease with its
+    /// checkpoint. A finished shard is [`LeaseError::Finished`]; one held by
+    /// another runner is [`LeaseError::Held`].
+    pub async fn acquire(
+        &self,
+        shard: &ShardKey,
+        owner: &str,
+        parent: Option<&str>,
+        duration: Duration,
+    ) -> Result<Lease, LeaseError> {
+        let now = self.now_ms();
+        let mut expression = "SET #owner = :owner, #expires = :expires".to_owned();
+        let mut names = vec![
+            ("#owner", ATTR_OWNER),
+            ("#expires", ATTR_EXPIRES),
+            ("#finished", ATTR_FINISHED),
+            ("#pk", ATTR_PK),
+        ];
+        let mut values = vec![
+            (":owner", AttributeValue::S(owner.to_owned())),
+            (":expires", millis(now.saturating_add(duration_ms(duration)))),
+            (":now", millis(now)),
+            (":false", AttributeValue::Bool(false)),
+        ];
+        if let Some(parent) = parent {
+            expression.push_str(", #parent = :parent");
+            names.push(("#parent", ATTR_PARENT));
+            values.push((":parent", AttributeValue::S(parent.to_owned())));
+        }
+        let update = Update {
+            expression,
+            condition: "attribute_not_exists(#pk) OR ((attribute_not_exists(#finished) OR #finished = :false) \
+                        AND (attribute_not_exists(#owner) OR #owner = :owner OR #expires < :now))",
+            names,
+            values,
+        };
+        match self.update(shard, update, ReturnValue::AllNew).await? {
+            Ok(item) => lease_from_item(&item),
+            Err(Some(old)) => {
+                let old = lease_from_item(&old)?;
+                if old.finished {
+                    Err(LeaseError::Finished {
+                        shard_id: shard.shard_id.clone(),
+                    })
+                } else {
+                    Err(LeaseError::Held {
+                        shard_id: shard.shard_id.clone(),
+                        owner: old.owner.unwrap_or_default(),
+                        expires_at_ms: old.expires_at_ms,
+                    })
+                }
+            }
+            Err(None) => Err(self.lost(shard).await),
+        }
+    }
+
+    /// Extends `owner`'s lease of `shard` to now + `duration`.
+    /// [`LeaseError::LostLease`] if `owner` no longer holds it.
+    pub async fn renew(
+        &self,
+        shard: &ShardKey,
+        owner: &str,
+        duration: Duration,
+    ) -> Result<Lease, LeaseError> {
+        let expires = self.now_ms().saturating_add(duration_ms(duration));
+        let update = Update {
+            expression: "SET #expires = :expires".into(),
+            condition: "#owner = :owner",
+            names: vec![("#owner", ATTR_OWNER), ("#expires", ATTR_EXPIRES)],
+            values: vec![
+                (":owner", AttributeValue::S(owner.to_owned())),
+                (":expires", millis(expires)),
+            ],
+        };
+        self.owned_update(shard, update, ReturnValue::AllNew)
+            .await
+            .and_then(|item| lease_from_item(&item))
+    }
+
+    /// Records that everything up to and including `sequence_number` is done,
+    /// if `owner` holds the lease. A checkpoint never moves backwards (the
+    /// numbers are compared as numbers): an older or equal one is a no-op.
+    pub async fn checkpoint(
+        &self,
+        shard: &ShardKey,
+        owner: &str,
+        sequence_number: &str,
+    ) -> Result<(), LeaseError> {
+        let order = sequence_order_key(sequence_number)?;
+        let update = Update {
+            expression: "SET #checkpoint = :checkpoint, #order = :order".into(),
+            condition: "#owner = :owner AND (attribute_not_exists(#order) OR #order < :order)",
+            names: vec![
+                ("#owner", ATTR_OWNER),
+                ("#checkpoint", ATTR_CHECKPOINT),
+                ("#order", ATTR_CHECKPOINT_ORDER),
+            ],
+            values: vec![
+                (":owner", AttributeValue::S(owner.to_owned())),
+                (":checkpoint", AttributeValue::S(sequence_number.to_owned())),
+                (":order", AttributeValue::S(order)),
+            ],
+        };
+        match self.update(shard, update, ReturnValue::None).await? {
+            Ok(_) => Ok(()),
+            Err(Some(old)) => {
+                let old = lease_from_item(&old)?;
+                if old.owner.as_deref() == Some(owner) {
+                    tracing::debug!(
+                        shard_id = %shard.shard_id,
+                        checkpoint = ?old.checkpoint,
+                        sequence_number,
+                        "checkpoint not ahead; kept"
+                    );
+                    Ok(())
+                } else {
+                    Err(LeaseError::LostLease {
+                        shard_id: shard.shard_id.clone(),
+                        owner: old.owner,
+                    })
+                }
+            }
+            Err(None) => Err(self.lost(shard).await),
+        }
+    }
+
+    /// Counts one more failure of `position` (restarting at 1 when another
+    /// position was failing) and returns the count.
+    pub async fn record_failure(
+        &self,
+        shard: &ShardKey,
+        owner: &str,
+        position: &str,
+    ) -> Result<u32, LeaseError> {
+        let names = vec![
+            ("#owner", ATTR_OWNER),
+            ("#failures", ATTR_FAILURES),
+            ("#position", ATTR_FAILING_POSITION),
+        ];
+        let values = || {
+            vec![
+                (":owner", AttributeValue::S(owner.to_owned())),
+                (":position", AttributeValue::S(position.to_owned())),
+                (":one", AttributeValue::N("1".into())),
+            ]
+        };
+        // Two conditional updates cover both cases; a third round only
+        // happens if the item changed in between, which an owner alone does not do.
+        for _ in 0..3 {
+            let same = Update {
+                expression: "SET #failures = #failures + :one".into(),
+                condition: "#owner = :owner AND #position = :position",
+                names: names.clone(),
+                values: values(),
+            };
+            let old = match self.update(shard, same, ReturnValue::UpdatedNew).await? {
+                Ok(item) => return failures_of(shard, &item),
+                Err(old) => old,
+            };
+            self.check_owner(shard, owner, old).await?;
+            let other = Update {
+                expression: "SET #failures = :one, #position = :position".into(),
+                condition: "#owner = :owner AND (attribute_not_exists(#position) OR #position <> :position)",
+                names: names.clone(),
+                values: values(),
+            };
+            match self.update(shard, other, ReturnValue::UpdatedNew).await? {
+                Ok(item) => return failures_of(shard, &item),
+                Err(old) => self.check_owner(shard, owner, old).await?,
+            }
+        }
+        Err(LeaseError::Service {
+            retryable: true,
+            source: "the failure count kept changing under this owner".into(),
+        })
+    }
+
+    /// Marks `shard` finished (closed and fully processed) and frees it.
+    pub async fn finish(&self, shard: &ShardKey, owner: &str) -> Result<(), LeaseError> {
+        let update = Update {
+            expression: "SET #finished = :true, #expires = :zero REMOVE #owner, #failures, #position".into(),
+            condition: "#owner = :owner",
+            names: vec![
+                ("#owner", ATTR_OWNER),
+                ("#finished", ATTR_FINISHED),
+                ("#expires", ATTR_EXPIRES),
+                ("#failures", ATTR_FAILURES),
+                ("#position", ATTR_FAILING_POSITION),
+            ],
+            values: vec![
+                (":owner", AttributeValue::S(owner.to_owned())),
+                (":true", AttributeValue::Bool(true)),
+                (":zero", millis(0)),
+            ],
+        };
+        self.owned_update(shard, update, ReturnValue::None)
+            .await
+            .map(drop)
+    }
+
+    /// Gives up `owner`'s lease of `shard`, keeping its checkpoint, so another
+    /// runner can take it at once.
+    pub async fn release(&self, shard: &ShardKey, owner: &str) -> Result<(), LeaseError> {
+        let update = Update {
+            expression: "SET #expires = :zero REMOVE #owner".into(),
+            condition: "#owner = :owner",
+            names: vec![("#owner", ATTR_OWNER), ("#expires", ATTR_EXPIRES)],
+            values: vec![
+                (":owner", AttributeValue::S(owner.to_owned())),
+                (":zero", millis(0)),
+            ],
+        };
+        self.owned_update(shard, update, ReturnValue::None)
+            .await
+            .map(drop)
+    }
+
+    /// Every lease of `stream_arn` (strongly consistent).
+    pub async fn list(&self, stream_arn: &str) -> Result<Vec<Lease>, LeaseError> {
+        let mut leases = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", ATTR_PK)
+                .expression_attribute_values(":pk", AttributeValue::S(stream_arn.to_owned()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| lease_error(&self.table, e))?;
+            for item in page.items() {
+                leases.push(lease_from_item(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(leases),
+            }
+        }
+    }
+
+    /// The lease of `shard`, if it has an item (strongly consistent).
+    pub async fn get(&self, shard: &ShardKey) -> Result<Option<Lease>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(shard)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| lease_error(&self.table, e))?;
+        out.item.as_ref().map(lease_from_item).transpose()
+    }
+
+    /// An update whose only condition involves ownership: a failed condition
+    /// is a lost lease.
+    async fn owned_update(
+        &self,
+        shard: &ShardKey,
+        update: Update,
+        returns: ReturnValue,
+    ) -> Result<Item, LeaseError> {
+        match self.update(shard, update, returns).await? {
+            Ok(item) => Ok(item),
+            Err(Some(old)) => Err(LeaseError::LostLease {
+                shard_id: shard.shard_id.clone(),
+                owner: lease_from_item(&old)?.owner,
+            }),
+            Err(None) => Err(self.lost(shard).await),
+        }
+    }
+
+    /// `Ok(())` if `old` (the item when a condition failed) is still `owner`'s,
+    /// else the lost lease.
+    async fn check_owner(&self, shard: &ShardKey, owner: &str, old: Option<Item>) -> Result<(), LeaseError> {
+        let old = match old {
+            Some(item) => Some(lease_from_item(&item)?),
+            None => self.get(shard).await?,
+        };
+        match old {
+            Some(lease) if lease.owner.as_deref() == Some(owner) => Ok(()),
+            other => Err(LeaseError::LostLease {
+                shard_id: shard.shard_id.clone(),
+                owner: other.and_then(|l| l.owner),
+            }),
+        }
+    }
+
+    /// The lost lease of `shard`, with its current owner if it can be read.
+    async fn lost(&self, shard: &ShardKey) -> LeaseError {
+        let owner = match self.get(shard).await {
+            Ok(lease) => lease.and_then(|l| l.owner),
+            Err(error) => {
+                tracing::debug!(error = %error, shard_id = %shard.shard_id, "reading the lost lease failed");
+                None
+            }
+        };
+        LeaseError::LostLease {
+            shard_id: shard.shard_id.clone(),
+            owner,
+        }
+    }
+
+    /// Sends one conditional update. `Ok(Ok(returned))` when applied,
+    /// `Ok(Err(old item))` when the condition failed (`None`: the item does
+    /// not exist, or DynamoDB did not return it).
+    async fn update(
+        &self,
+        shard: &ShardKey,
+        update: Update,
+        returns: ReturnValue,
+    ) -> Result<Result<Item, Option<Item>>, LeaseError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(shard)))
+            .update_expression(update.expression)
+            .condition_expression(update.condition)
+            .return_values(returns)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (placeholder, name) in update.names {
+            request = request.expression_attribute_names(placeholder, name);
+        }
+        for (placeholder, value) in update.values {
+            request = request.expression_attribute_values(placeholder, value);
+        }
+        match request.send().await {
+            Ok(out) => Ok(Ok(out.attributes.unwrap_or_default())),
+            Err(SdkError::ServiceError(se)) => match se.into_err() {
+                UpdateItemError::ConditionalCheckFailedException(e) => {
+                    Ok(Err(e.item.filter(|item| !item.is_empty())))
+                }
+                other => Err(service_error(&self.table, other, None)),
+            },
+            Err(err) => Err(lease_error(&self.table, err)),
+        }
+    }
+}
+
+fn key_of(shard: &ShardKey) -> Item {
+    HashMap::from([
+        (ATTR_PK.to_owned(), AttributeValue::S(shard.stream_arn.clone())),
+        (ATTR_SK.to_owned(), AttributeValue::S(shard.shard_id.clone())),
+    ])
+}
+
+fn millis(ms: i64) -> AttributeValue {
+    AttributeValue::N(ms.to_string())
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn failures_of(shard: &ShardKey, item: &Item) -> Result<u32, LeaseError> {
+    match item.get(ATTR_FAILURES) {
+        Some(AttributeValue::N(n)) => n
+            .parse()
+            .map_err(|_| malformed(&shard.shard_id, "failures is not a count")),
+        _ => Err(malformed(&shard.shard_id, "failures missing after update")),
+    }
+}
+
+fn malformed(shard_id: &str, reason: impl Into<String>) -> LeaseError {
+    LeaseError::Malformed {
+        shard_id: shard_id.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A lease from its item.
+fn lease_from_item(item: &Item) -> Result<Lease, LeaseError> {
+    let string = |name: &str| -> Result<Option<String>, String> {
+        match item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("{name} is not a string")),
+        }
+    };
+    let shard_id = string(ATTR_SK).ok().flatten().unwrap_or_else(|| "?".to_owned());
+    let fail = |reason: String| malformed(&shard_id, reason);
+    let number = |name: &str| -> Result<Option<i64>, String> {
+        match item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::N(n)) => n
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{name} is not an integer")),
+            Some(_) => Err(format!("{name} is not a number")),
+        }
+    };
+    let stream_arn = string(ATTR_PK)
+        .map_err(fail)?
+        .ok_or_else(|| fail("pk is missing".into()))?;
+    if shard_id == "?" {
+        return Err(fail("sk is missing".into()));
+    }
+    let finished = match item.get(ATTR_FINISHED) {
+        None | Some(AttributeValue::Null(_)) => false,
+        Some(AttributeValue::Bool(b)) => *b,
+        Some(_) => return Err(fail("finished is not a boolean".into())),
+    };
+    let failures = number(ATTR_FAILURES).map_err(fail)?.unwrap_or(0);
+    Ok(Lease {
+        stream_arn,
+        owner: string(ATTR_OWNER).map_err(fail)?,
+        expires_at_ms: number(ATTR_EXPIRES).map_err(fail)?.unwrap_or(0),
+        checkpoint: string(ATTR_CHECKPOINT).map_err(fail)?,
+        finished,
+        parent: string(ATTR_PARENT).map_err(fail)?,
+        failures: u32::try_from(failures).map_err(|_| fail("failures is out of range".into()))?,
+        failing_position: string(ATTR_FAILING_POSITION).map_err(fail)?,
+        shard_id,
+    })
+}
+
+fn rejected(table: &str, code: &str, message: String) -> LeaseError {
+    LeaseError::Rejected {
+        table: table.to_owned(),
+        code: code.to_owned(),
+        message,
+    }
+}
+
+/// How an SDK error should be handled, for every DynamoDB and DynamoDB
+/// Streams call of the runner and the lease store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorClass {
+    /// Throttling, 5xx, timeouts, connection failures: retry with backoff.
+    Transient,
+    /// Bad or missing credentials, or no permission.
+    AccessDenied,
+    /// `ResourceNotFoundException`.
+    NotFound,
+    /// `ExpiredIteratorException`.
+    ExpiredIterator,
+    /// `TrimmedDataAccessException`.
+    Trimmed,
+    /// Anything else: the request is refused as it is.
+    Rejected,
+}
+
+/// Classifies an error code (and the HTTP status when there was an answer).
+pub(crate) fn classify_code(code: Option<&str>, server_error: bool) -> ErrorClass {
+    match code.unwrap_or_default() {
+        "ThrottlingException"
+        | "Throttling"
+        | "LimitExceededException"
+        | "ProvisionedThroughputExceededException"
+        | "RequestLimitExceeded"
+        | "InternalServerError"
+        | "InternalFailure"
+        | "ServiceUnavailable"
+        | "ServiceUnavailableException"
+        | "RequestTimeout"
+        | "RequestTimeoutException" => ErrorClass::Transient,
+        "AccessDeniedException"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "MissingAuthenticationToken"
+        | "MissingAuthenticationTokenException"
+        | "IncompleteSignatureException"
+        | "ExpiredTokenException"
+        | "InvalidClientTokenId" => ErrorClass::AccessDenied,
+        "ResourceNotFoundException" => ErrorClass::NotFound,
+        "ExpiredIteratorException" => ErrorClass::ExpiredIterator,
+        "TrimmedDataAccessException" => ErrorClass::Trimmed,
+        _ if server_error => ErrorClass::Transient,
+        _ => ErrorClass::Rejected,
+    }
+}
+
+/// Classifies an SDK error of any DynamoDB or DynamoDB Streams operation.
+pub(crate) fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> ErrorClass {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            ErrorClass::Transient
+        }
+        SdkError::ServiceError(se) => classify_code(se.err().code(), se.raw().status().is_server_error()),
+        _ => ErrorClass::Rejected,
+    }
+}
+
+/// A lease error from an SDK error of a lease table call.
+fn lease_error<E>(table: &str, err: SdkError<E, HttpResponse>) -> LeaseError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let class = classify(&err);
+    match err {
+        SdkError::ServiceError(se) => service_error(table, se.into_err(), Some(class)),
+        other => LeaseError::Service {
+            retryable: class == ErrorClass::Transient,
+            source: Box::new(other),
+        },
+    }
+}
+
+/// A lease error from a service's answer. `class` is recomputed from the
+/// code when the HTTP status is no longer at hand.
+fn service_error<E>(table: &str, err: E, class: Option<ErrorClass>) -> LeaseError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = err.code().unwrap_or("Unknown").to_owned();
+    match class.unwrap_or_else(|| classify_code(err.code(), false)) {
+        ErrorClass::NotFound => LeaseError::TableNotFound {
+            table: table.to_owned(),
+        },
+        ErrorClass::AccessDenied => LeaseError::AccessDenied {
+            table: table.to_owned(),
+            code,
+        },
+        ErrorClass::Transient => LeaseError::Service {
+            retryable: true,
+            source: Box::new(err),
+        },
+        _ => {
+            let message = err.message().unwrap_or_default().to_owned();
+            LeaseError::Rejected {
+                table: table.to_owned(),
+                code,
+                message,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers() {
+        assert_eq!(compare_sequence_numbers("9", "10"), Ordering::Less);
+        assert_eq!(
+            compare_sequence_numbers("000000000000000000009", "10"),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare_sequence_numbers("000000000000000000100", "000000000000000000099"),
+            Ordering::Greater
+        );
+        assert_eq!(compare_sequence_numbers("007", "7"), Ordering::Equal);
+        assert_eq!(compare_sequence_numbers("0", "000"), Ordering::Equal);
+        let aws_a = "4421584500000000017450439091";
+        let aws_b = "100000000000000000000000000000000001";
+        assert_eq!(compare_sequence_numbers(aws_a, aws_b), Ordering::Less);
+        assert_eq!(compare_sequence_numbers(aws_b, aws_a), Ordering::Greater);
+    }
+
+    #[test]
+    fn a_non_number_sorts_after_numbers() {
+        assert_eq!(compare_sequence_numbers("12", "x"), Ordering::Less);
+        assert_eq!(compare_sequence_numbers("", "1"), Ordering::Greater);
+        assert_eq!(compare_sequence_numbers("a", "b"), Ordering::Less);
+    }
+
+    #[test]
+    fn order_keys_sort_like_the_numbers() {
+        let numbers = [
+            "0",
+            "000000000000000000001",
+            "9",
+            "10",
+            "000000000000000000099",
+            "100",
+            "4421584500000000017450439091",
+            "100000000000000000000000000000000001",
+        ];
+        let keys: Vec<String> = numbers.iter().map(|n| sequence_order_key(n).unwrap()).collect();
+        for (i, a) in numbers.iter().enumerate() {
+            for (j, b) in numbers.iter().enumerate() {
+                assert_eq!(
+                    keys[i].cmp(&keys[j]),
+                    compare_sequence_numbers(a, b),
+                    "{a} vs {b}"
+                );
+            }
+        }
+        assert_eq!(sequence_order_key("000000000000000000042").unwrap(), "00002:42");
+        assert!(matches!(
+            sequence_order_key("12a"),
+            Err(LeaseError::InvalidSequenceNumber { .. })
+        ));
+        assert!(matches!(
+            sequence_order_key(""),
+            Err(LeaseError::InvalidSequenceNumber { .. })
+        ));
+    }
+
+    fn item(pairs: &[(&str, AttributeValue)]) -> Item {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    }
+
+    #[test]
+    fn a_lease_item_decodes_with_defaults() {
+        let lease = lease_from_item(&item(&[
+            ("pk", AttributeValue::S("arn:s".into())),
+            ("sk", AttributeValue::S("shard-1".into())),
+        ]))
+        .unwrap();
+        assert_eq!(lease.stream_arn, "arn:s");
+        assert_eq!(lease.shard_id, "shard-1");
+        assert_eq!(lease.owner, None);
+        assert_eq!(lease.expires_at_ms, 0);
+        assert!(!lease.finished);
+        assert_eq!(lease.failures, 0);
+
+        let lease = lease_from_item(&item(&[
+            ("pk", AttributeValue::S("arn:s".into())),
+            ("sk", AttributeValue::S("shard-2".into())),
+            ("owner", AttributeValue::S("a".into())),
+            ("lease_expires_at", AttributeValue::N("1700".into())),
+            ("checkpoint", AttributeValue::S("000000000000000000005".into())),
+            ("finished", AttributeValue::Bool(true)),
+            ("parent", AttributeValue::S("shard-1".into())),
+            ("failures", AttributeValue::N("3".into())),
+            (
+                "failing_position",
+                AttributeValue::S("000000000000000000006".into()),
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(lease.owner.as_deref(), Some("a"));
+        assert_eq!(lease.expires_at_ms, 1700);
+        assert_eq!(lease.checkpoint.as_deref(), Some("000000000000000000005"));
+        assert!(lease.finished);
+        assert_eq!(lease.parent.as_deref(), Some("shard-1"));
+        assert_eq!(lease.failures, 3);
+        assert_eq!(lease.failing_position.as_deref(), Some("000000000000000000006"));
+    }
+
+    #[test]
+    fn a_malformed_lease_item_names_the_attribute() {
+        let err = lease_from_item(&item(&[
+            ("pk", AttributeValue::S("arn:s".into())),
+            ("sk", AttributeValue::S("shard-1".into())),
+            ("lease_expires_at", AttributeValue::S("soon".into())),
+        ]))
+        .unwrap_err();
+        match err {
+            LeaseError::Malformed { shard_id, reason } => {
+                assert_eq!(shard_id, "shard-1");
+                assert!(reason.contains("lease_expires_at"), "{reason}");
+            }
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+        assert!(matches!(
+            lease_from_item(&item(&[("pk", AttributeValue::S("arn:s".into()))])),
+            Err(LeaseError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn held_by_other_needs_another_unexpired_owner() {
+        let mut lease = lease_from_item(&item(&[
+            ("pk", AttributeValue::S("arn:s".into())),
+            ("sk", AttributeValue::S("shard-1".into())),
+        ]))
+        .unwrap();
+        assert!(!lease.is_held_by_other("me", 100));
+        lease.owner = Some("other".into());
+        lease.expires_at_ms = 100;
+        assert!(lease.is_held_by_other("me", 100));
+        assert!(!lease.is_held_by_other("me", 101));
+        assert!(!lease.is_held_by_other("other", 50));
+    }
+
+    #[test]
+    fn error_codes_are_classified() {
+        assert_eq!(
+            classify_code(Some("ThrottlingException"), false),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            classify_code(Some("LimitExceededException"), false),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            classify_code(Some("InternalServerError"), true),
+            ErrorClass::Transient
+        );
+        assert_eq!(classify_code(Some("Weird"), true), ErrorClass::Transient);
+        assert_eq!(
+            classify_code(Some("AccessDeniedException"), false),
+            ErrorClass::AccessDenied
+        );
+        assert_eq!(
+            classify_code(Some("UnrecognizedClientException"), false),
+            ErrorClass::AccessDenied
+        );
+        assert_eq!(
+            classify_code(Some("ResourceNotFoundException"), false),
+            ErrorClass::NotFound
+        );
+        assert_eq!(
+            classify_code(Some("ExpiredIteratorException"), false),
+            ErrorClass::ExpiredIterator
+        );
+        assert_eq!(
+            classify_code(Some("TrimmedDataAccessException"), false),
+            ErrorClass::Trimmed
+        );
+        assert_eq!(
+            classify_code(Some("ValidationException"), false),
+            ErrorClass::Rejected
+        );
+        assert_eq!(classify_code(None, false), ErrorClass::Rejected);
+    }
+}

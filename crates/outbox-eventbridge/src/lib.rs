@@ -1,0 +1,52 @@
+//! Amazon EventBridge sink and SQS quarantine for **outbox-relay**.
+//!
+//! - [`EventBridgeSink`] implements [`outbox_core::EventSink`] with
+//!   `PutEvents`: one request per chunk (at most [`MAX_PUT_EVENTS_ENTRIES`]
+//!   entries and a configurable byte limit, [`DEFAULT_MAX_REQUEST_BYTES`] by
+//!   default), every per-entry result read and classified, whole-call failures
+//!   turned into [`outbox_core::SinkError`]s with their retry class.
+//! - [`to_put_events_entry`] and [`entry_size`] are the pure halves: the
+//!   request entry for an outbox event (the envelope as `Detail`) and its size
+//!   as EventBridge counts it.
+//! - [`SqsQuarantine`] implements [`outbox_core::Quarantine`]: one SQS message
+//!   per record that can never be delivered, whose body is a
+//!   [`QuarantineMessage`] that redrive tooling reads back with
+//!   [`QuarantineMessage::from_body`].
+//!
+//! ```no_run
+//! use outbox_core::{Relay, RelayConfig, RelayRecord};
+//! use outbox_eventbridge::{EventBridgeSink, SqsQuarantine};
+//!
+//! # async fn example(
+//! #     eventbridge: aws_sdk_eventbridge::Client,
+//! #     sqs: aws_sdk_sqs::Client,
+//! #     records: Vec<RelayRecord>,
+//! # ) {
+//! // `eventbridge` and `sqs` are SDK clients built from the shared AWS configuration.
+//! let sink = EventBridgeSink::new(eventbridge, "orders-bus").with_max_request_bytes(256 * 1024);
+//! let quarantine = SqsQuarantine::new(sqs, "https://sqs.eu-west-1.amazonaws.com/123456789012/outbox-quarantine")
+//!     .with_origin("dynamodb:orders");
+//! let relay = Relay::new(sink, quarantine, RelayConfig::default());
+//!
+//! let outcome = relay.relay(&records, None).await;
+//! if let Some(position) = &outcome.first_failure {
+//!     eprintln!("resume from {position}");
+//! }
+//! # }
+//! ```
+
+mod entry;
+mod error;
+mod quarantine;
+mod sink;
+
+pub use entry::{
+    DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, TIME_ENTRY_BYTES, entry_size, request_entry_size,
+    to_put_events_entry,
+};
+pub use error::QuarantineMessageError;
+pub use quarantine::{
+    ATTRIBUTE_EVENT_ID, ATTRIBUTE_EVENT_TYPE, ATTRIBUTE_REASON, DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_REASON_ATTRIBUTE_BYTES, QuarantineMessage, SqsQuarantine,
+};
+pub use sink::EventBridgeSink;

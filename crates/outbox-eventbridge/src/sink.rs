@@ -1,0 +1,441 @@
+//! [`EventBridgeSink`]: the relay's [`EventSink`] over Amazon EventBridge
+//! `PutEvents`.
+
+use std::error::Error as StdError;
+
+use aws_sdk_eventbridge::Client;
+use aws_sdk_eventbridge::config::http::HttpResponse;
+use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_eventbridge::types::PutEventsResultEntry;
+use outbox_core::{ChunkLimits, EntryResult, EventSink, FailureClass, OutboxEvent, SinkError};
+
+use crate::entry::{
+    DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, classify_entry_error, entry_size, to_put_events_entry,
+};
+
+/// Publishes outbox events to one EventBridge event bus with `PutEvents`.
+///
+/// Each [`publish`](EventSink::publish) sends one `PutEvents` request (at most
+/// [`MAX_PUT_EVENTS_ENTRIES`] entries, at most
+/// [`with_max_request_bytes`](Self::with_max_request_bytes) bytes, default
+/// [`DEFAULT_MAX_REQUEST_BYTES`]) and reads every per-entry result, since an
+/// HTTP 200 can still carry `FailedEntryCount > 0`:
+///
+/// - an entry without an error code is [`EntryResult::Published`];
+/// - `ThrottlingException`, `InternalFailure`, `InternalException`,
+///   `ServiceUnavailable` are transient: the relay retries the entry;
+/// - `InvalidArgument`, `MalformedDetail`, `ValidationException`,
+///   `NotAuthorizedForSourceException`, `NotAuthorizedForDetailTypeException`
+///   (and the other non-retryable codes of the API reference), or a code or
+///   message saying the entry is too large, are permanent: the relay
+///   quarantines the event;
+/// - a code this build does not know is transient: the relay retries it a
+///   bounded number of times, then the record fails and the host's failure
+///   path (batch retry, then the on-failure destination) keeps it. Guessing
+///   permanent instead would quarantine events that a later try might deliver;
+/// - a result entry missing from the response is transient too.
+///
+/// A failure of the whole call is a [`SinkError`]: timeouts, connection and
+/// response errors, throttling, HTTP 429 and 5xx are transient; anything
+/// else (access denied, missing bus, validation) is permanent, which fails
+/// the records without quarantining them (the events are fine, the setup is
+/// not). The client's own retry configuration applies before that, and its
+/// timeout configuration bounds each call.
+#[derive(Debug, Clone)]
+pub struct EventBridgeSink {
+    client: Client,
+    bus: String,
+    max_request_bytes: usize,
+}
+
+impl EventBridgeSink {
+    /// A sink publishing to the event bus `bus` (name or ARN) with `client`.
+    pub fn new(client: Client, bus: impl Into<String>) -> Self {
+        Self {
+            client,
+            bus: bus.into(),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+
+    /// Uses `bytes` as the request size limit instead of
+    /// [`DEFAULT_MAX_REQUEST_BYTES`] (for instance 1 MiB where the bus takes
+    /// it). An event larger than this on its own is quarantined.
+    #[must_use]
+    pub fn with_max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// The event bus name or ARN.
+    pub fn bus(&self) -> &str {
+        &self.bus
+    }
+
+    /// The request size limit in bytes.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes
+    }
+}
+
+impl EventSink for EventBridgeSink {
+    fn limits(&self) -> ChunkLimits {
+        ChunkLimits {
+            max_entries: MAX_PUT_EVENTS_ENTRIES,
+            max_bytes: self.max_request_bytes,
+        }
+    }
+
+    fn entry_size(&self, event: &OutboxEvent) -> usize {
+        entry_size(event)
+    }
+
+    async fn publish(&self, events: &[&OutboxEvent]) -> Result<Vec<EntryResult>, SinkError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        if events.len() > MAX_PUT_EVENTS_ENTRIES {
+            return Err(SinkError {
+                class: FailureClass::Permanent,
+                code: "TooManyEntries".into(),
+                message: format!(
+                    "{} entries in one call; PutEvents takes at most {MAX_PUT_EVENTS_ENTRIES}",
+                    events.len()
+                ),
+            });
+        }
+        let entries = events.iter().map(|e| to_put_events_entry(e, &self.bus)).collect();
+        let output = match self.client.put_events().set_entries(Some(entries)).send().await {
+            Ok(output) => output,
+            Err(err) => {
+                let error = classify_call_error(err);
+                tracing::warn!(
+                    bus = %self.bus,
+                    entries = events.len(),
+                    code = %error.code,
+                    class = ?error.class,
+                    error = %error.message,
+                    "PutEvents call failed"
+                );
+                return Err(error);
+            }
+        };
+        let results = read_results(events, output.entries());
+        let failed = results
+            .iter()
+            .filter(|r| matches!(r, EntryResult::Failed { .. }))
+            .count();
+        if usize::try_from(output.failed_entry_count()).ok() != Some(failed) {
+            tracing::warn!(
+                bus = %self.bus,
+                reported = output.failed_entry_count(),
+                counted = failed,
+                "FailedEntryCount disagrees with the result entries"
+            );
+        }
+        tracing::debug!(bus = %self.bus, entries = events.len(), failed, "PutEvents sent");
+        Ok(results)
+    }
+}
+
+/// Turns the response's result entries (positionally aligned with the
+/// request entries) into one [`EntryResult`] per event.
+fn read_results(events: &[&OutboxEvent], results: &[PutEventsResultEntry]) -> Vec<EntryResult> {
+    if results.len() > events.len() {
+        tracing::warn!(
+            requested = events.len(),
+            returned = results.len(),
+            "PutEvents returned extra result entries"
+        );
+    }
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| match results.get(i) {
+            None => {
+                tracing::warn!(event_id = %event.id(), index = i, "PutEvents returned no result for the entry");
+                EntryResult::Failed {
+                    class: FailureClass::Transient,
+                    code: "MissingResultEntry".into(),
+                    message: format!(
+                        "PutEvents returned {} result entries for {} request entries",
+                        results.len(),
+                        events.len()
+                    ),
+                }
+            }
+            Some(result) => match result.error_code() {
+                None => EntryResult::Published,
+                Some(code) => {
+                    let message = result.error_message().unwrap_or_default();
+                    let class = classify_entry_error(code, message);
+                    tracing::debug!(
+                        event_id = %event.id(),
+                        index = i,
+                        code,
+                        message,
+                        class = ?class,
+                        "PutEvents entry failed"
+                    );
+                    EntryResult::Failed {
+                        class,
+                        code: code.to_owned(),
+                        message: message.to_owned(),
+                    }
+                }
+            },
+        })
+        .collect()
+}
+
+/// Whole-call error codes after which the same call may succeed.
+const TRANSIENT_CALL_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "InternalException",
+    "InternalFailure",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+];
+
+/// Turns a failed `PutEvents` call into a [`SinkError`] with its retry class.
+///
+/// Timeouts, dispatch (connection) failures and unreadable responses are
+/// transient; a service error is transient when its code is throttling or an
+/// internal failure or its HTTP status is 429 or 5xx, and permanent otherwise
+/// (access denied, missing bus, validation, ...). A request that could not be
+/// built is permanent.
+fn classify_call_error<E>(err: SdkError<E, HttpResponse>) -> SinkError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    let chain = DisplayErrorContext(&err).to_string();
+    let (class, code) = match &err {
+        SdkError::TimeoutError(_) => (FailureClass::Transient, "Timeout".to_owned()),
+        SdkError::DispatchFailure(failure) => {
+            let code = if failure.is_timeout() {
+                "Timeout"
+            } else {
+                "DispatchFailure"
+            };
+            (FailureClass::Transient, code.to_owned())
+        }
+        SdkError::ResponseError(_) => (FailureClass::Transient, "ResponseError".to_owned()),
+        SdkError::ServiceError(service) => {
+            let status = u16::from(service.raw().status());
+            let code = service.err().code().map(str::to_owned);
+            let transient = code.as_deref().is_some_and(|c| TRANSIENT_CALL_CODES.contains(&c))
+                || status == 429
+                || status >= 500;
+            let class = if transient {
+                FailureClass::Transient
+            } else {
+                FailureClass::Permanent
+            };
+            (class, code.unwrap_or_else(|| format!("HTTP{status}")))
+        }
+        SdkError::ConstructionFailure(_) => (FailureClass::Permanent, "ConstructionFailure".to_owned()),
+        _ => (FailureClass::Transient, "Unknown".to_owned()),
+    };
+    let message = err
+        .as_service_error()
+        .and_then(ProvideErrorMetadata::message)
+        .map_or(chain, str::to_owned);
+    SinkError { class, code, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_eventbridge::error::{ConnectorError, ErrorMetadata};
+    use aws_sdk_eventbridge::operation::put_events::PutEventsError;
+    use aws_sdk_eventbridge::types::error::InternalException;
+    use aws_smithy_types::body::SdkBody;
+    use chrono::{TimeZone, Utc};
+    use outbox_core::FixedClock;
+
+    fn response(status: u16) -> HttpResponse {
+        HttpResponse::new(status.try_into().unwrap(), SdkBody::empty())
+    }
+
+    fn service(code: Option<&str>, status: u16) -> SdkError<PutEventsError, HttpResponse> {
+        let mut meta = ErrorMetadata::builder().message("from the service");
+        if let Some(code) = code {
+            meta = meta.code(code);
+        }
+        SdkError::service_error(PutEventsError::generic(meta.build()), response(status))
+    }
+
+    fn io_error(text: &str) -> Box<dyn StdError + Send + Sync> {
+        Box::new(std::io::Error::other(text.to_owned()))
+    }
+
+    #[test]
+    fn throttling_and_internal_failures_are_transient() {
+        for (code, status) in [
+            ("ThrottlingException", 400),
+            ("InternalException", 500),
+            ("InternalFailure", 500),
+            ("ServiceUnavailable", 503),
+        ] {
+            let error = classify_call_error(service(Some(code), status));
+            assert_eq!(error.class, FailureClass::Transient, "{code}");
+            assert_eq!(error.code, code);
+            assert_eq!(error.message, "from the service");
+        }
+        let modeled = SdkError::service_error(
+            PutEventsError::InternalException(
+                InternalException::builder()
+                    .message("boom")
+                    .meta(
+                        ErrorMetadata::builder()
+                            .code("InternalException")
+                            .message("boom")
+                            .build(),
+                    )
+                    .build(),
+            ),
+            response(500),
+        );
+        let error = classify_call_error(modeled);
+        assert_eq!(error.class, FailureClass::Transient);
+        assert_eq!(
+            (error.code.as_str(), error.message.as_str()),
+            ("InternalException", "boom")
+        );
+    }
+
+    #[test]
+    fn unknown_codes_follow_the_http_status() {
+        assert_eq!(
+            classify_call_error(service(Some("Whatever"), 502)).class,
+            FailureClass::Transient
+        );
+        assert_eq!(
+            classify_call_error(service(Some("SlowDown"), 429)).class,
+            FailureClass::Transient
+        );
+        let no_code = classify_call_error(service(None, 503));
+        assert_eq!(
+            (no_code.class, no_code.code.as_str()),
+            (FailureClass::Transient, "HTTP503")
+        );
+        let no_code = classify_call_error(service(None, 403));
+        assert_eq!(
+            (no_code.class, no_code.code.as_str()),
+            (FailureClass::Permanent, "HTTP403")
+        );
+    }
+
+    #[test]
+    fn configuration_errors_are_permanent() {
+        for code in [
+            "AccessDeniedException",
+            "ResourceNotFoundException",
+            "ValidationException",
+        ] {
+            let error = classify_call_error(service(Some(code), 400));
+            assert_eq!(error.class, FailureClass::Permanent, "{code}");
+            assert_eq!(error.code, code);
+        }
+        let error = classify_call_error(SdkError::<PutEventsError, HttpResponse>::construction_failure(
+            io_error("no region"),
+        ));
+        assert_eq!(error.class, FailureClass::Permanent);
+    }
+
+    #[test]
+    fn timeouts_and_connection_failures_are_transient_and_keep_the_chain() {
+        let timeout = classify_call_error(SdkError::<PutEventsError, HttpResponse>::timeout_error(io_error(
+            "operation timed out",
+        )));
+        assert_eq!(
+            (timeout.class, timeout.code.as_str()),
+            (FailureClass::Transient, "Timeout")
+        );
+        assert!(
+            timeout.message.contains("operation timed out"),
+            "{}",
+            timeout.message
+        );
+
+        let connect_timeout =
+            classify_call_error(SdkError::<PutEventsError, HttpResponse>::dispatch_failure(
+                ConnectorError::timeout(io_error("connect timed out")),
+            ));
+        assert_eq!(
+            (connect_timeout.class, connect_timeout.code.as_str()),
+            (FailureClass::Transient, "Timeout")
+        );
+
+        let refused = classify_call_error(SdkError::<PutEventsError, HttpResponse>::dispatch_failure(
+            ConnectorError::io(io_error("connection refused")),
+        ));
+        assert_eq!(
+            (refused.class, refused.code.as_str()),
+            (FailureClass::Transient, "DispatchFailure")
+        );
+        assert!(
+            refused.message.contains("connection refused"),
+            "{}",
+            refused.message
+        );
+
+        let garbled = classify_call_error(SdkError::<PutEventsError, HttpResponse>::response_error(
+            io_error("unexpected EOF"),
+            response(200),
+        ));
+        assert_eq!(
+            (garbled.class, garbled.code.as_str()),
+            (FailureClass::Transient, "ResponseError")
+        );
+    }
+
+    fn events(n: usize) -> Vec<OutboxEvent> {
+        let clock = FixedClock::new(Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap());
+        (0..n)
+            .map(|i| {
+                OutboxEvent::builder("s", "T")
+                    .aggregate("A", format!("a-{i}"))
+                    .sequence(1)
+                    .payload(&serde_json::json!({}))
+                    .build(&clock)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn results_are_read_positionally_and_missing_ones_are_transient() {
+        let events = events(3);
+        let refs: Vec<&OutboxEvent> = events.iter().collect();
+        let results = [
+            PutEventsResultEntry::builder().event_id("e-1").build(),
+            PutEventsResultEntry::builder()
+                .error_code("MalformedDetail")
+                .error_message("bad json")
+                .build(),
+        ];
+        let read = read_results(&refs, &results);
+        assert_eq!(read.len(), 3);
+        assert_eq!(read[0], EntryResult::Published);
+        assert_eq!(
+            read[1],
+            EntryResult::Failed {
+                class: FailureClass::Permanent,
+                code: "MalformedDetail".into(),
+                message: "bad json".into(),
+            }
+        );
+        assert!(matches!(
+            &read[2],
+            EntryResult::Failed { class: FailureClass::Transient, code, .. } if code == "MissingResultEntry"
+        ));
+    }
+}
