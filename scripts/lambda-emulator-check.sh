@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real outbox-lambda binary under cargo-lambda's runtime emulator (`cargo lambda watch`),
-# invoked with the JSON fixtures, must answer the expected batchItemFailures.
+# invoked with the JSON fixtures, must answer the expected batchItemFailures; `outbox invoke`
+# (the same handler outside Lambda) must print the same response.
 #
 # Needs the emulators running and their env loaded (OUTBOX_DYNAMODB_ENDPOINT,
 # OUTBOX_MOTO_ENDPOINT, AWS_*): scripts/test.sh runs it that way. cargo-lambda comes
@@ -64,7 +65,16 @@ import json, sys
 got, expected = (json.loads(a) for a in sys.argv[1:3])
 sys.exit(0 if got == expected else 1)
 PY
-    log "ok: $fixture -> $got"
+    # `outbox invoke` runs the same handler outside Lambda: it must print the same response.
+    local local_got
+    local_got=$("$TARGET_DIR/debug/outbox" invoke --event "$FIXTURES/$fixture" 2>>"$WATCH_LOG") \
+        || { tail -n 20 "$WATCH_LOG" >&2; fail "outbox invoke $fixture"; }
+    python3 - "$local_got" "$expected" <<'PY' || fail "outbox invoke $fixture: got $local_got, expected $expected"
+import json, sys
+got, expected = (json.loads(a) for a in sys.argv[1:3])
+sys.exit(0 if got == expected else 1)
+PY
+    log "ok: $fixture -> $got (cargo lambda invoke and outbox invoke agree)"
 }
 
 poison_sequence=$(python3 - "$FIXTURES/dynamodb-mixed-batch.json" <<'PY'
@@ -84,13 +94,17 @@ done
 stop_watch
 
 log "case 2: the quarantine queue does not exist: the poison record is the reported failure"
-OUTBOX_QUARANTINE_QUEUE_URL="$OUTBOX_QUARANTINE_QUEUE_URL-missing" start_watch
+queue_url=$OUTBOX_QUARANTINE_QUEUE_URL
+export OUTBOX_QUARANTINE_QUEUE_URL="$queue_url-missing"
+start_watch
 invoke dynamodb-mixed-batch.json "{\"batchItemFailures\":[{\"itemIdentifier\":\"$poison_sequence\"}]}"
 stop_watch
+export OUTBOX_QUARANTINE_QUEUE_URL=$queue_url
 
 first_insert=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["Records"][0]["dynamodb"]["SequenceNumber"])' "$FIXTURES/dynamodb-insert.json")
 log "case 3: the bus does not exist: the first record is the reported failure"
-OUTBOX_EVENT_BUS_NAME="$OUTBOX_EVENT_BUS_NAME-missing" start_watch
+export OUTBOX_EVENT_BUS_NAME="$OUTBOX_EVENT_BUS_NAME-missing"
+start_watch
 invoke dynamodb-insert.json "{\"batchItemFailures\":[{\"itemIdentifier\":\"$first_insert\"}]}"
 stop_watch
 
