@@ -164,7 +164,7 @@ async fn the_same_token_and_request_succeeds_again_without_a_second_event() {
     let tx = OutboxTransaction::new()
         .operation(put_versioned(&table, order("5", "PLACED"), "version", None).unwrap())
         .event(event("5", 1, "OrderPlaced"))
-        .client_request_token("retry-token-5");
+        .client_request_token(format!("retry-5-{}", &table[table.len() - 8..]));
     let first = writer.commit(tx.clone()).await.unwrap();
     let second = writer.commit(tx).await.expect("an idempotent retry succeeds");
     assert_eq!(first, second);
@@ -178,7 +178,7 @@ async fn the_same_token_with_another_request_is_an_idempotency_error() {
         OutboxTransaction::new()
             .operation(put_versioned(&table, order("6", status), "version", None).unwrap())
             .event(event("6", 1, "OrderPlaced"))
-            .client_request_token("retry-token-6")
+            .client_request_token(format!("retry-6-{}", &table[table.len() - 8..]))
     };
     writer.commit(tx("PLACED")).await.unwrap();
     let err = writer.commit(tx("CHANGED")).await.unwrap_err();

@@ -46,16 +46,6 @@ fn handler_config(stack: &LocalStack, quarantine_url: &str) -> Config {
     Config::from_lookup(|k| vars.get(k).cloned()).expect("config")
 }
 
-fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
-            aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests"),
-        ))
-        .build()
-}
-
 /// Event ids of the outbox inserts of a fixture that decode.
 fn valid_event_ids(event: &Event) -> Vec<String> {
     let decoder = outbox_dynamodb::DynamoDbStreamDecoder::new(outbox_dynamodb::OutboxSchema::new("t"));
@@ -74,7 +64,10 @@ fn valid_event_ids(event: &Event) -> Vec<String> {
 #[tokio::test]
 async fn a_mixed_batch_publishes_the_events_quarantines_the_poison_and_reports_no_failure() {
     let stack = stack().await;
-    let handler = build_handler(&handler_config(&stack, &stack.quarantine.url), &sdk_config());
+    let handler = build_handler(
+        &handler_config(&stack, &stack.quarantine.url),
+        &outbox_cli::local::sdk_config(),
+    );
     let event = fixture("dynamodb-mixed-batch.json");
     let expected = valid_event_ids(&event);
     assert!(expected.len() >= 2, "the fixture has valid events");
@@ -115,7 +108,10 @@ async fn a_mixed_batch_publishes_the_events_quarantines_the_poison_and_reports_n
 async fn a_quarantine_that_cannot_take_the_poison_record_makes_it_the_batch_item_failure() {
     let stack = stack().await;
     let missing = format!("{}-does-not-exist", stack.quarantine.url);
-    let handler = build_handler(&handler_config(&stack, &missing), &sdk_config());
+    let handler = build_handler(
+        &handler_config(&stack, &missing),
+        &outbox_cli::local::sdk_config(),
+    );
     let event = fixture("dynamodb-mixed-batch.json");
     let decoder = outbox_dynamodb::DynamoDbStreamDecoder::new(outbox_dynamodb::OutboxSchema::new("t"));
     let poison_position = event
@@ -143,7 +139,7 @@ async fn a_bus_that_does_not_exist_fails_every_event_without_quarantining_any() 
     let stack = stack().await;
     let mut config = handler_config(&stack, &stack.quarantine.url);
     config.event_bus_name = format!("{}-missing", stack.bus.bus);
-    let handler = build_handler(&config, &sdk_config());
+    let handler = build_handler(&config, &outbox_cli::local::sdk_config());
     let event = fixture("dynamodb-insert.json");
     let first = event.records[0].change.sequence_number.clone();
     let response = handler

@@ -49,16 +49,6 @@ fn relay_env(stack: &LocalStack) -> HashMap<&'static str, String> {
     ])
 }
 
-fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
-            aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests"),
-        ))
-        .build()
-}
-
 fn event(order: usize, sequence: u64) -> OutboxEvent {
     OutboxEvent::builder(SOURCE, "OrderChanged")
         .aggregate("Order", format!("o-{order}"))
@@ -141,7 +131,7 @@ async fn every_event_arrives_through_the_bus_and_the_poison_item_is_quarantined_
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let relay = tokio::spawn(async move {
-        run_dynamodb(&config, &options, &sdk_config(), async move {
+        run_dynamodb(&config, &options, &outbox_cli::local::sdk_config(), async move {
             let _ = stopped.await;
         })
         .await

@@ -21,7 +21,7 @@ use outbox_lambda::{
 use serde_json::{Value, json};
 
 use crate::bootstrap::{LocalStack, ReceivedMessage, create_local_stack, drain_queue};
-use crate::local::{LOCAL_REGION, dynamodb_client, eventbridge_client, sqs_client};
+use crate::local::{dynamodb_client, eventbridge_client, sqs_client};
 use crate::relay::{RunnerOptions, run_dynamodb};
 
 const SOURCE: &str = "com.example.orders";
@@ -114,6 +114,10 @@ async fn write_orders(
     out: &mut dyn Write,
 ) -> Result<Vec<OutboxEvent>, DemoError> {
     let table = writer.schema().table().to_owned();
+    // Client request tokens are remembered per account for 10 minutes, across
+    // tables: make this run's tokens its own.
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let run = &run[run.len() - 8..];
     let mut written = Vec::new();
     for id in 1..=orders {
         let total = 1000 + id * 150;
@@ -128,7 +132,7 @@ async fn write_orders(
                         None,
                     )?)
                     .event(placed.clone())
-                    .client_request_token(format!("place-o-{id}")),
+                    .client_request_token(format!("place-o-{id}-{run}")),
             )
             .await?;
         written.push(placed);
@@ -175,7 +179,7 @@ async fn write_orders(
     let retry = OutboxTransaction::new()
         .operation(put_versioned(&table, order(1, "PLACED", 1150), "version", None)?)
         .event(written[0].clone())
-        .client_request_token("place-o-1");
+        .client_request_token(format!("place-o-1-{run}"));
     writer.commit(retry).await?;
     writeln!(
         out,
@@ -209,16 +213,6 @@ fn relay_config(stack: &LocalStack, moto: &str) -> Result<Config, outbox_lambda:
         (ENV_SQS_ENDPOINT, moto.to_owned()),
     ]);
     Config::from_lookup(|k| vars.get(k).cloned())
-}
-
-fn local_sdk_config() -> aws_config::SdkConfig {
-    aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(LOCAL_REGION))
-        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
-            aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "outbox-demo"),
-        ))
-        .build()
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -270,7 +264,7 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoRepor
         dynamodb_endpoint: Some(options.dynamodb_endpoint.clone()),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sdk = local_sdk_config();
+    let sdk = crate::local::sdk_config();
     let relay = tokio::spawn(async move {
         run_dynamodb(&config, &runner_options, &sdk, async move {
             let _ = stopped.await;

@@ -54,3 +54,13 @@ pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
         .build();
     aws_sdk_sqs::Client::from_conf(config)
 }
+
+/// SDK configuration for local emulators: fixed test credentials and region,
+/// for the builders that take an `SdkConfig` (the relay's client wiring).
+pub fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(LOCAL_REGION))
+        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(credentials()))
+        .build()
+}
