@@ -204,6 +204,18 @@ async fn limits_are_refused_before_any_network_call() {
         .build(&SystemClock)
         .unwrap();
     let err = writer
+        .commit(OutboxTransaction::new().event(big.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, WriteError::EventTooLarge { .. }),
+        "{err:?}: could never be published"
+    );
+    let unchecked = DynamoDbOutboxWriter::new(
+        dynamodb_client_at("http://127.0.0.1:9"),
+        OutboxSchema::new("t").with_max_event_bytes(None),
+    );
+    let err = unchecked
         .commit(OutboxTransaction::new().event(big))
         .await
         .unwrap_err();

@@ -148,6 +148,15 @@ impl OutboxEvent {
         Self::try_from(raw)
     }
 
+    /// The size this event counts as one EventBridge `PutEvents` entry, as
+    /// AWS documents it ("Calculating PutEvents event entry size"): 14 bytes
+    /// for `Time`, plus the UTF-8 bytes of `Source`, `DetailType` and `Detail`
+    /// (the envelope JSON). Writers use it to refuse, before committing, an
+    /// event that could never be published.
+    pub fn bus_entry_size(&self) -> usize {
+        14 + self.source.len() + self.event_type.len() + self.to_json().len()
+    }
+
     /// The payload alone, as compact JSON text (how the DynamoDB item stores it).
     pub fn payload_json(&self) -> String {
         self.payload.to_string()

@@ -42,6 +42,17 @@ pub enum WriteError {
         /// [`MAX_TRANSACTION_SIZE_BYTES`](crate::MAX_TRANSACTION_SIZE_BYTES).
         limit: usize,
     },
+    /// An event is bigger than a bus entry may be: it could be committed but
+    /// never published.
+    #[error("event {event_id} is {size} bytes as a bus entry; the relay can publish at most {limit}")]
+    EventTooLarge {
+        /// The event id.
+        event_id: String,
+        /// Its size as a bus entry.
+        size: usize,
+        /// [`OutboxSchema::max_event_bytes`](crate::OutboxSchema::max_event_bytes).
+        limit: usize,
+    },
     /// Two operations target the same item, which DynamoDB refuses.
     #[error(
         "operations #{first} and #{second} both target {description}; a transaction may touch an item only once"

@@ -54,6 +54,10 @@ pub const ATTR_METADATA: &str = "metadata";
 pub const MARKER_VALUE: &str = "v1";
 
 const SORT_KEY_PREFIX: &str = "OUTBOX#";
+/// Default largest event, as an EventBridge entry
+/// ([`OutboxEvent::bus_entry_size`]): the documented 256 KB `PutEvents`
+/// request limit. A bigger event could never be published.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;
 const DEFAULT_RETENTION_DAYS: i64 = 7;
 
 /// Where and how outbox items are stored: the table, the names of the key,
@@ -71,6 +75,7 @@ pub struct OutboxSchema {
     marker_attribute: String,
     ttl_attribute: String,
     retention: Duration,
+    max_event_bytes: Option<usize>,
 }
 
 impl OutboxSchema {
@@ -84,6 +89,7 @@ impl OutboxSchema {
             marker_attribute: "outbox".into(),
             ttl_attribute: "ttl".into(),
             retention: Duration::days(DEFAULT_RETENTION_DAYS),
+            max_event_bytes: Some(DEFAULT_MAX_EVENT_BYTES),
         }
     }
 
@@ -116,6 +122,20 @@ impl OutboxSchema {
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self
+    }
+
+    /// The largest event the writer accepts, as a bus entry
+    /// ([`OutboxEvent::bus_entry_size`]); `None` turns the check off. Set it to
+    /// the relay's `OUTBOX_MAX_REQUEST_BYTES` when that is raised.
+    #[must_use]
+    pub fn with_max_event_bytes(mut self, limit: Option<usize>) -> Self {
+        self.max_event_bytes = limit;
+        self
+    }
+
+    /// The largest event the writer accepts.
+    pub fn max_event_bytes(&self) -> Option<usize> {
+        self.max_event_bytes
     }
 
     /// The table outbox items are written to.

@@ -44,7 +44,8 @@ mod writer;
 pub use error::{DecodeError, WriteError};
 pub use item::{
     ATTR_AGGREGATE_ID, ATTR_AGGREGATE_TYPE, ATTR_EVENT_ID, ATTR_EVENT_TYPE, ATTR_METADATA, ATTR_OCCURRED_AT,
-    ATTR_PAYLOAD, ATTR_SEQUENCE, ATTR_SOURCE, ATTR_TRACE_PARENT, Item, MARKER_VALUE, OutboxSchema,
+    ATTR_PAYLOAD, ATTR_SEQUENCE, ATTR_SOURCE, ATTR_TRACE_PARENT, DEFAULT_MAX_EVENT_BYTES, Item, MARKER_VALUE,
+    OutboxSchema,
 };
 pub use lease::{
     DynamoDbLeaseStore, Lease, LeaseError, ShardKey, compare_sequence_numbers, create_lease_table,

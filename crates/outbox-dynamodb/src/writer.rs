@@ -248,6 +248,18 @@ fn build_with_keys(
             limit: MAX_TRANSACT_ITEMS,
         });
     }
+    if let Some(limit) = schema.max_event_bytes() {
+        for (event, _) in &tx.events {
+            let size = event.bus_entry_size();
+            if size > limit {
+                return Err(WriteError::EventTooLarge {
+                    event_id: event.id().to_string(),
+                    size,
+                    limit,
+                });
+            }
+        }
+    }
     let mut items = tx.operations.clone();
     for (event, partition) in &tx.events {
         let partition = partition
@@ -549,8 +561,9 @@ mod tests {
     use outbox_core::FixedClock;
     use serde_json::json;
 
+    /// The item-size tests build events far above the bus limit: turn that check off.
     fn schema() -> OutboxSchema {
-        OutboxSchema::new("orders")
+        OutboxSchema::new("orders").with_max_event_bytes(None)
     }
 
     fn event(aggregate_id: &str, sequence: u64, payload: serde_json::Value) -> OutboxEvent {
@@ -743,6 +756,29 @@ mod tests {
             build_transact_items(&schema(), &tx.clone().client_request_token("x".repeat(37))).unwrap_err();
         assert!(err.to_string().contains("client request token"), "{err}");
         assert!(build_transact_items(&schema(), &tx.client_request_token("")).is_err());
+    }
+
+    #[test]
+    fn an_event_that_could_never_be_published_is_refused_at_its_boundary() {
+        let schema = OutboxSchema::new("orders");
+        let base = event("1", 1, json!(""));
+        let overhead = base.bus_entry_size();
+        let limit = schema.max_event_bytes().unwrap();
+        // a JSON string payload of n characters adds n bytes to the envelope
+        let at_limit = event("1", 1, json!("x".repeat(limit - overhead)));
+        assert_eq!(at_limit.bus_entry_size(), limit);
+        build_transact_items(&schema, &OutboxTransaction::new().event(at_limit)).unwrap();
+        let over = event("1", 1, json!("x".repeat(limit - overhead + 1)));
+        let err = build_transact_items(&schema, &OutboxTransaction::new().event(over.clone())).unwrap_err();
+        assert!(
+            matches!(&err, WriteError::EventTooLarge { event_id, size, limit: l } if *event_id == over.id().to_string() && *size == limit + 1 && *l == limit),
+            "{err}"
+        );
+        build_transact_items(
+            &schema.with_max_event_bytes(None),
+            &OutboxTransaction::new().event(over),
+        )
+        .unwrap();
     }
 
     #[test]
