@@ -44,4 +44,7 @@ cargo test --workspace "$@"
 step "the Lambda binary under cargo-lambda's runtime emulator"
 scripts/lambda-emulator-check.sh
 
+step "deployment templates (offline): sam validate, cfn-lint, cdk synth + tests, env var names"
+scripts/deploy-check.sh
+
 step "all checks passed"

@@ -1,0 +1,433 @@
+// The OutboxRelay construct: the same stack as the repository's template.yaml
+// (SAM). scripts/deploy-check.sh synthesizes both and compares their settings;
+// crates/outbox-lambda/tests/deployment_env.rs checks that the function's
+// environment below names exactly the variables the binary reads.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as cloudwatchActions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as eventsTargets from 'aws-cdk-lib/aws-events-targets';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as snsSubscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+
+/** How outbox items are stored (README, "The outbox item schema"). */
+export interface OutboxItemSchema {
+  /** Partition key attribute (S). @default 'pk' */
+  readonly partitionKey?: string;
+  /** Sort key attribute (S). @default 'sk' */
+  readonly sortKey?: string;
+  /** Marker attribute (S, value `v1`); the mapping's filter selects on it. @default 'outbox' */
+  readonly markerAttribute?: string;
+  /** TTL attribute (N, epoch seconds) of a created table. @default 'ttl' */
+  readonly ttlAttribute?: string;
+}
+
+/** The relay's publishing knobs (the binary's defaults unless set). */
+export interface RelayTuning {
+  /** Largest PutEvents request in bytes. @default 262144 */
+  readonly maxRequestBytes?: number;
+  /** Most PutEvents calls in flight per invocation. @default 4 */
+  readonly maxConcurrency?: number;
+  /** Retries of transient failures within one invocation. @default 6 */
+  readonly maxRetries?: number;
+  /** Backoff of the first retry. @default 50 ms */
+  readonly retryBase?: Duration;
+  /** Largest backoff. @default 5 s */
+  readonly retryMax?: Duration;
+  /** Time kept before the invocation's deadline. @default 2 s */
+  readonly deadlineMargin?: Duration;
+}
+
+/** Properties of {@link OutboxRelay}. */
+export interface OutboxRelayProps {
+  /**
+   * Directory holding the function's `bootstrap`, as built by
+   * `cargo lambda build --release --arm64 -p outbox-lambda`
+   * (`<repo>/target/lambda/outbox-lambda`). Checked at synthesis.
+   */
+  readonly codeDirectory: string;
+  /**
+   * An existing outbox table to relay; it must carry its stream ARN
+   * (`Table.fromTableAttributes({ tableName, tableStreamArn })`) and the
+   * stream must include new images. @default a table is created
+   */
+  readonly table?: dynamodb.ITable;
+  /** Deletion protection of the created table. @default true */
+  readonly tableDeletionProtection?: boolean;
+  /** An existing bus to publish to. @default a bus is created */
+  readonly eventBus?: events.IEventBus;
+  /** Create the example rule (events of `exampleRuleSource` to an SQS queue). @default true */
+  readonly exampleRule?: boolean;
+  /** Source matched by the example rule. @default 'com.example.orders' */
+  readonly exampleRuleSource?: string;
+  /** Item attribute names. */
+  readonly schema?: OutboxItemSchema;
+  /** Publishing knobs. */
+  readonly tuning?: RelayTuning;
+  /** CloudWatch namespace of the EMF metrics. @default 'OutboxRelay' */
+  readonly metricsNamespace?: string;
+  /** Function memory (MB). @default 256 */
+  readonly memorySize?: number;
+  /** Function timeout. @default 60 s */
+  readonly timeout?: Duration;
+  /** Application log level (JSON logs). @default INFO */
+  readonly applicationLogLevel?: lambda.ApplicationLogLevel;
+  /** System log level (JSON logs). @default WARN */
+  readonly systemLogLevel?: lambda.SystemLogLevel;
+  /** Retention of the function's log group. @default one month */
+  readonly logRetention?: logs.RetentionDays;
+  /** Most stream records per invocation. @default 100 */
+  readonly batchSize?: number;
+  /** How long to gather records before invoking. @default 1 s */
+  readonly maxBatchingWindow?: Duration;
+  /** Retries of a failed batch before it goes to the on-failure queue (0..10000). @default 10 */
+  readonly maxRetryAttempts?: number;
+  /** Records older than this go to the on-failure queue (60 s..24 h). @default 6 h */
+  readonly maxRecordAge?: Duration;
+  /** Iterator age alarm threshold. @default 60 s */
+  readonly iteratorAgeAlarmThreshold?: Duration;
+  /** Topic notified by the alarms. @default none, or a new one if `alarmEmail` is set */
+  readonly alarmTopic?: sns.ITopic;
+  /** Email subscribed to a new alarm topic (ignored when `alarmTopic` is set). */
+  readonly alarmEmail?: string;
+}
+
+/** The defaults, shared with template.yaml's parameter defaults. */
+export const OUTBOX_RELAY_DEFAULTS = {
+  partitionKey: 'pk',
+  sortKey: 'sk',
+  markerAttribute: 'outbox',
+  ttlAttribute: 'ttl',
+  exampleRuleSource: 'com.example.orders',
+  metricsNamespace: 'OutboxRelay',
+  maxRequestBytes: 262144,
+  maxConcurrency: 4,
+  maxRetries: 6,
+  retryBase: Duration.millis(50),
+  retryMax: Duration.millis(5000),
+  deadlineMargin: Duration.millis(2000),
+  memorySize: 256,
+  timeout: Duration.seconds(60),
+  logRetention: logs.RetentionDays.ONE_MONTH,
+  batchSize: 100,
+  maxBatchingWindow: Duration.seconds(1),
+  maxRetryAttempts: 10,
+  maxRecordAge: Duration.hours(6),
+  iteratorAgeAlarmThreshold: Duration.seconds(60),
+} as const;
+
+/** The marker value of the current outbox item schema. */
+export const OUTBOX_SCHEMA_VERSION = 'v1';
+
+/**
+ * The mapping's on-failure destination, without the grant CDK's `SqsDlq`
+ * adds (it also allows GetQueueAttributes and GetQueueUrl): the construct
+ * allows exactly `sqs:SendMessage` itself.
+ */
+class OnFailureQueueDestination implements lambda.IEventSourceDlq {
+  constructor(private readonly queue: sqs.IQueue) {}
+
+  bind(): lambda.DlqDestinationConfig {
+    return { destination: this.queue.queueArn };
+  }
+}
+
+/**
+ * The outbox relay: a Rust Lambda function (crate `outbox-lambda`) fed by a
+ * DynamoDB stream event source mapping that only passes outbox inserts,
+ * publishing to an EventBridge bus, quarantining to SQS, with an on-failure
+ * queue, a least-privilege role and alarms.
+ */
+export class OutboxRelay extends Construct {
+  /** The outbox table (created or given). */
+  readonly table: dynamodb.ITable;
+  /** The stream the relay reads. */
+  readonly tableStreamArn: string;
+  /** The bus (created or given). */
+  readonly eventBus: events.IEventBus;
+  /** The example rule, if created. */
+  readonly exampleRule?: events.Rule;
+  /** The example rule's target queue, if created. */
+  readonly exampleTargetQueue?: sqs.Queue;
+  /** Quarantined events with their reason. */
+  readonly quarantineQueue: sqs.Queue;
+  /** Batches that exhausted the mapping's retries or age. */
+  readonly onFailureQueue: sqs.Queue;
+  /** The function's log group (JSON logs). */
+  readonly logGroup: logs.LogGroup;
+  /** The function's role. */
+  readonly role: iam.Role;
+  /** The relay function. */
+  readonly function: lambda.Function;
+  /** The stream to function mapping. */
+  readonly eventSourceMapping: lambda.EventSourceMapping;
+  /** The alarms' topic, if any. */
+  readonly alarmTopic?: sns.ITopic;
+  /** Iterator age, function errors, quarantine and on-failure queue depth. */
+  readonly alarms: {
+    readonly iteratorAge: cloudwatch.Alarm;
+    readonly functionErrors: cloudwatch.Alarm;
+    readonly quarantineMessages: cloudwatch.Alarm;
+    readonly onFailureMessages: cloudwatch.Alarm;
+  };
+
+  constructor(scope: Construct, id: string, props: OutboxRelayProps) {
+    super(scope, id);
+    const d = OUTBOX_RELAY_DEFAULTS;
+    const schema = {
+      partitionKey: props.schema?.partitionKey ?? d.partitionKey,
+      sortKey: props.schema?.sortKey ?? d.sortKey,
+      markerAttribute: props.schema?.markerAttribute ?? d.markerAttribute,
+      ttlAttribute: props.schema?.ttlAttribute ?? d.ttlAttribute,
+    };
+    const tuning = props.tuning ?? {};
+
+    // ---------------------------------------------------------------- table
+    if (props.table) {
+      if (!props.table.tableStreamArn) {
+        throw new Error(
+          'OutboxRelay: the given table has no stream ARN; import it with ' +
+            'Table.fromTableAttributes({ tableName, tableStreamArn }) (a NEW_IMAGE or NEW_AND_OLD_IMAGES stream)',
+        );
+      }
+      this.table = props.table;
+      this.tableStreamArn = props.table.tableStreamArn;
+    } else {
+      const table = new dynamodb.Table(this, 'Table', {
+        partitionKey: { name: schema.partitionKey, type: dynamodb.AttributeType.STRING },
+        sortKey: { name: schema.sortKey, type: dynamodb.AttributeType.STRING },
+        billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+        // The relay decodes the new image of each inserted outbox item.
+        stream: dynamodb.StreamViewType.NEW_IMAGE,
+        timeToLiveAttribute: schema.ttlAttribute,
+        pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+        deletionProtection: props.tableDeletionProtection ?? true,
+        removalPolicy: RemovalPolicy.RETAIN,
+      });
+      this.table = table;
+      this.tableStreamArn = table.tableStreamArn!;
+    }
+
+    // ---------------------------------------------------------------- bus and example rule
+    this.eventBus = props.eventBus ?? new events.EventBus(this, 'Bus');
+    if (props.exampleRule ?? true) {
+      this.exampleTargetQueue = new sqs.Queue(this, 'ExampleTargetQueue', {
+        encryption: sqs.QueueEncryption.SQS_MANAGED,
+        retentionPeriod: Duration.days(14),
+      });
+      this.exampleRule = new events.Rule(this, 'ExampleRule', {
+        description: 'Example consumer rule; replace with your own.',
+        eventBus: this.eventBus,
+        eventPattern: { source: [props.exampleRuleSource ?? d.exampleRuleSource] },
+        targets: [new eventsTargets.SqsQueue(this.exampleTargetQueue)],
+      });
+    }
+
+    // ---------------------------------------------------------------- queues
+    this.quarantineQueue = new sqs.Queue(this, 'QuarantineQueue', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      retentionPeriod: Duration.days(14),
+    });
+    this.onFailureQueue = new sqs.Queue(this, 'OnFailureQueue', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      retentionPeriod: Duration.days(14),
+    });
+
+    // ---------------------------------------------------------------- role (least privilege)
+    this.logGroup = new logs.LogGroup(this, 'LogGroup', {
+      retention: props.logRetention ?? d.logRetention,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.role = new iam.Role(this, 'Role', {
+      description: 'outbox-relay function (least privilege)',
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+    });
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'WriteOwnLogs',
+        actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        resources: [this.logGroup.logGroupArn],
+      }),
+    );
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'ReadOutboxStream',
+        actions: [
+          'dynamodb:DescribeStream',
+          'dynamodb:GetRecords',
+          'dynamodb:GetShardIterator',
+          'dynamodb:ListStreams',
+        ],
+        resources: [this.tableStreamArn],
+      }),
+    );
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'PublishToBus',
+        actions: ['events:PutEvents'],
+        resources: [this.eventBus.eventBusArn],
+      }),
+    );
+    // The function quarantines; the mapping's on-failure destination sends
+    // with the function's role.
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'QuarantineAndOnFailure',
+        actions: ['sqs:SendMessage'],
+        resources: [this.quarantineQueue.queueArn, this.onFailureQueue.queueArn],
+      }),
+    );
+
+    // ---------------------------------------------------------------- function
+    this.function = new lambda.Function(this, 'Function', {
+      description: 'outbox relay (DynamoDB stream to EventBridge)',
+      code: OutboxRelay.codeFromDirectory(props.codeDirectory),
+      handler: 'bootstrap',
+      runtime: lambda.Runtime.PROVIDED_AL2023,
+      architecture: lambda.Architecture.ARM_64,
+      memorySize: props.memorySize ?? d.memorySize,
+      timeout: props.timeout ?? d.timeout,
+      role: this.role,
+      logGroup: this.logGroup,
+      loggingFormat: lambda.LoggingFormat.JSON,
+      applicationLogLevelV2: props.applicationLogLevel ?? lambda.ApplicationLogLevel.INFO,
+      systemLogLevelV2: props.systemLogLevel ?? lambda.SystemLogLevel.WARN,
+      // Exactly the variables outbox_lambda::ALL_VARIABLES names, less the two
+      // local-only endpoint overrides (crates/outbox-lambda/tests/deployment_env.rs).
+      environment: {
+        OUTBOX_EVENT_BUS_NAME: this.eventBus.eventBusName,
+        OUTBOX_QUARANTINE_QUEUE_URL: this.quarantineQueue.queueUrl,
+        OUTBOX_TABLE_NAME: this.table.tableName,
+        OUTBOX_PARTITION_KEY: schema.partitionKey,
+        OUTBOX_SORT_KEY: schema.sortKey,
+        OUTBOX_MARKER_ATTRIBUTE: schema.markerAttribute,
+        OUTBOX_MAX_REQUEST_BYTES: String(tuning.maxRequestBytes ?? d.maxRequestBytes),
+        OUTBOX_MAX_CONCURRENCY: String(tuning.maxConcurrency ?? d.maxConcurrency),
+        OUTBOX_MAX_RETRIES: String(tuning.maxRetries ?? d.maxRetries),
+        OUTBOX_RETRY_BASE_MS: String((tuning.retryBase ?? d.retryBase).toMilliseconds()),
+        OUTBOX_RETRY_MAX_MS: String((tuning.retryMax ?? d.retryMax).toMilliseconds()),
+        OUTBOX_DEADLINE_MARGIN_MS: String((tuning.deadlineMargin ?? d.deadlineMargin).toMilliseconds()),
+        OUTBOX_METRICS_NAMESPACE: props.metricsNamespace ?? d.metricsNamespace,
+      },
+    });
+
+    // ---------------------------------------------------------------- event source mapping
+    // A plain mapping rather than DynamoEventSource, which grants stream read
+    // with dynamodb:ListStreams on every resource.
+    this.eventSourceMapping = new lambda.EventSourceMapping(this, 'EventSourceMapping', {
+      target: this.function,
+      eventSourceArn: this.tableStreamArn,
+      startingPosition: lambda.StartingPosition.TRIM_HORIZON,
+      batchSize: props.batchSize ?? d.batchSize,
+      maxBatchingWindow: props.maxBatchingWindow ?? d.maxBatchingWindow,
+      // The handler reports the first record it neither delivered nor
+      // quarantined; Lambda resumes from there.
+      reportBatchItemFailures: true,
+      bisectBatchOnError: true,
+      retryAttempts: props.maxRetryAttempts ?? d.maxRetryAttempts,
+      maxRecordAge: props.maxRecordAge ?? d.maxRecordAge,
+      // Per-aggregate order: outbox items are written in their aggregate's
+      // partition, and a stream shard delivers them in commit order. With a
+      // factor of 1 each shard has one batch in flight, and a batch that fails
+      // at record N is retried from N before anything later is read, so events
+      // reach the bus in commit order. A factor > 1 runs several batches of one
+      // shard at once, ordered only per partition key value: events written
+      // under another partition (event_in_partition) could overtake each other.
+      parallelizationFactor: 1,
+      // Invoke only for outbox inserts: aggregate writes, updates and TTL
+      // deletions never reach the function.
+      filters: [
+        lambda.FilterCriteria.filter({
+          eventName: lambda.FilterRule.isEqual('INSERT'),
+          dynamodb: {
+            NewImage: { [schema.markerAttribute]: { S: lambda.FilterRule.isEqual(OUTBOX_SCHEMA_VERSION) } },
+          },
+        }),
+      ],
+      onFailure: new OnFailureQueueDestination(this.onFailureQueue),
+    });
+
+    // ---------------------------------------------------------------- alarms
+    if (props.alarmTopic) {
+      this.alarmTopic = props.alarmTopic;
+    } else if (props.alarmEmail) {
+      const topic = new sns.Topic(this, 'AlarmTopic');
+      topic.addSubscription(new snsSubscriptions.EmailSubscription(props.alarmEmail));
+      this.alarmTopic = topic;
+    }
+    const minute = Duration.minutes(1);
+    const above = (
+      id: string,
+      description: string,
+      metric: cloudwatch.IMetric,
+      threshold: number,
+      window: { evaluationPeriods: number; datapointsToAlarm?: number } = { evaluationPeriods: 1 },
+    ) => {
+      const alarm = new cloudwatch.Alarm(this, id, {
+        alarmDescription: description,
+        metric,
+        threshold,
+        ...window,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+      if (this.alarmTopic) {
+        alarm.addAlarmAction(new cloudwatchActions.SnsAction(this.alarmTopic));
+        alarm.addOkAction(new cloudwatchActions.SnsAction(this.alarmTopic));
+      }
+      return alarm;
+    };
+    this.alarms = {
+      iteratorAge: above(
+        'IteratorAgeAlarm',
+        'The relay is falling behind the outbox stream.',
+        this.function.metric('IteratorAge', { statistic: 'Maximum', period: minute }),
+        (props.iteratorAgeAlarmThreshold ?? d.iteratorAgeAlarmThreshold).toMilliseconds(),
+        { evaluationPeriods: 5, datapointsToAlarm: 3 },
+      ),
+      functionErrors: above(
+        'FunctionErrorsAlarm',
+        'The relay function failed whole invocations (configuration, crash, timeout).',
+        this.function.metricErrors({ statistic: 'Sum', period: minute }),
+        0,
+      ),
+      quarantineMessages: above(
+        'QuarantineMessagesAlarm',
+        'Events were quarantined (poison or undeliverable); inspect the quarantine queue.',
+        this.quarantineQueue.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum', period: minute }),
+        0,
+      ),
+      onFailureMessages: above(
+        'OnFailureMessagesAlarm',
+        'Stream records exhausted their retries or age; replay them from the on-failure queue.',
+        this.onFailureQueue.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum', period: minute }),
+        0,
+      ),
+    };
+  }
+
+  /**
+   * `lambda.Code.fromAsset(directory)` after checking that the directory
+   * holds a `bootstrap` (the provided runtimes run `bootstrap`; inline code is
+   * not allowed for them).
+   */
+  static codeFromDirectory(directory: string): lambda.Code {
+    const bootstrap = path.join(directory, 'bootstrap');
+    if (!fs.existsSync(bootstrap) || !fs.statSync(bootstrap).isFile()) {
+      throw new Error(
+        `OutboxRelay: ${bootstrap} not found; build it with ` +
+          '`cargo lambda build --release --arm64 -p outbox-lambda` (output in target/lambda/outbox-lambda)',
+      );
+    }
+    return lambda.Code.fromAsset(directory);
+  }
+}

@@ -1,0 +1,402 @@
+// Assertions on the synthesized OutboxRelay (node:test, compiled by tsc):
+// `npm test`. No Lambda build needed: each stack points the construct at a
+// temporary directory holding a placeholder `bootstrap`.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, describe, test } from 'node:test';
+
+import { App, CfnElement, Duration, Stack } from 'aws-cdk-lib';
+import { Capture, Match, Template } from 'aws-cdk-lib/assertions';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as events from 'aws-cdk-lib/aws-events';
+import { IConstruct } from 'constructs';
+
+import { OutboxRelayExampleStack } from '../lib/example-stack';
+import { OutboxRelay, OutboxRelayProps } from '../lib/outbox-relay';
+
+const codeDirectory = fs.mkdtempSync(path.join(os.tmpdir(), 'outbox-relay-code-'));
+fs.writeFileSync(path.join(codeDirectory, 'bootstrap'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+after(() => fs.rmSync(codeDirectory, { recursive: true, force: true }));
+
+/** What the function must set: outbox_lambda::ALL_VARIABLES less the local endpoint overrides. */
+const RELAY_VARIABLES = [
+  'OUTBOX_EVENT_BUS_NAME',
+  'OUTBOX_QUARANTINE_QUEUE_URL',
+  'OUTBOX_TABLE_NAME',
+  'OUTBOX_PARTITION_KEY',
+  'OUTBOX_SORT_KEY',
+  'OUTBOX_MARKER_ATTRIBUTE',
+  'OUTBOX_MAX_REQUEST_BYTES',
+  'OUTBOX_MAX_CONCURRENCY',
+  'OUTBOX_MAX_RETRIES',
+  'OUTBOX_RETRY_BASE_MS',
+  'OUTBOX_RETRY_MAX_MS',
+  'OUTBOX_DEADLINE_MARGIN_MS',
+  'OUTBOX_METRICS_NAMESPACE',
+];
+
+interface Synthesized {
+  stack: Stack;
+  relay: OutboxRelay;
+  template: Template;
+  /** Logical id of a construct's CloudFormation resource. */
+  id: (c: IConstruct) => string;
+}
+
+function synth(
+  props: Partial<OutboxRelayProps> = {},
+  before?: (stack: Stack) => Partial<OutboxRelayProps>,
+): Synthesized {
+  const stack = new Stack(new App(), 'Test');
+  const relay = new OutboxRelay(stack, 'Relay', { codeDirectory, ...props, ...before?.(stack) });
+  const id = (c: IConstruct) => stack.getLogicalId(c.node.defaultChild as CfnElement);
+  return { stack, relay, template: Template.fromStack(stack), id };
+}
+
+const getAtt = (logicalId: string, attribute: string) => ({ 'Fn::GetAtt': [logicalId, attribute] });
+const ref = (logicalId: string) => ({ Ref: logicalId });
+
+describe('OutboxRelay (creating the table and the bus)', () => {
+  const { relay, template, id } = synth();
+  const tableId = id(relay.table);
+  const busId = id(relay.eventBus);
+  const functionId = id(relay.function);
+  const quarantineId = id(relay.quarantineQueue);
+  const onFailureId = id(relay.onFailureQueue);
+
+  test('creates one of each resource and four alarms', () => {
+    template.resourceCountIs('AWS::DynamoDB::Table', 1);
+    template.resourceCountIs('AWS::Events::EventBus', 1);
+    template.resourceCountIs('AWS::Events::Rule', 1);
+    template.resourceCountIs('AWS::SQS::Queue', 3);
+    template.resourceCountIs('AWS::Lambda::Function', 1);
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 1);
+    template.resourceCountIs('AWS::IAM::Role', 1);
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+    template.resourceCountIs('AWS::SNS::Topic', 0);
+  });
+
+  test('table: on demand, NEW_IMAGE stream, TTL, PITR, deletion protection, retained', () => {
+    template.hasResource('AWS::DynamoDB::Table', {
+      DeletionPolicy: 'Retain',
+      UpdateReplacePolicy: 'Retain',
+      Properties: {
+        BillingMode: 'PAY_PER_REQUEST',
+        KeySchema: [
+          { AttributeName: 'pk', KeyType: 'HASH' },
+          { AttributeName: 'sk', KeyType: 'RANGE' },
+        ],
+        AttributeDefinitions: Match.arrayWith([
+          { AttributeName: 'pk', AttributeType: 'S' },
+          { AttributeName: 'sk', AttributeType: 'S' },
+        ]),
+        StreamSpecification: { StreamViewType: 'NEW_IMAGE' },
+        TimeToLiveSpecification: { AttributeName: 'ttl', Enabled: true },
+        PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+        DeletionProtectionEnabled: true,
+      },
+    });
+  });
+
+  test('event source mapping: from the trim horizon, partial batch failures, bounded retries', () => {
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      FunctionName: ref(functionId),
+      EventSourceArn: getAtt(tableId, 'StreamArn'),
+      StartingPosition: 'TRIM_HORIZON',
+      BatchSize: 100,
+      MaximumBatchingWindowInSeconds: 1,
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+      BisectBatchOnFunctionError: true,
+      MaximumRetryAttempts: 10,
+      MaximumRecordAgeInSeconds: 21600,
+      ParallelizationFactor: 1,
+      DestinationConfig: { OnFailure: { Destination: getAtt(onFailureId, 'Arn') } },
+    });
+  });
+
+  test('filter: only INSERTs of items whose marker is v1', () => {
+    const pattern = new Capture();
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      FilterCriteria: { Filters: [{ Pattern: pattern }] },
+    });
+    assert.deepEqual(JSON.parse(pattern.asString()), {
+      eventName: ['INSERT'],
+      dynamodb: { NewImage: { outbox: { S: ['v1'] } } },
+    });
+  });
+
+  test('function: provided.al2023 on arm64, JSON logs in its own log group', () => {
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Runtime: 'provided.al2023',
+      Architectures: ['arm64'],
+      Handler: 'bootstrap',
+      MemorySize: 256,
+      Timeout: 60,
+      Role: getAtt(id(relay.role), 'Arn'),
+      LoggingConfig: {
+        LogFormat: 'JSON',
+        ApplicationLogLevel: 'INFO',
+        SystemLogLevel: 'WARN',
+        LogGroup: ref(id(relay.logGroup)),
+      },
+    });
+    template.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
+  });
+
+  test('environment: exactly the variables the binary reads, wired to the resources', () => {
+    const variables = new Capture();
+    template.hasResourceProperties('AWS::Lambda::Function', { Environment: { Variables: variables } });
+    const env = variables.asObject();
+    assert.deepEqual(Object.keys(env).sort(), [...RELAY_VARIABLES].sort());
+    assert.deepEqual(env.OUTBOX_EVENT_BUS_NAME, ref(busId));
+    assert.deepEqual(env.OUTBOX_QUARANTINE_QUEUE_URL, ref(quarantineId));
+    assert.deepEqual(env.OUTBOX_TABLE_NAME, ref(tableId));
+    assert.equal(env.OUTBOX_PARTITION_KEY, 'pk');
+    assert.equal(env.OUTBOX_MARKER_ATTRIBUTE, 'outbox');
+    assert.equal(env.OUTBOX_MAX_REQUEST_BYTES, '262144');
+    assert.equal(env.OUTBOX_METRICS_NAMESPACE, 'OutboxRelay');
+  });
+
+  test('IAM: four statements, each on the exact ARNs, nothing on *', () => {
+    template.hasResourceProperties('AWS::IAM::Role', {
+      AssumeRolePolicyDocument: {
+        Statement: [{ Action: 'sts:AssumeRole', Effect: 'Allow', Principal: { Service: 'lambda.amazonaws.com' } }],
+      },
+      ManagedPolicyArns: Match.absent(),
+      Policies: Match.absent(),
+    });
+    template.resourceCountIs('AWS::IAM::Policy', 1);
+    template.hasResourceProperties('AWS::IAM::Policy', {
+      Roles: [ref(id(relay.role))],
+      PolicyDocument: {
+        Statement: Match.arrayEquals([
+          {
+            Sid: 'WriteOwnLogs',
+            Effect: 'Allow',
+            Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+            Resource: getAtt(id(relay.logGroup), 'Arn'),
+          },
+          {
+            Sid: 'ReadOutboxStream',
+            Effect: 'Allow',
+            Action: ['dynamodb:DescribeStream', 'dynamodb:GetRecords', 'dynamodb:GetShardIterator', 'dynamodb:ListStreams'],
+            Resource: getAtt(tableId, 'StreamArn'),
+          },
+          { Sid: 'PublishToBus', Effect: 'Allow', Action: 'events:PutEvents', Resource: getAtt(busId, 'Arn') },
+          {
+            Sid: 'QuarantineAndOnFailure',
+            Effect: 'Allow',
+            Action: 'sqs:SendMessage',
+            Resource: [getAtt(quarantineId, 'Arn'), getAtt(onFailureId, 'Arn')],
+          },
+        ]),
+      },
+    });
+    const json = JSON.stringify(template.findResources('AWS::IAM::Policy'));
+    assert.doesNotMatch(json, /"\*"/);
+  });
+
+  test('queues: SQS-managed encryption, 14 days retention', () => {
+    const queues = template.findResources('AWS::SQS::Queue', {
+      Properties: { SqsManagedSseEnabled: true, MessageRetentionPeriod: 1209600 },
+    });
+    assert.equal(Object.keys(queues).length, 3);
+  });
+
+  test('example rule: source com.example.orders to its queue, allowed by a queue policy', () => {
+    const queueId = id(relay.exampleTargetQueue!);
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventBusName: ref(busId),
+      EventPattern: { source: ['com.example.orders'] },
+      Targets: [Match.objectLike({ Arn: getAtt(queueId, 'Arn') })],
+    });
+    template.hasResourceProperties('AWS::SQS::QueuePolicy', {
+      Queues: [ref(queueId)],
+      PolicyDocument: {
+        Statement: [
+          Match.objectLike({
+            // CDK's SqsQueue target also allows GetQueueAttributes and GetQueueUrl.
+            Action: Match.arrayWith(['sqs:SendMessage']),
+            Principal: { Service: 'events.amazonaws.com' },
+            Condition: { ArnEquals: { 'aws:SourceArn': getAtt(id(relay.exampleRule!), 'Arn') } },
+          }),
+        ],
+      },
+    });
+  });
+
+  test('alarms: iterator age, function errors, both queues non-empty; no actions without a topic', () => {
+    const alarm = (namespace: string, metric: string, statistic: string, threshold: number, dimension: object) =>
+      template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+        Namespace: namespace,
+        MetricName: metric,
+        Statistic: statistic,
+        Threshold: threshold,
+        Period: 60,
+        ComparisonOperator: 'GreaterThanThreshold',
+        TreatMissingData: 'notBreaching',
+        Dimensions: [dimension],
+        AlarmActions: Match.absent(),
+      });
+    alarm('AWS/Lambda', 'IteratorAge', 'Maximum', 60000, { Name: 'FunctionName', Value: ref(functionId) });
+    alarm('AWS/Lambda', 'Errors', 'Sum', 0, { Name: 'FunctionName', Value: ref(functionId) });
+    for (const queueId of [quarantineId, onFailureId]) {
+      alarm('AWS/SQS', 'ApproximateNumberOfMessagesVisible', 'Maximum', 0, {
+        Name: 'QueueName',
+        Value: getAtt(queueId, 'QueueName'),
+      });
+    }
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'IteratorAge',
+      EvaluationPeriods: 5,
+      DatapointsToAlarm: 3,
+    });
+  });
+});
+
+describe('OutboxRelay (options)', () => {
+  test('an existing table and bus: neither is created, IAM and the mapping use their ARNs', () => {
+    const streamArn = 'arn:aws:dynamodb:eu-west-1:123456789012:table/orders/stream/2026-01-01T00:00:00.000';
+    let bus: events.IEventBus | undefined;
+    const { stack, template } = synth({}, (s) => {
+      bus = events.EventBus.fromEventBusName(s, 'Bus', 'orders-bus');
+      return {
+        table: dynamodb.Table.fromTableAttributes(s, 'Table', { tableName: 'orders', tableStreamArn: streamArn }),
+        eventBus: bus,
+      };
+    });
+    template.resourceCountIs('AWS::DynamoDB::Table', 0);
+    template.resourceCountIs('AWS::Events::EventBus', 0);
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', { EventSourceArn: streamArn });
+    template.hasResourceProperties('AWS::IAM::Policy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({ Sid: 'ReadOutboxStream', Resource: streamArn }),
+          Match.objectLike({ Sid: 'PublishToBus', Resource: stack.resolve(bus!.eventBusArn) }),
+        ]),
+      },
+    });
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: {
+        Variables: Match.objectLike({ OUTBOX_TABLE_NAME: 'orders', OUTBOX_EVENT_BUS_NAME: 'orders-bus' }),
+      },
+    });
+  });
+
+  test('a table without a stream ARN is refused', () => {
+    assert.throws(
+      () => synth({}, (s) => ({ table: dynamodb.Table.fromTableName(s, 'T', 'orders') })),
+      /has no stream ARN/,
+    );
+  });
+
+  test('a code directory without bootstrap is refused with the build command', () => {
+    const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'outbox-relay-empty-'));
+    try {
+      assert.throws(() => synth({ codeDirectory: empty }), /bootstrap not found.*cargo lambda build --release --arm64/);
+    } finally {
+      fs.rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
+  test('a custom schema changes the key schema, the filter and the environment', () => {
+    const { template } = synth({ schema: { partitionKey: 'PK', sortKey: 'SK', markerAttribute: 'kind' } });
+    template.hasResourceProperties('AWS::DynamoDB::Table', {
+      KeySchema: [
+        { AttributeName: 'PK', KeyType: 'HASH' },
+        { AttributeName: 'SK', KeyType: 'RANGE' },
+      ],
+    });
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      FilterCriteria: {
+        Filters: [
+          { Pattern: Match.serializedJson({ eventName: ['INSERT'], dynamodb: { NewImage: { kind: { S: ['v1'] } } } }) },
+        ],
+      },
+    });
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: {
+        Variables: Match.objectLike({ OUTBOX_PARTITION_KEY: 'PK', OUTBOX_SORT_KEY: 'SK', OUTBOX_MARKER_ATTRIBUTE: 'kind' }),
+      },
+    });
+  });
+
+  test('mapping, function and tuning props reach the template', () => {
+    const { template } = synth({
+      batchSize: 500,
+      maxBatchingWindow: Duration.seconds(0),
+      maxRetryAttempts: 3,
+      maxRecordAge: Duration.hours(1),
+      memorySize: 512,
+      timeout: Duration.seconds(30),
+      tableDeletionProtection: false,
+      exampleRule: false,
+      tuning: { maxConcurrency: 8, retryBase: Duration.millis(10), deadlineMargin: Duration.seconds(5) },
+    });
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      BatchSize: 500,
+      MaximumBatchingWindowInSeconds: 0,
+      MaximumRetryAttempts: 3,
+      MaximumRecordAgeInSeconds: 3600,
+    });
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      MemorySize: 512,
+      Timeout: 30,
+      Environment: {
+        Variables: Match.objectLike({
+          OUTBOX_MAX_CONCURRENCY: '8',
+          OUTBOX_RETRY_BASE_MS: '10',
+          OUTBOX_DEADLINE_MARGIN_MS: '5000',
+        }),
+      },
+    });
+    template.hasResourceProperties('AWS::DynamoDB::Table', { DeletionProtectionEnabled: false });
+    template.resourceCountIs('AWS::Events::Rule', 0);
+    template.resourceCountIs('AWS::SQS::Queue', 2);
+  });
+
+  test('an alarm email creates a topic that every alarm notifies', () => {
+    const { relay, template, id } = synth({ alarmEmail: 'ops@example.com' });
+    template.resourceCountIs('AWS::SNS::Topic', 1);
+    template.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@example.com' });
+    const topic = ref(id(relay.alarmTopic!));
+    const notifying = template.findResources('AWS::CloudWatch::Alarm', {
+      Properties: { AlarmActions: [topic], OKActions: [topic] },
+    });
+    assert.equal(Object.keys(notifying).length, 4);
+  });
+});
+
+describe('the example app stack', () => {
+  test('synthesizes with an output for everything a user needs', () => {
+    const stack = new OutboxRelayExampleStack(new App(), 'Example', { codeDirectory });
+    const outputs = Object.keys(Template.fromStack(stack).findOutputs('*')).sort();
+    assert.deepEqual(outputs, [
+      'AlarmNames',
+      'EventBusArn',
+      'EventBusName',
+      'EventSourceMappingId',
+      'ExampleRuleArn',
+      'ExampleTargetQueueUrl',
+      'FunctionArn',
+      'FunctionName',
+      'FunctionRoleArn',
+      'LogGroupName',
+      'OnFailureQueueArn',
+      'OnFailureQueueUrl',
+      'QuarantineQueueArn',
+      'QuarantineQueueUrl',
+      'TableName',
+      'TableStreamArn',
+    ]);
+  });
+
+  test('refuses half of an existing table', () => {
+    assert.throws(
+      () => new OutboxRelayExampleStack(new App(), 'Example', { codeDirectory, existingTableName: 'orders' }),
+      /both existingTableName and existingTableStreamArn/,
+    );
+  });
+});
