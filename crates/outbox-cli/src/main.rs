@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use outbox_cli::demo::{self, DemoOptions};
 use outbox_cli::invoke::invoke;
+use outbox_cli::redrive::RedriveArgs;
 use outbox_cli::relay::{RunnerOptions, run_dynamodb, shutdown_signal};
+use outbox_cli::replay::ReplayArgs;
 use outbox_dynamodb::RunnerConfig;
 use outbox_lambda::{Config, build_handler};
 
@@ -58,6 +60,23 @@ enum Command {
         #[arg(long)]
         event: PathBuf,
     },
+    /// Lists the quarantine queue and republishes its events to the bus (--dry-run: only lists).
+    ///
+    /// Shows each message (event id, type, source position, reason) and republishes the
+    /// quarantined events (all, or each --event-id) with PutEvents, deleting each message
+    /// only after the bus accepted its event; what fails stays in the queue. Raw-only
+    /// (poison) records are listed and left in the queue: they need fixing first.
+    /// Endpoint overrides: OUTBOX_EVENTBRIDGE_ENDPOINT, OUTBOX_SQS_ENDPOINT.
+    Redrive(RedriveArgs),
+    /// Republishes a table's outbox events for an aggregate or a time range (--dry-run: only lists).
+    ///
+    /// An aggregate (--aggregate-type, --aggregate-id) is a Query of its partition, in
+    /// sequence order; a time range (--from, --to, on occurred_at) is a Scan, in time
+    /// order; both together combine. Only items still in the table can be replayed: items
+    /// already removed by the table's TTL (default: 7 days after occurred_at) are gone,
+    /// and items past their TTL but not yet removed are left out.
+    /// Endpoint overrides: OUTBOX_DYNAMODB_ENDPOINT, OUTBOX_EVENTBRIDGE_ENDPOINT.
+    Replay(ReplayArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +144,14 @@ async fn main() -> ExitCode {
             source,
         } => run_bootstrap(&dynamodb_endpoint, &moto_endpoint, &prefix, &source).await,
         Command::Invoke { event } => run_invoke(&event).await,
+        Command::Redrive(args) => outbox_cli::redrive::run(&args, &mut std::io::stdout())
+            .await
+            .map(drop)
+            .map_err(Into::into),
+        Command::Replay(args) => outbox_cli::replay::run(&args, &mut std::io::stdout())
+            .await
+            .map(drop)
+            .map_err(Into::into),
         Command::Relay(RelayCommand::Dynamodb {
             lease_table,
             create_lease_table,

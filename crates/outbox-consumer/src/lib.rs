@@ -1,0 +1,31 @@
+#![doc = include_str!("../README.md")]
+//!
+//! ## API
+//!
+//! - [`IdempotentConsumer`]: [`process`](IdempotentConsumer::process) and
+//!   [`record_in_transaction`](IdempotentConsumer::record_in_transaction);
+//!   results are [`Processed`], keys anything [`IdempotencyKey`].
+//! - [`IdempotencyStore`]: the table's records, step by step
+//!   ([`claim`](IdempotencyStore::claim), [`complete`](IdempotencyStore::complete),
+//!   [`release`](IdempotencyStore::release), [`get`](IdempotencyStore::get),
+//!   [`transaction_marker`](IdempotencyStore::transaction_marker),
+//!   [`commit_with_marker`](IdempotencyStore::commit_with_marker)), and
+//!   [`create_idempotency_table`].
+//! - [`outbox_event_from_eventbridge`] / [`outbox_event_from_detail`]: the
+//!   [`OutboxEvent`](outbox_core::OutboxEvent) in what EventBridge delivers.
+//! - [`ConsumerError`], with [`is_retryable`](ConsumerError::is_retryable).
+
+mod consumer;
+mod error;
+mod eventbridge;
+mod store;
+mod transaction;
+
+pub use consumer::{IdempotencyKey, IdempotentConsumer, Processed};
+pub use error::ConsumerError;
+pub use eventbridge::{outbox_event_from_detail, outbox_event_from_eventbridge};
+pub use store::{
+    ATTR_EXPIRES_AT, ATTR_KEY, ATTR_RESULT, ATTR_STATUS, ATTR_TTL, Claim, DEFAULT_COMPLETED_TTL,
+    DEFAULT_IN_PROGRESS_EXPIRY, IdempotencyRecord, IdempotencyStore, MAX_TRANSACT_ITEMS, RecordStatus,
+    STATUS_COMPLETED, STATUS_IN_PROGRESS, create_idempotency_table,
+};
