@@ -51,6 +51,10 @@ pub struct DemoReport {
     pub skipped: usize,
     /// Records quarantined.
     pub quarantined: usize,
+    /// Deliveries the idempotent consumer handled (its handler ran).
+    pub consumed: usize,
+    /// Redeliveries the consumer absorbed without running its handler.
+    pub duplicates_absorbed: usize,
     /// Commit-to-delivery latency, 50th percentile, milliseconds.
     pub latency_p50_ms: i64,
     /// Commit-to-delivery latency, 99th percentile, milliseconds.
@@ -76,6 +80,12 @@ pub enum DemoError {
     /// The relay failed.
     #[error("the relay failed")]
     Relay(#[from] crate::relay::RelayCommandError),
+    /// The idempotent consumer failed.
+    #[error("the consumer failed")]
+    Consumer(#[from] outbox_consumer::ConsumerError),
+    /// Replaying events failed.
+    #[error("the replay failed")]
+    Replay(#[from] crate::replay::ReplayError),
     /// Writing the report failed.
     #[error("writing output failed")]
     Output(#[from] std::io::Error),
@@ -215,6 +225,86 @@ fn relay_config(stack: &LocalStack, moto: &str) -> Result<Config, outbox_lambda:
     Config::from_lookup(|k| vars.get(k).cloned())
 }
 
+/// Runs every delivered envelope through the idempotent consumer; returns
+/// (handler runs, duplicates absorbed).
+async fn consume(
+    consumer: &outbox_consumer::IdempotentConsumer,
+    envelopes: &[Value],
+) -> Result<(usize, usize), DemoError> {
+    let (mut ran, mut absorbed) = (0, 0);
+    for envelope in envelopes {
+        let event = outbox_consumer::outbox_event_from_eventbridge(envelope)?;
+        let outcome = consumer
+            .process(&event, || async {
+                // The consumer's own work would go here, once per event id.
+                Ok::<_, std::convert::Infallible>(json!({ "handled": event.event_type() }))
+            })
+            .await?;
+        if outcome.is_duplicate() {
+            absorbed += 1;
+        } else {
+            ran += 1;
+        }
+    }
+    Ok((ran, absorbed))
+}
+
+/// The consumer side: an idempotent consumer handles every delivery once,
+/// then `outbox replay` republishes one aggregate's events through the bus
+/// and the consumer absorbs them as duplicates.
+async fn consumer_stage(
+    options: &DemoOptions,
+    stack: &LocalStack,
+    prefix: &str,
+    first_delivery: &[Value],
+    out: &mut dyn Write,
+) -> Result<(usize, usize), DemoError> {
+    use outbox_consumer::{IdempotencyStore, IdempotentConsumer, create_idempotency_table};
+    let ddb = dynamodb_client(&options.dynamodb_endpoint);
+    let sqs = sqs_client(&options.moto_endpoint);
+    let table = format!("{prefix}-idempotency");
+    create_idempotency_table(&ddb, &table).await?;
+    let consumer = IdempotentConsumer::new(IdempotencyStore::new(ddb.clone(), &table, "demo-consumer"));
+    let (ran, _) = consume(&consumer, first_delivery).await?;
+
+    let sink =
+        outbox_eventbridge::EventBridgeSink::new(eventbridge_client(&options.moto_endpoint), &stack.bus.bus);
+    let replay = crate::replay::ReplayOptions {
+        schema: OutboxSchema::new(&stack.table),
+        selection: crate::replay::ReplaySelection::Aggregate {
+            aggregate_type: "Order".into(),
+            aggregate_id: "o-1".into(),
+        },
+        from: None,
+        to: None,
+        now: chrono::Utc::now(),
+        dry_run: false,
+    };
+    let replayed = crate::replay::replay(&ddb, &sink, &replay, &mut std::io::sink()).await?;
+    let mut redelivered = Vec::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    while redelivered.len() < replayed.published && Instant::now() < until {
+        for m in drain_queue(&sqs, &stack.bus.target.url).await? {
+            redelivered.push(serde_json::from_str(&m.body).unwrap_or(Value::Null));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ran_again, absorbed) = consume(&consumer, &redelivered).await?;
+    writeln!(
+        out,
+        "\nconsumer (idempotency table {table}): handled {ran} deliveries once; `outbox replay` of Order#o-1 \
+         republished {} events, {} came back through the bus and were absorbed as duplicates ({ran_again} handler runs)",
+        replayed.published, absorbed,
+    )?;
+    if ran_again != 0 || absorbed != replayed.published {
+        return Err(DemoError::Mismatch(format!(
+            "replayed {} events: {absorbed} absorbed, {ran_again} handled again",
+            replayed.published
+        )));
+    }
+    Ok((ran, absorbed))
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -346,6 +436,9 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoRepor
         }
     }
 
+    let envelopes: Vec<Value> = arrivals.iter().map(|(envelope, _)| envelope.clone()).collect();
+    let (consumed, duplicates_absorbed) = consumer_stage(options, &stack, &prefix, &envelopes, out).await?;
+
     latencies.sort_unstable();
     let demo = DemoReport {
         written: written.len(),
@@ -353,19 +446,23 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoRepor
         duplicates: counts.values().map(|n| n - 1).sum(),
         skipped: report.skipped,
         quarantined: report.quarantined,
+        consumed,
+        duplicates_absorbed,
         latency_p50_ms: percentile(&latencies, 50.0),
         latency_p99_ms: percentile(&latencies, 99.0),
     };
     writeln!(
         out,
         "\nsummary: written {}, published {}, delivered {} (duplicates {}), skipped {}, quarantined {}, \
-         commit-to-delivery p50 {} ms / p99 {} ms, {:.1} s in all",
+         consumed {} (replayed duplicates absorbed {}), commit-to-delivery p50 {} ms / p99 {} ms, {:.1} s in all",
         demo.written,
         report.published,
         demo.delivered,
         demo.duplicates,
         demo.skipped,
         demo.quarantined,
+        demo.consumed,
+        demo.duplicates_absorbed,
         demo.latency_p50_ms,
         demo.latency_p99_ms,
         started.elapsed().as_secs_f64()
