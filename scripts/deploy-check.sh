@@ -6,14 +6,26 @@
 #      `cfn-lint` on the expansion (it checks what SAM passes through, e.g. the
 #      event source mapping's enums): no finding allowed;
 #   3. the CDK app (infra/cdk) compiled with tsc and synthesized with `cdk synth`
-#      (a placeholder `bootstrap` stands in for the Lambda build), `cfn-lint` on it;
+#      (a placeholder `bootstrap` stands in for the Lambda builds) twice: as is, and
+#      with the example consumer (-c exampleConsumerCodeDir); `cfn-lint` on both;
 #   4. the CDK assertion tests (node:test);
 #   5. the relay's non-negotiable settings on both templates (ReportBatchItemFailures,
 #      TRIM_HORIZON, bisect, bounded retries, ParallelizationFactor 1, the outbox filter,
 #      the on-failure destination, no IAM wildcard), and the SAM template (at its
-#      parameter defaults) compared with the CDK stack: same resources, same settings;
-#   6. `cargo test -p outbox-lambda --test deployment_env`: both templates set exactly
-#      the environment variables the binary reads (and ReportBatchItemFailures).
+#      parameter defaults) compared with the CDK stack: same resources, same settings,
+#      same outputs, no example consumer;
+#   6. the same with the example consumer: SAM with DeployExampleConsumer=true against
+#      the CDK stack with it, plus the consumer's own settings on both (an
+#      EventInvokeConfig with bounded retries and age sending to a queue of its own
+#      that has an alarm, the idempotency table's schema, a claim expiry at least the
+#      timeout, one rule invoking it with a permission for that rule only);
+#   7. what `sam build` builds: each rust-cargolambda function's Binary is a binary of
+#      the package at its CodeUri, and the features that binary requires are the ones
+#      cargo-lambda reads from that package's [package.metadata.lambda.build] (SAM
+#      cannot pass features);
+#   8. `cargo test -p outbox-lambda --test deployment_env`: both templates set exactly
+#      the environment variables the binary reads on the relay function (and
+#      ReportBatchItemFailures).
 #
 # Every check runs even if an earlier one failed (unless it needs that one's output);
 # the script exits 1 if any failed, listing them.
@@ -136,22 +148,28 @@ print(f"{len(expanded['Resources'])} resources")
 PY
 }
 
-# The relay's settings on both templates, and SAM (at its parameter defaults)
-# against CDK. Prints every difference; exits 1 if there is any.
+# The relay's settings on both templates, the example consumer's (when it is
+# deployed), and SAM (at its parameter defaults, less the overrides in $3, a
+# JSON object) against CDK. Prints every difference; exits 1 if there is any.
 compare_templates() {
-    "$DEPLOY_VENV/bin/python" - "$1" "$2" <<'PY'
+    "$DEPLOY_VENV/bin/python" - "$1" "$2" "$3" <<'PY'
 import json
 import re
 import sys
 
 sam = json.load(open(sys.argv[1], encoding="utf-8"))
 cdk = json.load(open(sys.argv[2], encoding="utf-8"))
+overrides = json.loads(sys.argv[3])
 problems = []
 NO_VALUE = object()
 
 def sam_resolver(template):
-    """Resolves SAM intrinsics at the parameter defaults; resources become their type."""
+    """Resolves SAM intrinsics at the parameter defaults (less the overrides); resources become their type."""
     params = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
+    unknown = set(overrides) - set(params)
+    if unknown:
+        sys.exit(f"FAIL unknown SAM parameters {sorted(unknown)}")
+    params.update(overrides)
     params.update({"AWS::Region": "us-east-1", "AWS::Partition": "aws", "AWS::AccountId": "123456789012"})
     conditions = template.get("Conditions", {})
     return make_resolver(template["Resources"], params, conditions)
@@ -206,6 +224,7 @@ def make_resolver(resources, params, conditions):
                 out[k] = r
         return out
 
+    resolve.active = lambda r: "Condition" not in r or condition(r["Condition"])
     return resolve
 
 def normalize(value):
@@ -218,13 +237,14 @@ def normalize(value):
 
 resolve_sam = sam_resolver(sam)
 resolve_cdk = make_resolver(cdk["Resources"], {}, cdk.get("Conditions", {}))
+SIDES = (("SAM", sam, resolve_sam), ("CDK", cdk, resolve_cdk))
+
+def active(template, resolve, type_):
+    """(logical id, raw resource) of the resources of `type_` that exist under these parameters."""
+    return [(name, r) for name, r in sorted(template["Resources"].items()) if r["Type"] == type_ and resolve.active(r)]
 
 def of_type(template, resolve, type_):
-    return [
-        (name, resolve(r.get("Properties", {})))
-        for name, r in sorted(template["Resources"].items())
-        if r["Type"] == type_ and ("Condition" not in r or resolve({"Fn::If": [r["Condition"], True, False]}))
-    ]
+    return [(name, resolve(r.get("Properties", {}))) for name, r in active(template, resolve, type_)]
 
 def only(template, resolve, type_, label):
     found = of_type(template, resolve, type_)
@@ -233,9 +253,24 @@ def only(template, resolve, type_, label):
         return {}
     return found[0][1]
 
+def is_ref(node, name):
+    return node == {"Ref": name}
+
+def is_getatt(node, name, attribute):
+    return node in ({"Fn::GetAtt": [name, attribute]}, {"Fn::GetAtt": f"{name}.{attribute}"})
+
+def getatt_target(node, attribute):
+    """The logical id in {"Fn::GetAtt": [id, attribute]}, if it is one."""
+    if isinstance(node, dict) and list(node) == ["Fn::GetAtt"]:
+        arg = node["Fn::GetAtt"]
+        name, attr = arg if isinstance(arg, list) else arg.split(".", 1)
+        if attr == attribute:
+            return name
+    return None
+
 # ---- the relay's settings, on each template
 EXPECTED_PATTERN = {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"outbox": {"S": ["v1"]}}}}
-for label, template, resolve in (("SAM", sam, resolve_sam), ("CDK", cdk, resolve_cdk)):
+for label, template, resolve in SIDES:
     esm = only(template, resolve, "AWS::Lambda::EventSourceMapping", label)
     def expect(key, ok, why):
         if not ok(esm.get(key)):
@@ -257,7 +292,73 @@ for label, template, resolve in (("SAM", sam, resolve_sam), ("CDK", cdk, resolve
     if '"*"' in json.dumps([r for r in template["Resources"].values() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::Role")]):
         problems.append(f"{label}: an IAM policy names the resource *")
 
-# ---- SAM (defaults) against CDK
+# ---- the example consumer's settings, on each template (deployed only with DeployExampleConsumer=true)
+EXPECT_CONSUMER = overrides.get("DeployExampleConsumer") == "true"
+for label, template, resolve in SIDES:
+    resources = template["Resources"]
+    consumers = [
+        (name, r) for name, r in active(template, resolve, "AWS::Lambda::Function")
+        if "IDEMPOTENCY_TABLE_NAME" in r.get("Properties", {}).get("Environment", {}).get("Variables", {})
+    ]
+    invoke_configs = active(template, resolve, "AWS::Lambda::EventInvokeConfig")
+    if not EXPECT_CONSUMER:
+        if consumers or invoke_configs:
+            problems.append(f"{label}: the example consumer is deployed although it was not asked for")
+        continue
+    if len(consumers) != 1:
+        problems.append(f"{label}: expected one example consumer function (IDEMPOTENCY_TABLE_NAME), found {len(consumers)}")
+        continue
+    fn, function = consumers[0]
+    variables = function["Properties"]["Environment"]["Variables"]
+    # Its idempotency table: the README's schema.
+    table = next((t for t in (r for n, r in resources.items() if is_ref(variables["IDEMPOTENCY_TABLE_NAME"], n))), None)
+    tp = resolve((table or {}).get("Properties", {}))
+    if (table or {}).get("Type") != "AWS::DynamoDB::Table" or tp.get("KeySchema") != [{"AttributeName": "pk", "KeyType": "HASH"}] \
+            or tp.get("TimeToLiveSpecification") != {"AttributeName": "ttl", "Enabled": True} \
+            or tp.get("BillingMode") != "PAY_PER_REQUEST" or not (tp.get("SSESpecification") or {}).get("SSEEnabled"):
+        problems.append(f"{label}: the example consumer's IDEMPOTENCY_TABLE_NAME is not an on-demand, encrypted table "
+                        f"with hash key pk and TTL on ttl: {tp}")
+    seconds = resolve(variables.get("IDEMPOTENCY_IN_PROGRESS_SECONDS"))
+    if not isinstance(seconds, int) or seconds < resolve(function["Properties"].get("Timeout", 3)):
+        problems.append(f"{label}: the example consumer's IDEMPOTENCY_IN_PROGRESS_SECONDS ({seconds!r}) is below its timeout")
+    # Asynchronous invocations: bounded, then a queue of its own that has an alarm.
+    mine = [r["Properties"] for _, r in invoke_configs if is_ref(r["Properties"].get("FunctionName"), fn)]
+    if len(mine) != 1:
+        problems.append(f"{label}: the example consumer has {len(mine)} EventInvokeConfig (expected one: bounded "
+                        "retries and an on-failure destination)")
+    else:
+        config = mine[0]
+        retries, age = resolve(config.get("MaximumRetryAttempts")), resolve(config.get("MaximumEventAgeInSeconds"))
+        if not (isinstance(retries, int) and 0 <= retries <= 2):
+            problems.append(f"{label}: the example consumer's MaximumRetryAttempts = {retries!r}: must be set (0..2)")
+        if not (isinstance(age, int) and 60 <= age <= 21600):
+            problems.append(f"{label}: the example consumer's MaximumEventAgeInSeconds = {age!r}: must be set (60..21600)")
+        queue = getatt_target(config.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination"), "Arn")
+        esm_destination = [
+            getatt_target(r["Properties"].get("DestinationConfig", {}).get("OnFailure", {}).get("Destination"), "Arn")
+            for _, r in active(template, resolve, "AWS::Lambda::EventSourceMapping")
+        ]
+        if queue is None or resources[queue]["Type"] != "AWS::SQS::Queue":
+            problems.append(f"{label}: the example consumer's on-failure destination is not an SQS queue of the stack")
+        elif queue in esm_destination:
+            problems.append(f"{label}: the example consumer's on-failure destination is the relay's on-failure queue")
+        elif not any(
+            any(getatt_target(d.get("Value"), "QueueName") == queue for d in r["Properties"].get("Dimensions", []))
+            for _, r in active(template, resolve, "AWS::CloudWatch::Alarm")
+        ):
+            problems.append(f"{label}: no alarm on the example consumer's dead-letter queue")
+    # Invoked by a rule on the bus, allowed for that rule only.
+    rules = [name for name, r in active(template, resolve, "AWS::Events::Rule")
+             if any(is_getatt(t.get("Arn"), fn, "Arn") for t in r["Properties"].get("Targets", []))]
+    allowed = [r["Properties"] for _, r in active(template, resolve, "AWS::Lambda::Permission")
+               if is_getatt(r["Properties"].get("FunctionName"), fn, "Arn") or is_ref(r["Properties"].get("FunctionName"), fn)]
+    if len(rules) != 1:
+        problems.append(f"{label}: expected one rule targeting the example consumer, found {len(rules)}")
+    elif [p.get("Principal") for p in allowed] != ["events.amazonaws.com"] \
+            or not is_getatt(allowed[0].get("SourceArn"), rules[0], "Arn"):
+        problems.append(f"{label}: the example consumer's permission does not allow exactly its rule: {allowed}")
+
+# ---- SAM against CDK
 def differences(a, b, path):
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
@@ -275,50 +376,73 @@ def compare(what, a, b):
 def types(template, resolve):
     counts = {}
     for name, r in template["Resources"].items():
-        if r["Type"] in ("AWS::CDK::Metadata", "AWS::IAM::Policy"):
-            continue
-        if "Condition" in r and not resolve({"Fn::If": [r["Condition"], True, False]}):
+        if r["Type"] in ("AWS::CDK::Metadata", "AWS::IAM::Policy") or not resolve.active(r):
             continue
         counts[r["Type"]] = counts.get(r["Type"], 0) + 1
     return counts
 
-compare("resource types", types(sam, resolve_sam), types(cdk, resolve_cdk))
-for type_, drop in (
-    ("AWS::Lambda::EventSourceMapping", ()),
-    ("AWS::DynamoDB::Table", ()),
-    ("AWS::Logs::LogGroup", ()),
-    ("AWS::Lambda::Function", ("Code", "Description", "Tags")),
-):
-    a = only(sam, resolve_sam, type_, "SAM")
-    b = only(cdk, resolve_cdk, type_, "CDK")
-    for key in drop:
-        a.pop(key, None)
-        b.pop(key, None)
-    if type_ == "AWS::Lambda::EventSourceMapping":
-        for side in (a, b):
-            side["FilterCriteria"] = [json.loads(f["Pattern"]) for f in side.get("FilterCriteria", {}).get("Filters", [])]
-    compare(type_, a, b)
+def by(key):
+    return lambda items: sorted(items, key=lambda x: json.dumps(key(x), sort_keys=True))
 
-def sorted_list(items):
-    return sorted(items, key=lambda x: json.dumps(x, sort_keys=True))
+sorted_list = by(lambda x: x)
+
+compare("resource types", types(sam, resolve_sam), types(cdk, resolve_cdk))
+env_names = lambda p: sorted(p.get("Environment", {}).get("Variables", {}))
+for type_, drop, order in (
+    ("AWS::Lambda::EventSourceMapping", (), sorted_list),
+    ("AWS::DynamoDB::Table", (), by(lambda p: p.get("KeySchema"))),
+    ("AWS::Logs::LogGroup", (), sorted_list),
+    ("AWS::Lambda::Function", ("Code", "Description", "Tags"), by(env_names)),
+    ("AWS::Lambda::EventInvokeConfig", (), sorted_list),
+    ("AWS::Lambda::Permission", (), sorted_list),
+):
+    sides = []
+    for template, resolve in ((sam, resolve_sam), (cdk, resolve_cdk)):
+        found = [p for _, p in of_type(template, resolve, type_)]
+        for p in found:
+            for key in drop:
+                p.pop(key, None)
+            if type_ == "AWS::Lambda::EventSourceMapping":
+                p["FilterCriteria"] = [json.loads(f["Pattern"]) for f in p.get("FilterCriteria", {}).get("Filters", [])]
+        sides.append(order(found))
+    compare(type_, *sides)
 
 compare("queues", sorted_list(p for _, p in of_type(sam, resolve_sam, "AWS::SQS::Queue")),
         sorted_list(p for _, p in of_type(cdk, resolve_cdk, "AWS::SQS::Queue")))
 compare("alarms", sorted_list(p for _, p in of_type(sam, resolve_sam, "AWS::CloudWatch::Alarm")),
         sorted_list(p for _, p in of_type(cdk, resolve_cdk, "AWS::CloudWatch::Alarm")))
-rule = lambda t, r: [{k: p.get(k) for k in ("EventBusName", "EventPattern", "State")} | {"State": p.get("State", "ENABLED")}
-                     for _, p in of_type(t, r, "AWS::Events::Rule")]
+rule = lambda t, r: sorted_list(
+    {k: p.get(k) for k in ("EventBusName", "EventPattern")}
+    | {"State": p.get("State", "ENABLED"), "Targets": [target.get("Arn") for target in p.get("Targets", [])]}
+    for _, p in of_type(t, r, "AWS::Events::Rule"))
 compare("rules", rule(sam, resolve_sam), rule(cdk, resolve_cdk))
-sam_role = only(sam, resolve_sam, "AWS::IAM::Role", "SAM")
-sam_statements = [s for p in sam_role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
-cdk_statements = [s for _, p in of_type(cdk, resolve_cdk, "AWS::IAM::Policy") for s in p["PolicyDocument"]["Statement"]]
-compare("the function's IAM statements", sorted_list(sam_statements), sorted_list(cdk_statements))
+
+def role_statements(template, resolve):
+    """Each role's statements (inline, or in AWS::IAM::Policy resources naming it), one sorted list per role."""
+    per_role = {name: [s for p in r.get("Properties", {}).get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+                for name, r in active(template, resolve, "AWS::IAM::Role")}
+    for _, policy in active(template, resolve, "AWS::IAM::Policy"):
+        for role in policy["Properties"].get("Roles", []):
+            per_role.setdefault(role.get("Ref"), []).extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return sorted_list(sorted_list(resolve(s) for s in statements) for statements in per_role.values())
+
+compare("the functions' IAM statements", role_statements(sam, resolve_sam), role_statements(cdk, resolve_cdk))
+
+def outputs(template, resolve):
+    return sorted(name for name, o in template.get("Outputs", {}).items() if resolve.active(o))
+
+compare("outputs", outputs(sam, resolve_sam), outputs(cdk, resolve_cdk))
 
 if problems:
     for p in problems:
         print(f"FAIL {p}", file=sys.stderr)
     sys.exit(1)
-print("the relay settings hold on both; SAM (parameter defaults) and CDK define the same resources and settings")
+if EXPECT_CONSUMER:
+    print(f"the relay and example consumer settings hold on both; SAM ({overrides}) and CDK (exampleConsumer) "
+          "define the same resources and settings")
+else:
+    print("the relay settings hold on both, no example consumer; SAM (parameter defaults) and CDK define "
+          "the same resources and settings")
 PY
 }
 
@@ -353,23 +477,31 @@ check_tsc() {
     (cd "$CDK_DIR" && rm -rf dist && node_modules/.bin/tsc -p tsconfig.json)
 }
 
-check_cdk_synth() {
+# cdk synth into $WORK_DIR/OUT with a placeholder bootstrap, and extra context.
+cdk_synth() {
+    local out=$1
+    shift
     needs "$CDK_DIR/dist/bin/app.js" \
         && mkdir -p "$WORK_DIR/code" \
         && printf '#!/bin/sh\necho "placeholder: build with cargo lambda build --release --arm64" >&2\nexit 1\n' \
             >"$WORK_DIR/code/bootstrap" \
         && chmod 755 "$WORK_DIR/code/bootstrap" \
         && (cd "$CDK_DIR" && node_modules/.bin/cdk synth --quiet --no-notices \
-            --context outboxCodeDir="$WORK_DIR/code" --context stackName=OutboxRelay --output "$WORK_DIR/cdk.out") \
-        && needs "$WORK_DIR/cdk.out/OutboxRelay.template.json" \
-        && log "synthesized $WORK_DIR/cdk.out/OutboxRelay.template.json"
+            --context outboxCodeDir="$WORK_DIR/code" --context stackName=OutboxRelay "$@" --output "$WORK_DIR/$out") \
+        && needs "$WORK_DIR/$out/OutboxRelay.template.json" \
+        && log "synthesized $WORK_DIR/$out/OutboxRelay.template.json"
 }
+
+check_cdk_synth() { cdk_synth cdk.out; }
+
+check_cdk_synth_consumer() { cdk_synth cdk-consumer.out --context exampleConsumerCodeDir="$WORK_DIR/code"; }
 
 check_cfn_lint_cdk() {
     # W3005: CDK adds DependsOn on the role next to a GetAtt of it.
     needs "$WORK_DIR/cdk.out/OutboxRelay.template.json" \
+        && needs "$WORK_DIR/cdk-consumer.out/OutboxRelay.template.json" \
         && "$DEPLOY_VENV/bin/cfn-lint" --format parseable --ignore-checks W3005 \
-            -- "$WORK_DIR/cdk.out/OutboxRelay.template.json"
+            -- "$WORK_DIR/cdk.out/OutboxRelay.template.json" "$WORK_DIR/cdk-consumer.out/OutboxRelay.template.json"
 }
 
 check_cdk_tests() {
@@ -378,7 +510,70 @@ check_cdk_tests() {
 
 check_relay_settings() {
     needs "$WORK_DIR/sam-expanded.json" && needs "$WORK_DIR/cdk.out/OutboxRelay.template.json" \
-        && compare_templates "$WORK_DIR/sam-expanded.json" "$WORK_DIR/cdk.out/OutboxRelay.template.json"
+        && compare_templates "$WORK_DIR/sam-expanded.json" "$WORK_DIR/cdk.out/OutboxRelay.template.json" '{}'
+}
+
+check_consumer_settings() {
+    needs "$WORK_DIR/sam-expanded.json" && needs "$WORK_DIR/cdk-consumer.out/OutboxRelay.template.json" \
+        && compare_templates "$WORK_DIR/sam-expanded.json" "$WORK_DIR/cdk-consumer.out/OutboxRelay.template.json" \
+            '{"DeployExampleConsumer": "true"}'
+}
+
+# Each rust-cargolambda function of template.yaml: `sam build` runs `cargo lambda
+# build --release --arm64 --bin <Binary>` in its CodeUri and passes no features, so
+# the binary must be one of that package's and the features it requires must be
+# in the package's [package.metadata.lambda.build] features (cargo-lambda reads
+# them there).
+check_sam_build_targets() {
+    local -a cargo_cmd
+    read -ra cargo_cmd <<<"${OUTBOX_CARGO:-cargo}"
+    (cd "$REPO_DIR" && "${cargo_cmd[@]}" metadata --no-deps --format-version 1 --offline) >"$WORK_DIR/cargo-metadata.json" \
+        && "$DEPLOY_VENV/bin/python" - "$TEMPLATE" "$WORK_DIR/cargo-metadata.json" "$REPO_DIR" <<'PY'
+import json
+import os
+import sys
+
+from samcli.yamlhelper import yaml_parse
+
+template_path, metadata_path, repo = sys.argv[1:4]
+with open(template_path, encoding="utf-8") as f:
+    template = yaml_parse(f.read())
+packages = {
+    os.path.dirname(p["manifest_path"]): p for p in json.load(open(metadata_path, encoding="utf-8"))["packages"]
+}
+problems, checked = [], []
+for name, resource in template["Resources"].items():
+    metadata = resource.get("Metadata", {})
+    if resource.get("Type") != "AWS::Serverless::Function" or metadata.get("BuildMethod") != "rust-cargolambda":
+        continue
+    code_uri = os.path.normpath(os.path.join(repo, resource["Properties"]["CodeUri"]))
+    package = packages.get(code_uri)
+    binary = metadata.get("BuildProperties", {}).get("Binary")
+    if package is None:
+        problems.append(f"{name}: CodeUri {code_uri} is not a package of the workspace")
+        continue
+    bins = {t["name"]: t for t in package["targets"] if "bin" in t["kind"]}
+    if binary is None and len(bins) != 1:
+        problems.append(f"{name}: package {package['name']} has {len(bins)} binaries; name one with BuildProperties Binary")
+        continue
+    target = bins.get(binary) if binary else next(iter(bins.values()))
+    if target is None:
+        problems.append(f"{name}: package {package['name']} has no binary {binary} (it has {sorted(bins)})")
+        continue
+    build = ((package.get("metadata") or {}).get("lambda") or {}).get("build") or {}
+    missing = sorted(set(target.get("required-features") or []) - set(build.get("features") or []))
+    if missing:
+        problems.append(f"{name}: binary {target['name']} requires features {missing}, which sam build cannot pass: "
+                        f"add them to [package.metadata.lambda.build] features of {package['name']}")
+        continue
+    checked.append(f"{name} -> {package['name']} --bin {target['name']}"
+                   + (f" (features {build['features']})" if build.get("features") else ""))
+if problems or not checked:
+    for p in problems or ["no rust-cargolambda function in the template"]:
+        print(f"FAIL {p}", file=sys.stderr)
+    sys.exit(1)
+print("sam build: " + "; ".join(checked))
+PY
 }
 
 check_env_names() {
@@ -410,9 +605,13 @@ cmd_check() {
     run_check "cfn-lint (expanded SAM template)" check_cfn_lint_sam
     run_check "tsc (infra/cdk)" check_tsc
     run_check "cdk synth (infra/cdk, placeholder bootstrap)" check_cdk_synth
-    run_check "cfn-lint (CDK template)" check_cfn_lint_cdk
+    run_check "cdk synth with the example consumer (-c exampleConsumerCodeDir)" check_cdk_synth_consumer
+    run_check "cfn-lint (both CDK templates)" check_cfn_lint_cdk
     run_check "CDK assertion tests (node --test)" check_cdk_tests
     run_check "relay settings on both templates; SAM against CDK" check_relay_settings
+    run_check "example consumer: SAM (DeployExampleConsumer=true) against CDK (exampleConsumer)" \
+        check_consumer_settings
+    run_check "sam build targets: Binary and features of each rust-cargolambda function" check_sam_build_targets
     run_check "deployment_env: env var names, ReportBatchItemFailures (cargo test)" check_env_names
 
     if ((${#FAILED[@]} > 0)); then

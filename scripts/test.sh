@@ -20,6 +20,8 @@ cargo fmt --all --check
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# the example consumer Lambda is a feature-gated binary: lint it with its feature on
+cargo clippy -p outbox-consumer --all-targets --all-features --quiet -- -D warnings
 
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
@@ -40,6 +42,7 @@ cargo build --quiet -p outbox-cli --bin outbox
 
 step "cargo test --workspace"
 cargo test --workspace "$@"
+cargo test -p outbox-consumer --all-features --bins "$@"
 
 step "the Lambda binary under cargo-lambda's runtime emulator"
 scripts/lambda-emulator-check.sh

@@ -1,5 +1,6 @@
-// The example stack: one OutboxRelay and an output for everything a user
-// needs, like template.yaml's Outputs.
+// The example stack: one OutboxRelay (with the example consumer if its code
+// directory is given) and an output for everything a user needs, like
+// template.yaml's Outputs.
 import { CfnOutput, Stack, StackProps } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as events from 'aws-cdk-lib/aws-events';
@@ -19,8 +20,15 @@ export interface OutboxRelayExampleStackProps extends StackProps {
   readonly existingEventBusName?: string;
   /** Email notified by the alarms. */
   readonly alarmEmail?: string;
+  /**
+   * Directory holding the example consumer's `bootstrap`: deploys the example
+   * consumer (template.yaml's `DeployExampleConsumer=true`). @default not deployed
+   */
+  readonly exampleConsumerCodeDirectory?: string;
   /** Anything else of the construct. */
-  readonly relay?: Partial<Omit<OutboxRelayProps, 'codeDirectory' | 'table' | 'eventBus' | 'alarmEmail'>>;
+  readonly relay?: Partial<
+    Omit<OutboxRelayProps, 'codeDirectory' | 'table' | 'eventBus' | 'alarmEmail' | 'exampleConsumer'>
+  >;
 }
 
 /** A stack holding one {@link OutboxRelay}. */
@@ -48,6 +56,9 @@ export class OutboxRelayExampleStack extends Stack {
       table,
       eventBus,
       alarmEmail: props.alarmEmail,
+      exampleConsumer: props.exampleConsumerCodeDirectory
+        ? { codeDirectory: props.exampleConsumerCodeDirectory }
+        : undefined,
     });
     this.relay = relay;
 
@@ -79,5 +90,19 @@ export class OutboxRelayExampleStack extends Stack {
         .map((a) => a.alarmName)
         .join(','),
     );
+    const consumer = relay.exampleConsumer;
+    if (consumer) {
+      out('ExampleConsumerFunctionName', consumer.function.functionName);
+      out('ExampleConsumerFunctionArn', consumer.function.functionArn);
+      out('ExampleConsumerIdempotencyTableName', consumer.table.tableName, 'The example consumer’s idempotency records.');
+      out('ExampleConsumerRuleArn', consumer.rule.ruleArn);
+      out(
+        'ExampleConsumerDeadLetterQueueUrl',
+        consumer.deadLetterQueue.queueUrl,
+        'Events the example consumer gave up on (Lambda invocation records).',
+      );
+      out('ExampleConsumerDeadLetterQueueArn', consumer.deadLetterQueue.queueArn);
+      out('ExampleConsumerAlarmName', consumer.deadLetterAlarm.alarmName);
+    }
   }
 }

@@ -1,7 +1,9 @@
 // The OutboxRelay construct: the same stack as the repository's template.yaml
-// (SAM). scripts/deploy-check.sh synthesizes both and compares their settings;
-// crates/outbox-lambda/tests/deployment_env.rs checks that the function's
-// environment below names exactly the variables the binary reads.
+// (SAM), with the optional example consumer (OutboxExampleConsumer).
+// scripts/deploy-check.sh synthesizes both and compares their settings;
+// crates/outbox-lambda/tests/deployment_env.rs checks that the relay
+// function's environment (in the OutboxRelay class) names exactly the
+// variables the binary reads.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -99,6 +101,39 @@ export interface OutboxRelayProps {
   readonly alarmTopic?: sns.ITopic;
   /** Email subscribed to a new alarm topic (ignored when `alarmTopic` is set). */
   readonly alarmEmail?: string;
+  /**
+   * Deploy the example idempotent consumer (crate `outbox-consumer`, binary
+   * `outbox-example-consumer`) behind a rule for `exampleRuleSource`, like
+   * template.yaml's `DeployExampleConsumer=true`. @default not deployed
+   */
+  readonly exampleConsumer?: ExampleConsumerOptions;
+}
+
+/** The example consumer's code; see {@link OutboxExampleConsumer}. */
+export interface ExampleConsumerOptions {
+  /**
+   * Directory holding the consumer's `bootstrap`, as built by
+   * `cargo lambda build --release --arm64 -p outbox-consumer --features example-lambda
+   * --bin outbox-example-consumer` (`<repo>/target/lambda/outbox-example-consumer`).
+   * Checked at synthesis.
+   */
+  readonly codeDirectory: string;
+}
+
+/** Properties of {@link OutboxExampleConsumer}. */
+export interface OutboxExampleConsumerProps extends ExampleConsumerOptions {
+  /** The bus whose events it consumes. */
+  readonly eventBus: events.IEventBus;
+  /** Source matched by its rule. @default 'com.example.orders' */
+  readonly ruleSource?: string;
+  /** Retention of its log group. @default one month */
+  readonly logRetention?: logs.RetentionDays;
+  /** Application log level (JSON logs). @default INFO */
+  readonly applicationLogLevel?: lambda.ApplicationLogLevel;
+  /** System log level (JSON logs). @default WARN */
+  readonly systemLogLevel?: lambda.SystemLogLevel;
+  /** Topic notified by its alarm. @default none */
+  readonly alarmTopic?: sns.ITopic;
 }
 
 /** The defaults, shared with template.yaml's parameter defaults. */
@@ -128,6 +163,27 @@ export const OUTBOX_RELAY_DEFAULTS = {
 /** The marker value of the current outbox item schema. */
 export const OUTBOX_SCHEMA_VERSION = 'v1';
 
+/** The example consumer's fixed settings, the same as template.yaml's. */
+export const EXAMPLE_CONSUMER_SETTINGS = {
+  scope: 'example-consumer',
+  memorySize: 128,
+  timeout: Duration.seconds(30),
+  /** The claim's expiry: at least the function's timeout. */
+  inProgressExpiry: Duration.seconds(30),
+  /** Lambda's retries of a failed asynchronous invocation (0..2). */
+  retryAttempts: 2,
+  /** Events older than this go to the dead-letter queue (60 s..6 h). */
+  maxEventAge: Duration.hours(1),
+} as const;
+
+/** How each function's `bootstrap` is built, and where it lands (under target/lambda). */
+const BUILD_RELAY = { command: 'cargo lambda build --release --arm64 -p outbox-lambda', output: 'outbox-lambda' };
+const BUILD_EXAMPLE_CONSUMER = {
+  command:
+    'cargo lambda build --release --arm64 -p outbox-consumer --features example-lambda --bin outbox-example-consumer',
+  output: 'outbox-example-consumer',
+};
+
 /**
  * The mapping's on-failure destination, without the grant CDK's `SqsDlq`
  * adds (it also allows GetQueueAttributes and GetQueueUrl): the construct
@@ -139,6 +195,63 @@ class OnFailureQueueDestination implements lambda.IEventSourceDlq {
   bind(): lambda.DlqDestinationConfig {
     return { destination: this.queue.queueArn };
   }
+}
+
+/**
+ * An asynchronous invocation's on-failure destination, without the grant
+ * CDK's `SqsDestination` adds (it also allows GetQueueAttributes and
+ * GetQueueUrl): the consumer allows exactly `sqs:SendMessage` itself.
+ */
+class InvocationFailureQueueDestination implements lambda.IDestination {
+  constructor(private readonly queue: sqs.IQueue) {}
+
+  bind(): lambda.DestinationConfig {
+    return { destination: this.queue.queueArn };
+  }
+}
+
+/** A one-minute alarm on `metric` above `threshold`, notifying `topic` if any. */
+function alarmAbove(
+  scope: Construct,
+  id: string,
+  description: string,
+  metric: cloudwatch.IMetric,
+  threshold: number,
+  topic: sns.ITopic | undefined,
+  window: { evaluationPeriods: number; datapointsToAlarm?: number } = { evaluationPeriods: 1 },
+): cloudwatch.Alarm {
+  const alarm = new cloudwatch.Alarm(scope, id, {
+    alarmDescription: description,
+    metric,
+    threshold,
+    ...window,
+    comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+    treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+  });
+  if (topic) {
+    alarm.addAlarmAction(new cloudwatchActions.SnsAction(topic));
+    alarm.addOkAction(new cloudwatchActions.SnsAction(topic));
+  }
+  return alarm;
+}
+
+/**
+ * `lambda.Code.fromAsset(directory)` after checking that the directory holds
+ * a `bootstrap` (the provided runtimes run `bootstrap`; inline code is not
+ * allowed for them); the error names the command that builds it.
+ */
+function codeFromDirectory(
+  owner: string,
+  directory: string,
+  build: { command: string; output: string },
+): lambda.Code {
+  const bootstrap = path.join(directory, 'bootstrap');
+  if (!fs.existsSync(bootstrap) || !fs.statSync(bootstrap).isFile()) {
+    throw new Error(
+      `${owner}: ${bootstrap} not found; build it with \`${build.command}\` (output in target/lambda/${build.output})`,
+    );
+  }
+  return lambda.Code.fromAsset(directory);
 }
 
 /**
@@ -172,6 +285,8 @@ export class OutboxRelay extends Construct {
   readonly eventSourceMapping: lambda.EventSourceMapping;
   /** The alarms' topic, if any. */
   readonly alarmTopic?: sns.ITopic;
+  /** The example consumer, if deployed (`exampleConsumer`). */
+  readonly exampleConsumer?: OutboxExampleConsumer;
   /** Iterator age, function errors, quarantine and on-failure queue depth. */
   readonly alarms: {
     readonly iteratorAge: cloudwatch.Alarm;
@@ -370,22 +485,8 @@ export class OutboxRelay extends Construct {
       description: string,
       metric: cloudwatch.IMetric,
       threshold: number,
-      window: { evaluationPeriods: number; datapointsToAlarm?: number } = { evaluationPeriods: 1 },
-    ) => {
-      const alarm = new cloudwatch.Alarm(this, id, {
-        alarmDescription: description,
-        metric,
-        threshold,
-        ...window,
-        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-      });
-      if (this.alarmTopic) {
-        alarm.addAlarmAction(new cloudwatchActions.SnsAction(this.alarmTopic));
-        alarm.addOkAction(new cloudwatchActions.SnsAction(this.alarmTopic));
-      }
-      return alarm;
-    };
+      window?: { evaluationPeriods: number; datapointsToAlarm?: number },
+    ) => alarmAbove(this, id, description, metric, threshold, this.alarmTopic, window);
     this.alarms = {
       iteratorAge: above(
         'IteratorAgeAlarm',
@@ -413,6 +514,19 @@ export class OutboxRelay extends Construct {
         0,
       ),
     };
+
+    // ---------------------------------------------------------------- example consumer
+    if (props.exampleConsumer) {
+      this.exampleConsumer = new OutboxExampleConsumer(this, 'ExampleConsumer', {
+        ...props.exampleConsumer,
+        eventBus: this.eventBus,
+        ruleSource: props.exampleRuleSource ?? d.exampleRuleSource,
+        logRetention: props.logRetention ?? d.logRetention,
+        applicationLogLevel: props.applicationLogLevel,
+        systemLogLevel: props.systemLogLevel,
+        alarmTopic: this.alarmTopic,
+      });
+    }
   }
 
   /**
@@ -421,13 +535,128 @@ export class OutboxRelay extends Construct {
    * not allowed for them).
    */
   static codeFromDirectory(directory: string): lambda.Code {
-    const bootstrap = path.join(directory, 'bootstrap');
-    if (!fs.existsSync(bootstrap) || !fs.statSync(bootstrap).isFile()) {
-      throw new Error(
-        `OutboxRelay: ${bootstrap} not found; build it with ` +
-          '`cargo lambda build --release --arm64 -p outbox-lambda` (output in target/lambda/outbox-lambda)',
-      );
-    }
-    return lambda.Code.fromAsset(directory);
+    return codeFromDirectory('OutboxRelay', directory, BUILD_RELAY);
+  }
+}
+
+/**
+ * The example idempotent consumer (crate `outbox-consumer`, binary
+ * `outbox-example-consumer`), template.yaml's `DeployExampleConsumer=true`:
+ * a function behind a rule on the bus that handles each outbox event at most
+ * once per event id, with its idempotency table, bounded asynchronous retries
+ * and an on-failure dead-letter queue (its own, not the relay's on-failure
+ * queue: that one holds stream positions to replay, this one whole events),
+ * a least-privilege role and an alarm on the queue.
+ */
+export class OutboxExampleConsumer extends Construct {
+  /** One record per event id (`pk` = `<scope>#<event id>`, TTL on `ttl`). */
+  readonly table: dynamodb.Table;
+  /** Events the function gave up on (Lambda invocation records). */
+  readonly deadLetterQueue: sqs.Queue;
+  /** The function's log group (JSON logs). */
+  readonly logGroup: logs.LogGroup;
+  /** The function's role. */
+  readonly role: iam.Role;
+  /** The consumer function. */
+  readonly function: lambda.Function;
+  /** The rule that invokes it. */
+  readonly rule: events.Rule;
+  /** Messages in the dead-letter queue. */
+  readonly deadLetterAlarm: cloudwatch.Alarm;
+
+  constructor(scope: Construct, id: string, props: OutboxExampleConsumerProps) {
+    super(scope, id);
+    const settings = EXAMPLE_CONSUMER_SETTINGS;
+
+    this.table = new dynamodb.Table(this, 'IdempotencyTable', {
+      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      timeToLiveAttribute: 'ttl',
+      encryption: dynamodb.TableEncryption.AWS_MANAGED,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      retentionPeriod: Duration.days(14),
+    });
+    this.logGroup = new logs.LogGroup(this, 'LogGroup', {
+      retention: props.logRetention ?? OUTBOX_RELAY_DEFAULTS.logRetention,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+
+    this.role = new iam.Role(this, 'Role', {
+      description: 'outbox-relay example consumer (least privilege)',
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+    });
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'WriteOwnLogs',
+        actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        resources: [this.logGroup.logGroupArn],
+      }),
+    );
+    // IdempotentConsumer::process: claim (conditional PutItem), read a refused
+    // claim's record (GetItem), store the result (PutItem), release a failed
+    // claim (DeleteItem).
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'IdempotencyRecords',
+        actions: ['dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:DeleteItem'],
+        resources: [this.table.tableArn],
+      }),
+    );
+    // The on-failure destination sends with the function's role.
+    this.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'OnFailureDestination',
+        actions: ['sqs:SendMessage'],
+        resources: [this.deadLetterQueue.queueArn],
+      }),
+    );
+
+    this.function = new lambda.Function(this, 'Function', {
+      description: 'outbox-relay example idempotent consumer (EventBridge rule target)',
+      code: codeFromDirectory('OutboxExampleConsumer', props.codeDirectory, BUILD_EXAMPLE_CONSUMER),
+      handler: 'bootstrap',
+      runtime: lambda.Runtime.PROVIDED_AL2023,
+      architecture: lambda.Architecture.ARM_64,
+      memorySize: settings.memorySize,
+      timeout: settings.timeout,
+      role: this.role,
+      logGroup: this.logGroup,
+      loggingFormat: lambda.LoggingFormat.JSON,
+      applicationLogLevelV2: props.applicationLogLevel ?? lambda.ApplicationLogLevel.INFO,
+      systemLogLevelV2: props.systemLogLevel ?? lambda.SystemLogLevel.WARN,
+      environment: {
+        IDEMPOTENCY_TABLE_NAME: this.table.tableName,
+        CONSUMER_SCOPE: settings.scope,
+        IDEMPOTENCY_IN_PROGRESS_SECONDS: String(settings.inProgressExpiry.toSeconds()),
+      },
+      // EventBridge invokes asynchronously: bounded retries (an `InProgress`
+      // duplicate comes back after the first delivery finished), then the
+      // dead-letter queue.
+      retryAttempts: settings.retryAttempts,
+      maxEventAge: settings.maxEventAge,
+      onFailure: new InvocationFailureQueueDestination(this.deadLetterQueue),
+    });
+
+    this.rule = new events.Rule(this, 'Rule', {
+      description: "The example idempotent consumer's events.",
+      eventBus: props.eventBus,
+      eventPattern: { source: [props.ruleSource ?? OUTBOX_RELAY_DEFAULTS.exampleRuleSource] },
+      targets: [new eventsTargets.LambdaFunction(this.function)],
+    });
+
+    this.deadLetterAlarm = alarmAbove(
+      this,
+      'DeadLetterAlarm',
+      'The example consumer gave up on events; inspect its dead-letter queue.',
+      this.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
+        statistic: 'Maximum',
+        period: Duration.minutes(1),
+      }),
+      0,
+      props.alarmTopic,
+    );
   }
 }

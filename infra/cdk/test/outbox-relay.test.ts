@@ -14,7 +14,7 @@ import * as events from 'aws-cdk-lib/aws-events';
 import { IConstruct } from 'constructs';
 
 import { OutboxRelayExampleStack } from '../lib/example-stack';
-import { OutboxRelay, OutboxRelayProps } from '../lib/outbox-relay';
+import { EXAMPLE_CONSUMER_SETTINGS, OutboxRelay, OutboxRelayProps } from '../lib/outbox-relay';
 
 const codeDirectory = fs.mkdtempSync(path.join(os.tmpdir(), 'outbox-relay-code-'));
 fs.writeFileSync(path.join(codeDirectory, 'bootstrap'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
@@ -369,6 +369,167 @@ describe('OutboxRelay (options)', () => {
   });
 });
 
+/** What the example consumer must set: the variables outbox-example-consumer reads, less its endpoint override. */
+const EXAMPLE_CONSUMER_VARIABLES = ['IDEMPOTENCY_TABLE_NAME', 'CONSUMER_SCOPE', 'IDEMPOTENCY_IN_PROGRESS_SECONDS'];
+
+describe('OutboxRelay with the example consumer', () => {
+  const { relay, template, id } = synth({ exampleConsumer: { codeDirectory } });
+  const consumer = relay.exampleConsumer!;
+  const tableId = id(consumer.table);
+  const functionId = id(consumer.function);
+  const queueId = id(consumer.deadLetterQueue);
+  const ruleId = id(consumer.rule);
+
+  test('is off by default', () => {
+    const off = synth();
+    assert.equal(off.relay.exampleConsumer, undefined);
+    off.template.resourceCountIs('AWS::Lambda::Function', 1);
+    off.template.resourceCountIs('AWS::Lambda::EventInvokeConfig', 0);
+    off.template.resourceCountIs('AWS::Lambda::Permission', 0);
+  });
+
+  test('adds a table, a queue, a function, a role, a rule, a permission, an invoke config and an alarm', () => {
+    template.resourceCountIs('AWS::DynamoDB::Table', 2);
+    template.resourceCountIs('AWS::SQS::Queue', 4);
+    template.resourceCountIs('AWS::Lambda::Function', 2);
+    template.resourceCountIs('AWS::IAM::Role', 2);
+    template.resourceCountIs('AWS::IAM::Policy', 2);
+    template.resourceCountIs('AWS::Logs::LogGroup', 2);
+    template.resourceCountIs('AWS::Events::Rule', 2);
+    template.resourceCountIs('AWS::Lambda::Permission', 1);
+    template.resourceCountIs('AWS::Lambda::EventInvokeConfig', 1);
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 5);
+    // The relay is unchanged: still one mapping, on the relay function.
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 1);
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', { FunctionName: ref(id(relay.function)) });
+  });
+
+  test('idempotency table: pk (S) hash key, TTL on ttl, on demand, SSE, deleted with the stack', () => {
+    template.hasResource('AWS::DynamoDB::Table', {
+      DeletionPolicy: 'Delete',
+      UpdateReplacePolicy: 'Delete',
+      Properties: {
+        BillingMode: 'PAY_PER_REQUEST',
+        KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+        AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
+        TimeToLiveSpecification: { AttributeName: 'ttl', Enabled: true },
+        SSESpecification: { SSEEnabled: true },
+        StreamSpecification: Match.absent(),
+      },
+    });
+  });
+
+  test('function: provided.al2023 on arm64, its own log group, exactly the variables the binary reads', () => {
+    const variables = new Capture();
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Runtime: 'provided.al2023',
+      Architectures: ['arm64'],
+      Handler: 'bootstrap',
+      MemorySize: 128,
+      Timeout: 30,
+      Role: getAtt(id(consumer.role), 'Arn'),
+      LoggingConfig: { LogFormat: 'JSON', LogGroup: ref(id(consumer.logGroup)) },
+      Environment: { Variables: variables },
+    });
+    const env = variables.asObject();
+    assert.deepEqual(Object.keys(env).sort(), [...EXAMPLE_CONSUMER_VARIABLES].sort());
+    assert.deepEqual(env.IDEMPOTENCY_TABLE_NAME, ref(tableId));
+    assert.equal(env.CONSUMER_SCOPE, 'example-consumer');
+    // A claim must outlive the attempt that holds it.
+    assert.ok(Number(env.IDEMPOTENCY_IN_PROGRESS_SECONDS) >= EXAMPLE_CONSUMER_SETTINGS.timeout.toSeconds());
+  });
+
+  test('asynchronous invocations: bounded retries and age, then the dead-letter queue', () => {
+    template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+      FunctionName: ref(functionId),
+      Qualifier: '$LATEST',
+      MaximumRetryAttempts: 2,
+      MaximumEventAgeInSeconds: 3600,
+      DestinationConfig: { OnFailure: { Destination: getAtt(queueId, 'Arn') } },
+    });
+  });
+
+  test('rule: com.example.orders on the bus to the function, allowed by a permission for that rule only', () => {
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventBusName: ref(id(relay.eventBus)),
+      EventPattern: { source: ['com.example.orders'] },
+      Targets: [Match.objectLike({ Arn: getAtt(functionId, 'Arn') })],
+    });
+    template.hasResourceProperties('AWS::Lambda::Permission', {
+      Action: 'lambda:InvokeFunction',
+      FunctionName: getAtt(functionId, 'Arn'),
+      Principal: 'events.amazonaws.com',
+      SourceArn: getAtt(ruleId, 'Arn'),
+    });
+  });
+
+  test('IAM: its own log group, PutItem/GetItem/DeleteItem on its table, SendMessage to its queue, nothing on *', () => {
+    template.hasResourceProperties('AWS::IAM::Policy', {
+      Roles: [ref(id(consumer.role))],
+      PolicyDocument: {
+        Statement: Match.arrayEquals([
+          {
+            Sid: 'WriteOwnLogs',
+            Effect: 'Allow',
+            Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+            Resource: getAtt(id(consumer.logGroup), 'Arn'),
+          },
+          {
+            Sid: 'IdempotencyRecords',
+            Effect: 'Allow',
+            Action: ['dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:DeleteItem'],
+            Resource: getAtt(tableId, 'Arn'),
+          },
+          { Sid: 'OnFailureDestination', Effect: 'Allow', Action: 'sqs:SendMessage', Resource: getAtt(queueId, 'Arn') },
+        ]),
+      },
+    });
+    assert.doesNotMatch(JSON.stringify(template.findResources('AWS::IAM::Policy')), /"\*"/);
+  });
+
+  test('dead-letter queue: encrypted, 14 days, alarmed when not empty', () => {
+    template.hasResourceProperties('AWS::SQS::Queue', { SqsManagedSseEnabled: true, MessageRetentionPeriod: 1209600 });
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'AWS/SQS',
+      MetricName: 'ApproximateNumberOfMessagesVisible',
+      Statistic: 'Maximum',
+      Threshold: 0,
+      ComparisonOperator: 'GreaterThanThreshold',
+      Dimensions: [{ Name: 'QueueName', Value: getAtt(queueId, 'QueueName') }],
+    });
+  });
+
+  test('its rule follows exampleRuleSource, and its alarm the alarm topic', () => {
+    const custom = synth({
+      exampleConsumer: { codeDirectory },
+      exampleRuleSource: 'com.example.billing',
+      alarmEmail: 'ops@example.com',
+    });
+    const c = custom.relay.exampleConsumer!;
+    custom.template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: { source: ['com.example.billing'] },
+      Targets: [Match.objectLike({ Arn: getAtt(custom.id(c.function), 'Arn') })],
+    });
+    const topic = ref(custom.id(custom.relay.alarmTopic!));
+    const notifying = custom.template.findResources('AWS::CloudWatch::Alarm', {
+      Properties: { AlarmActions: [topic], OKActions: [topic] },
+    });
+    assert.equal(Object.keys(notifying).length, 5);
+  });
+
+  test('a consumer code directory without bootstrap is refused with its build command', () => {
+    const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'outbox-consumer-empty-'));
+    try {
+      assert.throws(
+        () => synth({ exampleConsumer: { codeDirectory: empty } }),
+        /OutboxExampleConsumer: .*bootstrap not found.*--features example-lambda --bin outbox-example-consumer/,
+      );
+    } finally {
+      fs.rmSync(empty, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the example app stack', () => {
   test('synthesizes with an output for everything a user needs', () => {
     const stack = new OutboxRelayExampleStack(new App(), 'Example', { codeDirectory });
@@ -390,6 +551,25 @@ describe('the example app stack', () => {
       'QuarantineQueueUrl',
       'TableName',
       'TableStreamArn',
+    ]);
+  });
+
+  test('with the example consumer: its outputs too', () => {
+    const stack = new OutboxRelayExampleStack(new App(), 'Example', {
+      codeDirectory,
+      exampleConsumerCodeDirectory: codeDirectory,
+    });
+    const outputs = Object.keys(Template.fromStack(stack).findOutputs('*')).filter((o) =>
+      o.startsWith('ExampleConsumer'),
+    );
+    assert.deepEqual(outputs.sort(), [
+      'ExampleConsumerAlarmName',
+      'ExampleConsumerDeadLetterQueueArn',
+      'ExampleConsumerDeadLetterQueueUrl',
+      'ExampleConsumerFunctionArn',
+      'ExampleConsumerFunctionName',
+      'ExampleConsumerIdempotencyTableName',
+      'ExampleConsumerRuleArn',
     ]);
   });
 
