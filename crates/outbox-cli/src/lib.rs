@@ -5,6 +5,7 @@
 //! one definition of the local resources.
 
 pub mod bootstrap;
+pub mod cosmos;
 pub mod demo;
 pub mod invoke;
 pub mod local;

@@ -110,6 +110,10 @@ enum RelayCommand {
         #[arg(long, env = "OUTBOX_DYNAMODB_ENDPOINT")]
         dynamodb_endpoint: Option<String>,
     },
+    /// Reads a Cosmos DB container's change feed and publishes its outbox documents to
+    /// the EventBridge bus, with one lease per feed range in a lease container shared by
+    /// every instance with the same --processor-name, until SIGINT/SIGTERM.
+    Cosmos(Box<outbox_cli::cosmos::CosmosArgs>),
 }
 
 #[tokio::main]
@@ -151,6 +155,9 @@ async fn main() -> ExitCode {
         Command::Replay(args) => outbox_cli::replay::run(&args, &mut std::io::stdout())
             .await
             .map(drop)
+            .map_err(Into::into),
+        Command::Relay(RelayCommand::Cosmos(args)) => outbox_cli::cosmos::run(&args, default_owner)
+            .await
             .map_err(Into::into),
         Command::Relay(RelayCommand::Dynamodb {
             lease_table,

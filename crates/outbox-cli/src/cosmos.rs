@@ -1,0 +1,239 @@
+//! `outbox relay cosmos`: the Cosmos DB change-feed processor outside Azure
+//! Functions (a container on Azure Container Apps, a VM, a laptop against
+//! the Docker emulator), publishing to EventBridge with an SQS quarantine.
+
+use std::future::Future;
+use std::time::Duration;
+
+use outbox_core::{Relay, RelayConfig};
+use outbox_cosmos::{
+    ConnectError, CosmosChangeDecoder, CosmosChangeFeedProcessor, CosmosLeaseStore, CosmosOutboxSchema,
+    LeaseError, MAX_ITEMS_PER_PAGE, ProcessorConfig, ProcessorError, ProcessorReport, container_client,
+    cosmos_client_with_key,
+};
+use outbox_eventbridge::{DEFAULT_MAX_REQUEST_BYTES, EventBridgeSink, SqsQuarantine};
+
+use crate::relay::shutdown_signal;
+
+/// `outbox relay cosmos`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CosmosArgs {
+    /// Cosmos DB account endpoint, e.g. https://<account>.documents.azure.com:443/.
+    #[arg(long, env = "COSMOS_ENDPOINT")]
+    pub endpoint: String,
+    /// Account key (read-write: the processor writes its leases).
+    #[arg(long, env = "COSMOS_KEY", hide_env_values = true)]
+    pub key: String,
+    /// Region the client prefers, e.g. westeurope.
+    #[arg(long, env = "COSMOS_REGION", default_value = "eastus")]
+    pub region: String,
+    /// Database of the monitored and the lease container.
+    #[arg(long, env = "OUTBOX_COSMOS_DATABASE")]
+    pub database: String,
+    /// Container whose change feed is relayed (aggregates and outbox documents).
+    #[arg(long, env = "OUTBOX_COSMOS_CONTAINER")]
+    pub container: String,
+    /// Lease container, partitioned on /id (one lease document per feed range).
+    #[arg(long, env = "OUTBOX_COSMOS_LEASE_CONTAINER")]
+    pub lease_container: String,
+    /// Name shared by the instances that split the ranges between them (the lease prefix).
+    #[arg(long, env = "OUTBOX_COSMOS_PROCESSOR_NAME", default_value = "outbox-relay")]
+    pub processor_name: String,
+    /// Marker field of outbox documents.
+    #[arg(long, env = "OUTBOX_COSMOS_MARKER_FIELD", default_value = "outbox")]
+    pub marker_field: String,
+    /// EventBridge bus events are published to.
+    #[arg(long, env = "OUTBOX_EVENT_BUS_NAME")]
+    pub event_bus_name: String,
+    /// SQS queue for documents that can never be delivered.
+    #[arg(long, env = "OUTBOX_QUARANTINE_QUEUE_URL")]
+    pub quarantine_queue_url: String,
+    /// Largest PutEvents request in bytes.
+    #[arg(long, env = "OUTBOX_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+    /// This instance's id in the leases (default: host name and pid).
+    #[arg(long, env = "OUTBOX_RUNNER_OWNER")]
+    pub owner: Option<String>,
+    /// Lease duration in seconds: a stopped instance's ranges are taken over within about this long.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_seconds: u64,
+    /// Most documents per change-feed page (the unit relayed and checkpointed).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ITEMS_PER_PAGE)))]
+    pub max_items: u32,
+    /// Longest pause between two polls of an idle range, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub max_poll_delay_ms: u64,
+    /// EventBridge endpoint (local emulators only).
+    #[arg(long, env = "OUTBOX_EVENTBRIDGE_ENDPOINT")]
+    pub eventbridge_endpoint: Option<String>,
+    /// SQS endpoint (local emulators only).
+    #[arg(long, env = "OUTBOX_SQS_ENDPOINT")]
+    pub sqs_endpoint: Option<String>,
+}
+
+impl CosmosArgs {
+    /// The processor settings these arguments ask for, with `owner` when none was given.
+    pub fn processor_config(&self, default_owner: impl FnOnce() -> String) -> ProcessorConfig {
+        let mut config = ProcessorConfig::new(self.owner.clone().unwrap_or_else(default_owner));
+        config.lease_duration = Duration::from_secs(self.lease_seconds);
+        config.discovery_interval = config.lease_duration / 3;
+        config.max_items_per_page = self.max_items;
+        config.backoff_max = Duration::from_millis(self.max_poll_delay_ms).max(config.backoff_initial);
+        config
+    }
+}
+
+/// Why `outbox relay cosmos` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CosmosCommandError {
+    /// The Cosmos DB client or a container could not be opened.
+    #[error("connecting to Cosmos DB failed")]
+    Connect(#[from] ConnectError),
+    /// The lease store cannot be used with these arguments.
+    #[error("the lease store cannot be set up")]
+    Lease(#[from] LeaseError),
+    /// The processor failed.
+    #[error("the change-feed processor failed")]
+    Processor(#[from] ProcessorError),
+}
+
+/// Runs the processor until `shutdown` completes, then returns what it did.
+pub async fn run_cosmos(
+    args: &CosmosArgs,
+    config: ProcessorConfig,
+    sdk: &aws_config::SdkConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<ProcessorReport, CosmosCommandError> {
+    let client = cosmos_client_with_key(&args.endpoint, args.key.clone(), &args.region).await?;
+    let monitored = container_client(&client, &args.database, &args.container).await?;
+    let leases = container_client(&client, &args.database, &args.lease_container).await?;
+    let mut eventbridge = aws_sdk_eventbridge::config::Builder::from(sdk);
+    if let Some(endpoint) = &args.eventbridge_endpoint {
+        eventbridge = eventbridge.endpoint_url(endpoint);
+    }
+    let mut sqs = aws_sdk_sqs::config::Builder::from(sdk);
+    if let Some(endpoint) = &args.sqs_endpoint {
+        sqs = sqs.endpoint_url(endpoint);
+    }
+    let sink = EventBridgeSink::new(
+        aws_sdk_eventbridge::Client::from_conf(eventbridge.build()),
+        &args.event_bus_name,
+    )
+    .with_max_request_bytes(args.max_request_bytes);
+    let quarantine = SqsQuarantine::new(
+        aws_sdk_sqs::Client::from_conf(sqs.build()),
+        &args.quarantine_queue_url,
+    )
+    .with_origin(format!("cosmos:{}/{}", args.database, args.container));
+    // Decoding needs only the marker; the partition key property is not read.
+    let schema = CosmosOutboxSchema::new("pk").with_marker_field(&args.marker_field);
+    let processor = CosmosChangeFeedProcessor::new(
+        monitored,
+        CosmosLeaseStore::new(leases, &args.processor_name)?,
+        CosmosChangeDecoder::new(schema),
+        Relay::new(sink, quarantine, RelayConfig::default()),
+        config,
+    );
+    Ok(processor.run(shutdown).await?)
+}
+
+/// `outbox relay cosmos`: runs until SIGINT or SIGTERM.
+pub async fn run(
+    args: &CosmosArgs,
+    default_owner: impl FnOnce() -> String,
+) -> Result<(), CosmosCommandError> {
+    let config = args.processor_config(default_owner);
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let report = run_cosmos(args, config, &sdk, shutdown_signal()).await?;
+    tracing::info!(?report, "relay stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: CosmosArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<CosmosArgs, clap::Error> {
+        let mut argv = vec![
+            "outbox",
+            "--endpoint",
+            "https://acct.documents.azure.com:443/",
+            "--key",
+            "a2V5",
+            "--database",
+            "shop",
+            "--container",
+            "orders",
+            "--lease-container",
+            "relay-leases",
+            "--event-bus-name",
+            "orders-bus",
+            "--quarantine-queue-url",
+            "http://127.0.0.1:1/q",
+        ];
+        argv.extend_from_slice(extra);
+        Wrapper::try_parse_from(argv).map(|w| w.args)
+    }
+
+    #[test]
+    fn flags_map_to_the_processor_settings() {
+        let args = parse(&[
+            "--lease-seconds",
+            "30",
+            "--max-items",
+            "250",
+            "--max-poll-delay-ms",
+            "500",
+        ])
+        .unwrap();
+        let config = args.processor_config(|| "host-1".into());
+        assert_eq!(config.owner, "host-1");
+        assert_eq!(config.lease_duration, Duration::from_secs(30));
+        assert_eq!(config.discovery_interval, Duration::from_secs(10));
+        assert_eq!(config.max_items_per_page, 250);
+        assert_eq!(config.backoff_max, Duration::from_millis(500));
+        assert!(config.validate().is_ok());
+        assert_eq!(args.processor_name, "outbox-relay");
+        assert_eq!(args.region, "eastus");
+        let named = parse(&["--owner", "relay-a"]).unwrap();
+        assert_eq!(named.processor_config(|| unreachable!()).owner, "relay-a");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_by_name() {
+        let err = parse(&["--max-items", "5000"]).unwrap_err();
+        assert!(err.to_string().contains("--max-items"), "{err}");
+        let err = parse(&["--lease-seconds", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--lease-seconds"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_endpoint_is_a_connect_error_naming_it() {
+        let args = parse(&[]).map(|mut a| {
+            a.endpoint = "not a url".into();
+            a
+        });
+        let args = args.unwrap();
+        let sdk = aws_config::SdkConfig::builder().build();
+        let err = run_cosmos(
+            &args,
+            args.processor_config(|| "me".into()),
+            &sdk,
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, CosmosCommandError::Connect(ConnectError::InvalidEndpoint { endpoint, .. }) if endpoint == "not a url"),
+            "{err:?}"
+        );
+    }
+}
