@@ -18,7 +18,7 @@ use crate::relay::shutdown_signal;
 /// `outbox relay cosmos`'s arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CosmosArgs {
-    /// Cosmos DB account endpoint, e.g. https://<account>.documents.azure.com:443/.
+    /// Cosmos DB account endpoint, e.g. `https://<account>.documents.azure.com:443/`.
     #[arg(long, env = "COSMOS_ENDPOINT")]
     pub endpoint: String,
     /// Account key (read-write: the processor writes its leases).
