@@ -183,6 +183,9 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         };
         let limits = self.sink.limits();
         let mut pending = Vec::new();
+        // Each event's entry size, computed once (it serialises the event) and
+        // reused by every publishing attempt.
+        let mut sizes = vec![0; records.len()];
         let mut to_quarantine = Vec::new();
         for (i, record) in records.iter().enumerate() {
             match &record.decoded {
@@ -215,6 +218,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
                             },
                         ));
                     } else {
+                        sizes[i] = size;
                         pending.push(i);
                     }
                 }
@@ -227,7 +231,9 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             if pending.is_empty() {
                 break;
             }
-            let (next, permanent, fatal) = self.attempt(records, &pending, &mut status, &mut outcome).await;
+            let (next, permanent, fatal) = self
+                .attempt(records, &sizes, &pending, &mut status, &mut outcome)
+                .await;
             self.quarantine_all(&mut status, permanent).await;
             pending = next;
             if pending.is_empty() {
@@ -284,6 +290,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
     async fn attempt(
         &self,
         records: &[RelayRecord],
+        sizes: &[usize],
         pending: &[usize],
         status: &mut [Status],
         outcome: &mut BatchOutcome,
@@ -295,7 +302,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
                 _ => None,
             })
             .collect();
-        let sizes: Vec<usize> = events.iter().map(|e| self.sink.entry_size(e)).collect();
+        let sizes: Vec<usize> = pending.iter().map(|&i| sizes[i]).collect();
         let ranges = chunk_ranges(&sizes, self.sink.limits());
         let results: Vec<_> = stream::iter(ranges.into_iter().map(|range| {
             let chunk = &events[range.clone()];

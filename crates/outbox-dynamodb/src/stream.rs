@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamsValue, Record as StreamsRecord};
 use outbox_core::{Decoded, RelayRecord, SkipReason};
+use serde_dynamo::AttributeValue as LambdaValue;
 use serde_json::{Map, Value, json};
 
 use crate::{DecodeError, Item, OutboxSchema};
@@ -215,31 +216,19 @@ impl Change for LambdaChange<'_> {
         self.0.change.old_image.contains_key(attribute)
     }
     fn string_key(&self, attribute: &str) -> Option<String> {
-        let value = serde_json::to_value(self.0.change.keys.get(attribute)?).ok()?;
-        match value {
-            Value::Object(mut map) if map.len() == 1 => match map.remove("S") {
-                Some(Value::String(s)) => Some(s),
-                _ => None,
-            },
+        match self.0.change.keys.get(attribute)? {
+            LambdaValue::S(s) => Some(s.clone()),
             _ => None,
         }
     }
     fn new_item(&self) -> Result<Item, DecodeError> {
-        let image =
-            serde_json::to_value(&self.0.change.new_image).map_err(|e| DecodeError::InvalidValue {
-                name: "NewImage".into(),
-                reason: format!("cannot be read: {e}"),
-            })?;
-        let Value::Object(image) = image else {
-            return Err(DecodeError::InvalidValue {
-                name: "NewImage".into(),
-                reason: "is not a map of attributes".into(),
-            });
-        };
-        image
+        Ok(self
+            .0
+            .change
+            .new_image
             .iter()
-            .map(|(name, value)| Ok((name.clone(), json_to_value(value, &Path::Attribute(name))?)))
-            .collect()
+            .map(|(name, value)| (name.clone(), lambda_to_value(value)))
+            .collect())
     }
     fn raw(&self) -> String {
         serde_json::to_string(self.0).unwrap_or_else(|e| {
@@ -373,65 +362,26 @@ fn streams_to_value(value: &StreamsValue, path: &Path<'_>) -> Result<AttributeVa
     })
 }
 
-/// Converts an attribute value in DynamoDB JSON (`{"S": "x"}`, binary as
-/// base64) into a DynamoDB SDK one.
-fn json_to_value(value: &Value, path: &Path<'_>) -> Result<AttributeValue, DecodeError> {
-    let mut entries = value.as_object().into_iter().flatten();
-    let (Some((tag, inner)), None) = (entries.next(), entries.next()) else {
-        return Err(invalid(path, "is not a DynamoDB attribute value"));
-    };
-    let strings = |inner: &Value| -> Result<Vec<String>, DecodeError> {
-        inner
-            .as_array()
-            .ok_or_else(|| invalid(path, format!("{tag} is not an array")))?
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| invalid(path, format!("{tag} holds a non-string")))
-            })
-            .collect()
-    };
-    let binary = |text: &str| -> Result<Blob, DecodeError> {
-        aws_smithy_types::base64::decode(text)
-            .map(Blob::new)
-            .map_err(|_| invalid(path, format!("{tag} is not base64")))
-    };
-    Ok(match (tag.as_str(), inner) {
-        ("S", Value::String(s)) => AttributeValue::S(s.clone()),
-        ("N", Value::String(n)) => AttributeValue::N(n.clone()),
-        ("B", Value::String(b)) => AttributeValue::B(binary(b)?),
-        ("BOOL", Value::Bool(b)) => AttributeValue::Bool(*b),
-        ("NULL", Value::Bool(b)) => AttributeValue::Null(*b),
-        ("SS", _) => AttributeValue::Ss(strings(inner)?),
-        ("NS", _) => AttributeValue::Ns(strings(inner)?),
-        ("BS", _) => AttributeValue::Bs(
-            strings(inner)?
-                .iter()
-                .map(|b| binary(b))
-                .collect::<Result<_, _>>()?,
+/// Converts an attribute value of Lambda's event (already typed by
+/// `serde_dynamo` when the event was parsed) into a DynamoDB SDK one,
+/// directly: no round trip through JSON.
+fn lambda_to_value(value: &LambdaValue) -> AttributeValue {
+    match value {
+        LambdaValue::S(s) => AttributeValue::S(s.clone()),
+        LambdaValue::N(n) => AttributeValue::N(n.clone()),
+        LambdaValue::B(b) => AttributeValue::B(Blob::new(b.clone())),
+        LambdaValue::Bool(b) => AttributeValue::Bool(*b),
+        LambdaValue::Null(b) => AttributeValue::Null(*b),
+        LambdaValue::M(map) => AttributeValue::M(
+            map.iter()
+                .map(|(name, value)| (name.clone(), lambda_to_value(value)))
+                .collect(),
         ),
-        ("M", Value::Object(map)) => {
-            let mut out = HashMap::with_capacity(map.len());
-            for (name, value) in map {
-                out.insert(name.clone(), json_to_value(value, &Path::Key(path, name))?);
-            }
-            AttributeValue::M(out)
-        }
-        ("L", Value::Array(list)) => {
-            let mut out = Vec::with_capacity(list.len());
-            for (i, value) in list.iter().enumerate() {
-                out.push(json_to_value(value, &Path::Index(path, i))?);
-            }
-            AttributeValue::L(out)
-        }
-        _ => {
-            return Err(invalid(
-                path,
-                format!("is not a DynamoDB attribute value ({tag})"),
-            ));
-        }
-    })
+        LambdaValue::L(list) => AttributeValue::L(list.iter().map(lambda_to_value).collect()),
+        LambdaValue::Ss(v) => AttributeValue::Ss(v.clone()),
+        LambdaValue::Ns(v) => AttributeValue::Ns(v.clone()),
+        LambdaValue::Bs(v) => AttributeValue::Bs(v.iter().map(|b| Blob::new(b.clone())).collect()),
+    }
 }
 
 /// A Streams API record in the DynamoDB JSON form Lambda delivers it in.

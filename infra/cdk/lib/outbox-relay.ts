@@ -453,8 +453,10 @@ export class OutboxRelay extends Construct {
       // Per-aggregate order: outbox items are written in their aggregate's
       // partition, and a stream shard delivers them in commit order. With a
       // factor of 1 each shard has one batch in flight, and a batch that fails
-      // at record N is retried from N before anything later is read, so events
-      // reach the bus in commit order. A factor > 1 runs several batches of one
+      // at record N is retried from N before anything later is checkpointed, so
+      // no event is published before the relay has seen every earlier one of its
+      // aggregate (the bus itself may still reorder; consumers order by
+      // `sequence`). A factor > 1 runs several batches of one
       // shard at once, ordered only per partition key value: events written
       // under another partition (event_in_partition) could overtake each other.
       parallelizationFactor: 1,

@@ -1,0 +1,90 @@
+//! Per-record costs on realistic records (1 KB and 16 KB outbox payloads):
+//! parsing Lambda's event JSON, decoding the stream records into events,
+//! the envelope JSON, the PutEvents entry and its size, all three together,
+//! and chunking a 10,000-event batch.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // criterion's generated fns; bench setup
+
+use std::hint::black_box;
+
+use aws_lambda_events::event::dynamodb::Event;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use outbox_bench::batch::{BatchSpec, TABLE, generate};
+use outbox_core::{ChunkLimits, Decoded, OutboxEvent, chunk_ranges};
+use outbox_dynamodb::{DynamoDbStreamDecoder, OutboxSchema};
+use outbox_eventbridge::{
+    DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, entry_size, to_put_events_entry,
+};
+
+const RECORDS: usize = 100;
+
+fn events_of(decoder: &DynamoDbStreamDecoder, event: &Event) -> Vec<OutboxEvent> {
+    decoder
+        .decode_lambda_event(event)
+        .unwrap()
+        .into_iter()
+        .map(|r| match r.decoded {
+            Decoded::Event(e) => *e,
+            other => panic!("not an event: {other:?}"),
+        })
+        .collect()
+}
+
+fn per_record(c: &mut Criterion) {
+    for (label, payload) in [("1KB", 1024), ("16KB", 16 * 1024)] {
+        let batch = generate(BatchSpec::new(RECORDS, payload)).unwrap();
+        let event: Event = serde_json::from_str(&batch.json).unwrap();
+        let decoder = DynamoDbStreamDecoder::new(OutboxSchema::new(TABLE));
+        let events = events_of(&decoder, &event);
+        let mut group = c.benchmark_group(format!("record_{label}"));
+        group.throughput(Throughput::Elements(RECORDS as u64));
+        group.bench_function("parse_event_json", |b| {
+            b.iter(|| serde_json::from_str::<Event>(black_box(&batch.json)).unwrap())
+        });
+        group.bench_function("decode", |b| {
+            b.iter(|| decoder.decode_lambda_event(black_box(&event)).unwrap())
+        });
+        group.bench_function("envelope_json", |b| {
+            b.iter(|| {
+                for e in &events {
+                    black_box(e.to_json());
+                }
+            })
+        });
+        group.bench_function("put_events_entry_and_size", |b| {
+            b.iter(|| {
+                for e in &events {
+                    black_box(entry_size(e));
+                    black_box(to_put_events_entry(e, "bench-bus"));
+                }
+            })
+        });
+        group.bench_function("decode_envelope_entry", |b| {
+            b.iter(|| {
+                for record in decoder.decode_lambda_event(black_box(&event)).unwrap() {
+                    if let Decoded::Event(e) = record.decoded {
+                        black_box(entry_size(&e));
+                        black_box(to_put_events_entry(&e, "bench-bus"));
+                    }
+                }
+            })
+        });
+        group.finish();
+    }
+}
+
+fn chunking(c: &mut Criterion) {
+    let sizes: Vec<usize> = (0..10_000).map(|i| 600 + (i * 7919) % 20_000).collect();
+    let limits = ChunkLimits {
+        max_entries: MAX_PUT_EVENTS_ENTRIES,
+        max_bytes: DEFAULT_MAX_REQUEST_BYTES,
+    };
+    let mut group = c.benchmark_group("chunking");
+    group.throughput(Throughput::Elements(sizes.len() as u64));
+    group.bench_function("chunk_ranges_10000", |b| {
+        b.iter(|| chunk_ranges(black_box(&sizes), limits))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, per_record, chunking);
+criterion_main!(benches);

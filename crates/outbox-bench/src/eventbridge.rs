@@ -1,0 +1,215 @@
+//! A loopback EventBridge-compatible endpoint for benchmarks: it answers
+//! `PutEvents` (AWS JSON 1.1, `X-Amz-Target: AWSEvents.PutEvents`) after a
+//! configurable latency with every entry successful, and counts the requests,
+//! entries and bytes it received. `GET /stats` returns the counts as JSON and
+//! `POST /reset` zeroes them, so that a runner in another language can read
+//! them too.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::http::{Handler, Request, Response, Server};
+
+/// The `X-Amz-Target` of `PutEvents`.
+pub const PUT_EVENTS_TARGET: &str = "AWSEvents.PutEvents";
+
+/// What the endpoint received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointStats {
+    /// `PutEvents` requests.
+    pub requests: u64,
+    /// Entries in them.
+    pub entries: u64,
+    /// Request body bytes.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> EndpointStats {
+        EndpointStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            entries: self.entries.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn reset(&self) {
+        self.requests.store(0, Ordering::Relaxed);
+        self.entries.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+    }
+}
+
+#[derive(Deserialize)]
+struct PutEventsBody {
+    #[serde(rename = "Entries")]
+    entries: Vec<IgnoredAny>,
+}
+
+/// A running endpoint; it stops accepting when dropped.
+#[derive(Debug)]
+pub struct EventBridgeEndpoint {
+    server: Server,
+    counters: Arc<Counters>,
+}
+
+impl EventBridgeEndpoint {
+    /// Starts an endpoint on an ephemeral port of 127.0.0.1 that answers
+    /// each `PutEvents` after `latency`.
+    pub async fn start(latency: Duration) -> io::Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), latency).await
+    }
+
+    /// Starts an endpoint on `addr`.
+    pub async fn start_on(addr: SocketAddr, latency: Duration) -> io::Result<Self> {
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::clone(&counters);
+        let handler: Handler = Arc::new(move |request: Request| {
+            let counters = Arc::clone(&shared);
+            Box::pin(async move { answer(&counters, latency, request).await })
+        });
+        let server = Server::start_on(addr, handler).await?;
+        Ok(Self { server, counters })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// What it received so far.
+    pub fn stats(&self) -> EndpointStats {
+        self.counters.snapshot()
+    }
+
+    /// Zeroes the counts.
+    pub fn reset(&self) {
+        self.counters.reset();
+    }
+}
+
+fn json_error(status: u16, kind: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "__type": kind, "message": message }).to_string();
+    Response::new(status, body).with_header("Content-Type", "application/x-amz-json-1.1")
+}
+
+async fn answer(counters: &Counters, latency: Duration, request: Request) -> Response {
+    match (request.method.as_str(), request.path.as_str()) {
+        ("GET", "/stats") => {
+            let body = serde_json::to_string(&counters.snapshot()).unwrap_or_default();
+            return Response::new(200, body).with_header("Content-Type", "application/json");
+        }
+        ("POST", "/reset") => {
+            counters.reset();
+            return Response::new(200, "{}").with_header("Content-Type", "application/json");
+        }
+        _ => {}
+    }
+    if request.header("x-amz-target") != Some(PUT_EVENTS_TARGET) {
+        return json_error(
+            400,
+            "UnknownOperationException",
+            "this endpoint only answers PutEvents",
+        );
+    }
+    let entries = match serde_json::from_slice::<PutEventsBody>(&request.body) {
+        Ok(body) => body.entries.len(),
+        Err(e) => return json_error(400, "SerializationException", &e.to_string()),
+    };
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    counters.entries.fetch_add(entries as u64, Ordering::Relaxed);
+    counters
+        .bytes
+        .fetch_add(request.body.len() as u64, Ordering::Relaxed);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    Response::new(200, put_events_response(entries))
+        .with_header("Content-Type", "application/x-amz-json-1.1")
+        .with_header("x-amzn-RequestId", "00000000-0000-0000-0000-000000000000")
+}
+
+/// The body of a `PutEvents` response with `entries` successful entries.
+pub fn put_events_response(entries: usize) -> String {
+    let mut body = String::with_capacity(40 + entries * 60);
+    body.push_str(r#"{"FailedEntryCount":0,"Entries":["#);
+    for i in 0..entries {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            r#"{{"EventId":"{:08x}-0000-4000-8000-{:012x}"}}"#,
+            fastrand::u32(..),
+            i
+        ));
+    }
+    body.push_str("]}");
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outbox_core::{EventSink, OutboxEvent, SystemClock};
+    use outbox_eventbridge::EventBridgeSink;
+
+    #[test]
+    fn the_response_has_one_successful_entry_per_request_entry() {
+        let body: serde_json::Value = serde_json::from_str(&put_events_response(3)).unwrap();
+        assert_eq!(body["FailedEntryCount"], 0);
+        assert_eq!(body["Entries"].as_array().unwrap().len(), 3);
+        assert!(
+            body["Entries"][2]["EventId"]
+                .as_str()
+                .unwrap()
+                .ends_with("000000000002")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sdk_sink_publishes_to_it_and_it_counts_what_it_received() {
+        let endpoint = EventBridgeEndpoint::start(Duration::from_millis(5))
+            .await
+            .unwrap();
+        let sink = EventBridgeSink::new(
+            outbox_cli::local::eventbridge_client(&endpoint.url()),
+            "bench-bus",
+        );
+        let events: Vec<OutboxEvent> = (0..7)
+            .map(|i| {
+                OutboxEvent::builder("bench", "Happened")
+                    .aggregate("Thing", format!("t-{i}"))
+                    .sequence(1)
+                    .payload(&serde_json::json!({ "i": i }))
+                    .build(&SystemClock)
+                    .unwrap()
+            })
+            .collect();
+        let refs: Vec<&OutboxEvent> = events.iter().collect();
+        let started = std::time::Instant::now();
+        let results = sink.publish(&refs).await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(5),
+            "the latency is applied"
+        );
+        assert!(results.iter().all(|r| *r == outbox_core::EntryResult::Published));
+        let stats = endpoint.stats();
+        assert_eq!((stats.requests, stats.entries), (1, 7));
+        assert!(stats.bytes > 0);
+        endpoint.reset();
+        assert_eq!(endpoint.stats(), EndpointStats::default());
+    }
+}

@@ -1,0 +1,599 @@
+//! Faults between the relay and the bus: a small TCP proxy in front of moto's
+//! EventBridge injects throttling (400), internal errors (500, 503),
+//! timeouts (the proxy holds the call past the SDK's attempt timeout, before
+//! or after forwarding it), dropped connections (before or after
+//! forwarding), and per-entry failures (entries taken out of the request and
+//! reported failed in an HTTP 200), in 20 % and in 50 % of the calls. The
+//! production sink and quarantine (`build_sink_and_quarantine`) publish
+//! through it with the SDK's own retries disabled, so every fault reaches the
+//! relay; the test plays the Lambda host, re-sending the batch from the
+//! reported failure until none is reported.
+//!
+//! Every event id must arrive at the bus's target queue at least once,
+//! nothing else may arrive, the poison records must be in the quarantine, and
+//! duplicates are bounded by the entries whose PutEvents reached moto but
+//! whose answer was lost (timeout or drop after forwarding) plus the events
+//! delivered after a reported failure and resent with it (Lambda resends a
+//! batch from the reported record): nothing else may cause one.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers outside #[test] fns
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use outbox_cli::bootstrap::{LocalStack, create_local_stack, drain_queue};
+use outbox_cli::local::{eventbridge_client, sqs_client};
+use outbox_core::{Decoded, OutboxEvent, Relay, RelayRecord, SystemClock};
+use outbox_eventbridge::QuarantineMessage;
+use outbox_lambda::{Config, build_sink_and_quarantine};
+use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
+use serde_json::{Value, json};
+
+const SOURCE: &str = "com.example.orders";
+/// The SDK's attempt timeout; the proxy's timeouts hold a call longer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1_000);
+const HOLD: Duration = Duration::from_millis(1_300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Fault {
+    Throttle,
+    Internal500,
+    Unavailable503,
+    TimeoutBeforeForwarding,
+    TimeoutAfterForwarding,
+    DropBeforeForwarding,
+    DropAfterForwarding,
+    EntryFailures,
+}
+
+/// The kinds of fault, in the order they take turns.
+const FAULT_KINDS: [Fault; 8] = [
+    Fault::Throttle,
+    Fault::EntryFailures,
+    Fault::Internal500,
+    Fault::DropBeforeForwarding,
+    Fault::TimeoutBeforeForwarding,
+    Fault::Unavailable503,
+    Fault::DropAfterForwarding,
+    Fault::TimeoutAfterForwarding,
+];
+
+#[derive(Debug, Default)]
+struct ProxyStats {
+    calls: usize,
+    faults: HashMap<Fault, usize>,
+    /// Entries moto received but whose answer the relay never saw (an
+    /// injected timeout or drop after forwarding, or moto itself answering
+    /// later than the SDK waits).
+    ambiguous_entries: usize,
+    /// Calls moto answered later than the SDK waits (not injected).
+    slow_upstream: usize,
+    /// Entries taken out of a request and reported failed.
+    failed_entries: usize,
+}
+
+struct Proxy {
+    url: String,
+    stats: Arc<Mutex<ProxyStats>>,
+}
+
+/// One HTTP request or response, read whole.
+struct Message {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Message {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// The head with `Content-Length` replaced and `Connection` dropped.
+    fn with_body(&self, body: Vec<u8>, extra: &str) -> Vec<u8> {
+        let mut out = String::new();
+        for (i, line) in self.head.lines().enumerate() {
+            let lower = line.to_ascii_lowercase();
+            if i > 0
+                && (lower.starts_with("content-length:")
+                    || lower.starts_with("connection:")
+                    || lower.starts_with("transfer-encoding:"))
+            {
+                continue;
+            }
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+        out.push_str(&format!("Content-Length: {}\r\n{extra}\r\n", body.len()));
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&body);
+        bytes
+    }
+}
+
+/// Reads one message; `None` on a clean end of stream. With
+/// `to_eof`, a message without `Content-Length` runs to the end of the stream.
+fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>, to_eof: bool) -> Option<Message> {
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    buf.drain(..head_end + 4);
+    let mut message = Message {
+        head,
+        body: Vec::new(),
+    };
+    assert!(
+        message.header("transfer-encoding").is_none(),
+        "chunked bodies are not expected here"
+    );
+    match message
+        .header("content-length")
+        .map(|v| v.parse::<usize>().unwrap())
+    {
+        Some(length) => {
+            while buf.len() < length {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            message.body = buf.drain(..length).collect();
+        }
+        None if to_eof => {
+            while let Ok(n) = stream.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            message.body = std::mem::take(buf);
+        }
+        None => {}
+    }
+    Some(message)
+}
+
+/// Sends `request` (with `body`) to moto on a fresh connection (moto closes
+/// every connection) and returns its answer.
+fn forward(moto: &str, request: &Message, body: Vec<u8>) -> Message {
+    let mut upstream = TcpStream::connect(moto).unwrap();
+    upstream.set_nodelay(true).unwrap();
+    upstream
+        .write_all(&request.with_body(body, "Connection: close\r\n"))
+        .unwrap();
+    let mut buf = Vec::new();
+    read_message(&mut upstream, &mut buf, true).expect("moto answered")
+}
+
+fn json_response(status: u16, body: &Value) -> Vec<u8> {
+    let body = body.to_string();
+    format!(
+        "HTTP/1.1 {status} Injected\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn error_response(status: u16, kind: &str) -> Vec<u8> {
+    json_response(
+        status,
+        &json!({ "__type": kind, "message": "injected by the fault proxy" }),
+    )
+}
+
+impl Proxy {
+    /// A proxy to `moto` (host:port) injecting a fault into `rate` of the
+    /// PutEvents calls; `seed` draws the entries an `EntryFailures` fault fails.
+    fn start(moto: String, rate: f64, seed: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stats = Arc::new(Mutex::new(ProxyStats::default()));
+        let rng = Arc::new(Mutex::new(fastrand_like::Rng::new(seed)));
+        let shared = Arc::clone(&stats);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (moto, stats, rng) = (moto.clone(), Arc::clone(&shared), Arc::clone(&rng));
+                std::thread::spawn(move || serve(stream, &moto, &stats, &rng, rate));
+            }
+        });
+        Self { url, stats }
+    }
+}
+
+fn serve(
+    mut client: TcpStream,
+    moto: &str,
+    stats: &Mutex<ProxyStats>,
+    rng: &Mutex<fastrand_like::Rng>,
+    rate: f64,
+) {
+    client.set_nodelay(true).unwrap();
+    let mut buf = Vec::new();
+    while let Some(request) = read_message(&mut client, &mut buf, false) {
+        let put_events = request.header("x-amz-target") == Some("AWSEvents.PutEvents");
+        let entries = if put_events {
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            body["Entries"].as_array().map_or(0, Vec::len)
+        } else {
+            0
+        };
+        let fault = if put_events {
+            let mut s = stats.lock().unwrap();
+            let fault = scheduled(s.calls, rate);
+            s.calls += 1;
+            if let Some(f) = fault {
+                *s.faults.entry(f).or_default() += 1;
+                if matches!(f, Fault::TimeoutAfterForwarding | Fault::DropAfterForwarding) {
+                    s.ambiguous_entries += entries;
+                }
+            }
+            fault
+        } else {
+            None
+        };
+        let started = Instant::now();
+        let reply = match fault {
+            None => {
+                let answer = forward(moto, &request, request.body.clone());
+                answer.with_body(answer.body.clone(), "")
+            }
+            Some(Fault::Throttle) => error_response(400, "ThrottlingException"),
+            Some(Fault::Internal500) => error_response(500, "InternalException"),
+            Some(Fault::Unavailable503) => error_response(503, "ServiceUnavailable"),
+            Some(Fault::TimeoutBeforeForwarding) => {
+                std::thread::sleep(HOLD);
+                let _ = client.shutdown(Shutdown::Both);
+                return;
+            }
+            Some(Fault::TimeoutAfterForwarding) => {
+                forward(moto, &request, request.body.clone());
+                std::thread::sleep(HOLD);
+                let _ = client.shutdown(Shutdown::Both);
+                return;
+            }
+            Some(Fault::DropBeforeForwarding) => {
+                let _ = client.shutdown(Shutdown::Both);
+                return;
+            }
+            Some(Fault::DropAfterForwarding) => {
+                forward(moto, &request, request.body.clone());
+                let _ = client.shutdown(Shutdown::Both);
+                return;
+            }
+            Some(Fault::EntryFailures) => {
+                let failed = partial(moto, &request, rng, stats);
+                json_response(200, &failed)
+            }
+        };
+        if put_events && started.elapsed() + Duration::from_millis(50) >= ATTEMPT_TIMEOUT {
+            // The SDK gave up (or is about to) on a call moto did carry out.
+            let mut s = stats.lock().unwrap();
+            s.slow_upstream += 1;
+            s.ambiguous_entries += entries;
+        }
+        if client.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// The fault of the `n`-th PutEvents call (from 0): exactly `rate` of the
+/// calls get one, spread evenly, and the kinds take turns in the order of
+/// [`FAULT_KINDS`], so that every kind is injected once `rate` of the calls
+/// reaches their number.
+fn scheduled(n: usize, rate: f64) -> Option<Fault> {
+    let before = (n as f64 * rate).floor() as usize;
+    let after = ((n + 1) as f64 * rate).floor() as usize;
+    (after > before).then(|| FAULT_KINDS[before % FAULT_KINDS.len()])
+}
+
+/// Takes some entries out of the request (each with probability 0.4, at
+/// least one), forwards the rest to moto, and answers as EventBridge does:
+/// an HTTP 200 whose failed entries carry a transient error code.
+fn partial(
+    moto: &str,
+    request: &Message,
+    rng: &Mutex<fastrand_like::Rng>,
+    stats: &Mutex<ProxyStats>,
+) -> Value {
+    let mut body: Value = serde_json::from_slice(&request.body).unwrap();
+    let entries = body["Entries"].as_array().cloned().unwrap_or_default();
+    let mut fail: Vec<bool> = {
+        let mut rng = rng.lock().unwrap();
+        entries.iter().map(|_| rng.f64() < 0.4).collect()
+    };
+    if !fail.iter().any(|f| *f) && !fail.is_empty() {
+        fail[0] = true;
+    }
+    let kept: Vec<Value> = entries
+        .iter()
+        .zip(&fail)
+        .filter(|(_, f)| !**f)
+        .map(|(e, _)| e.clone())
+        .collect();
+    let mut moto_results = Vec::new();
+    let mut moto_failed = 0;
+    if !kept.is_empty() {
+        body["Entries"] = Value::Array(kept);
+        let answer = forward(moto, request, body.to_string().into_bytes());
+        let answer: Value = serde_json::from_slice(&answer.body).unwrap();
+        moto_failed = answer["FailedEntryCount"].as_u64().unwrap_or(0);
+        moto_results = answer["Entries"].as_array().cloned().unwrap_or_default();
+    }
+    let mut moto_results = moto_results.into_iter();
+    let mut injected = 0;
+    let results: Vec<Value> = fail
+        .iter()
+        .enumerate()
+        .map(|(i, failed)| {
+            if *failed {
+                injected += 1;
+                let code = if i % 2 == 0 {
+                    "ThrottlingException"
+                } else {
+                    "InternalFailure"
+                };
+                json!({ "ErrorCode": code, "ErrorMessage": "injected by the fault proxy" })
+            } else {
+                moto_results.next().unwrap_or_else(|| json!({}))
+            }
+        })
+        .collect();
+    stats.lock().unwrap().failed_entries += injected;
+    json!({ "FailedEntryCount": moto_failed + injected as u64, "Entries": results })
+}
+
+/// A tiny seeded generator (the tests crate has no random number crate).
+mod fastrand_like {
+    pub(super) struct Rng(u64);
+
+    impl Rng {
+        pub(super) fn new(seed: u64) -> Self {
+            Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+
+        fn next(&mut self) -> u64 {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        pub(super) fn f64(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+}
+
+async fn stack() -> LocalStack {
+    let moto = endpoint(MOTO_ENDPOINT_VAR);
+    create_local_stack(
+        &dynamodb_client(),
+        &eventbridge_client(&moto),
+        &sqs_client(&moto),
+        &unique_name("faults"),
+        SOURCE,
+    )
+    .await
+    .expect("local stack")
+}
+
+fn records(count: usize, poison_every: usize) -> (Vec<RelayRecord>, HashSet<String>, usize) {
+    let mut ids = HashSet::new();
+    let mut poison = 0;
+    let records = (0..count)
+        .map(|i| {
+            let position = format!("{:021}", 500_000_000_000_000_000_000u128 + i as u128 * 10);
+            if i % poison_every == poison_every - 1 {
+                poison += 1;
+                return RelayRecord {
+                    position,
+                    decoded: Decoded::Poison {
+                        reason: "attribute `sequence` has type S, expected N".into(),
+                        raw: json!({ "record": i }).to_string(),
+                    },
+                };
+            }
+            let event = OutboxEvent::builder(SOURCE, "OrderChanged")
+                .aggregate("Order", format!("o-{}", i % 13))
+                .sequence(i as u64 / 13 + 1)
+                .payload(&json!({ "n": i, "pad": "x".repeat(200) }))
+                .build(&SystemClock)
+                .unwrap();
+            ids.insert(event.id().to_string());
+            RelayRecord {
+                position,
+                decoded: Decoded::Event(Box::new(event)),
+            }
+        })
+        .collect();
+    (records, ids, poison)
+}
+
+/// Relays `count` records through a proxy injecting faults into `rate` of
+/// the calls, with `max_retries` relay retries per invocation, and checks
+/// and prints what arrived.
+async fn relay_through_faults(rate: f64, seed: u64, count: usize, max_retries: u32) {
+    let stack = stack().await;
+    let moto = endpoint(MOTO_ENDPOINT_VAR);
+    let proxy = Proxy::start(moto.trim_start_matches("http://").to_owned(), rate, seed);
+    let vars = HashMap::from([
+        (outbox_lambda::ENV_TABLE_NAME, stack.table.clone()),
+        (outbox_lambda::ENV_EVENT_BUS_NAME, stack.bus.bus.clone()),
+        (
+            outbox_lambda::ENV_QUARANTINE_QUEUE_URL,
+            stack.quarantine.url.clone(),
+        ),
+        (outbox_lambda::ENV_EVENTBRIDGE_ENDPOINT, proxy.url.clone()),
+        (outbox_lambda::ENV_SQS_ENDPOINT, moto.clone()),
+        (outbox_lambda::ENV_MAX_RETRIES, max_retries.to_string()),
+        (outbox_lambda::ENV_RETRY_BASE_MS, "5".to_owned()),
+        (outbox_lambda::ENV_RETRY_MAX_MS, "80".to_owned()),
+    ]);
+    let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    let sdk = outbox_cli::local::sdk_config()
+        .into_builder()
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        )
+        .build();
+    let (sink, quarantine) = build_sink_and_quarantine(&config, &sdk);
+    let relay = Relay::new(sink, quarantine, config.relay.clone());
+
+    let (records, wanted, poison) = records(count, 25);
+    let poison_positions: HashSet<&str> = records
+        .iter()
+        .filter(|r| matches!(r.decoded, Decoded::Poison { .. }))
+        .map(|r| r.position.as_str())
+        .collect();
+    // Drain the target queue while relaying: moto slows down as a queue fills.
+    let arrivals: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let (stop_draining, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let drainer = {
+        let (sqs, url, arrivals) = (
+            sqs_client(&moto),
+            stack.bus.target.url.clone(),
+            Arc::clone(&arrivals),
+        );
+        tokio::spawn(async move {
+            loop {
+                for message in drain_queue(&sqs, &url).await.unwrap() {
+                    let envelope: Value = serde_json::from_str(&message.body).unwrap();
+                    let id = envelope["detail"]["id"].as_str().unwrap().to_owned();
+                    *arrivals.lock().unwrap().entry(id).or_default() += 1;
+                }
+                if stopped.try_recv().is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut from = 0;
+    let mut invocations = 0;
+    let mut retried = 0;
+    let mut reported_failures = 0;
+    let mut resent = 0;
+    loop {
+        invocations += 1;
+        assert!(invocations <= 30, "the batch never completed");
+        let outcome = relay.relay(&records[from..], None).await;
+        retried += outcome.retried;
+        match outcome.first_failure {
+            None => break,
+            Some(position) => {
+                // What Lambda does with `batchItemFailures`: resend from there.
+                reported_failures += 1;
+                let failed_at = records.iter().position(|r| r.position == position).unwrap();
+                // Events of this invocation delivered after the reported one
+                // are sent again (at-least-once): they may arrive twice.
+                let before = records[from..failed_at]
+                    .iter()
+                    .filter(|r| matches!(r.decoded, Decoded::Event(_)))
+                    .count();
+                resent += outcome.published - before;
+                from = failed_at;
+            }
+        }
+    }
+    let relayed_in = started.elapsed();
+
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until && !wanted.iter().all(|id| arrivals.lock().unwrap().contains_key(id)) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A last round for late duplicates, then stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_draining.send(()).unwrap();
+    drainer.await.unwrap();
+    let arrivals = arrivals.lock().unwrap().clone();
+    let sqs = sqs_client(&moto);
+    let quarantined: Vec<QuarantineMessage> = drain_queue(&sqs, &stack.quarantine.url)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| QuarantineMessage::from_body(&m.body).unwrap())
+        .collect();
+
+    let stats = proxy.stats.lock().unwrap();
+    let missing = wanted.iter().filter(|id| !arrivals.contains_key(*id)).count();
+    let duplicates: usize = arrivals.values().map(|n| n - 1).sum();
+    let injected: usize = stats.faults.values().sum();
+    let mut by_kind: Vec<_> = stats.faults.iter().map(|(k, v)| format!("{k:?}={v}")).collect();
+    by_kind.sort();
+    eprintln!(
+        "fault test at {:.0}% of calls: {} events + {poison} poison records in {:.1} s; {} PutEvents calls, \
+         {injected} faults injected ({}), {} entries failed in HTTP 200s, {retried} entry retries, \
+         {invocations} invocations ({reported_failures} with a reported failure), {} calls answered by moto after \
+         the SDK's timeout; delivered {}, missing {missing}, duplicates {duplicates} (bound {}: {} entries whose \
+         answer was lost + {resent} delivered events resent after a reported failure), quarantined {}",
+        rate * 100.0,
+        wanted.len(),
+        relayed_in.as_secs_f64(),
+        stats.calls,
+        by_kind.join(" "),
+        stats.failed_entries,
+        stats.slow_upstream,
+        arrivals.len(),
+        stats.ambiguous_entries + resent,
+        stats.ambiguous_entries,
+        quarantined.len(),
+    );
+    assert_eq!(
+        stats.faults.len(),
+        FAULT_KINDS.len(),
+        "every kind of fault was injected: {by_kind:?}"
+    );
+    assert_eq!(missing, 0, "every event arrives at least once");
+    assert!(arrivals.keys().all(|id| wanted.contains(id)), "nothing invented");
+    assert!(
+        duplicates <= stats.ambiguous_entries + resent,
+        "only a call whose answer was lost, or a resend after a reported failure, may duplicate: \
+         {duplicates} > {} + {resent}",
+        stats.ambiguous_entries
+    );
+    // A poison record resent after a reported failure is quarantined again:
+    // each is there at least once, and nothing else is.
+    let quarantined_positions: HashSet<&str> = quarantined.iter().map(|q| q.position.as_str()).collect();
+    assert_eq!(
+        quarantined_positions, poison_positions,
+        "the poison records, and nothing else, are quarantined"
+    );
+    assert!(
+        quarantined
+            .iter()
+            .all(|q| q.reason.contains("sequence") && q.raw.is_some())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_faults_in_a_fifth_of_the_calls_every_event_arrives_and_duplicates_are_bounded() {
+    relay_through_faults(0.20, 20, 400, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_faults_in_half_of_the_calls_every_event_arrives_and_duplicates_are_bounded() {
+    // Three retries only: some records exhaust them, are reported, and come
+    // back in the next invocation, as Lambda resends from the reported record.
+    relay_through_faults(0.50, 50, 150, 3).await;
+}
