@@ -154,7 +154,28 @@ impl OutboxEvent {
     /// (the envelope JSON). Writers use it to refuse, before committing, an
     /// event that could never be published.
     pub fn bus_entry_size(&self) -> usize {
-        14 + self.source.len() + self.event_type.len() + self.to_json().len()
+        14 + self.source.len() + self.event_type.len() + self.json_len()
+    }
+
+    /// The length of [`to_json`](Self::to_json), counted while serialising,
+    /// without building the text.
+    fn json_len(&self) -> usize {
+        struct ByteCounter(usize);
+        impl std::io::Write for ByteCounter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut counter = ByteCounter(0);
+        // Serialising an event cannot fail (see `to_json`).
+        match serde_json::to_writer(&mut counter, self) {
+            Ok(()) => counter.0,
+            Err(_) => self.to_json().len(),
+        }
     }
 
     /// The payload alone, as compact JSON text (how the DynamoDB item stores it).

@@ -49,28 +49,8 @@ pub fn to_put_events_entry(event: &OutboxEvent, bus: &str) -> PutEventsRequestEn
 /// [`TIME_ENTRY_BYTES`] for `Time`, plus the UTF-8 bytes of `Source`,
 /// `DetailType` and `Detail` (the entry has no `Resources`).
 pub fn entry_size(event: &OutboxEvent) -> usize {
-    TIME_ENTRY_BYTES + event.source().len() + event.event_type().len() + detail_len(event)
-}
-
-/// The length of [`OutboxEvent::to_json`], counted while serialising,
-/// without building the text.
-fn detail_len(event: &OutboxEvent) -> usize {
-    struct ByteCounter(usize);
-    impl std::io::Write for ByteCounter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = ByteCounter(0);
-    // Serialising an event cannot fail (see `OutboxEvent::to_json`).
-    match serde_json::to_writer(&mut counter, event) {
-        Ok(()) => counter.0,
-        Err(_) => event.to_json().len(),
-    }
+    // The formula lives with the envelope, where the writer uses it too.
+    event.bus_entry_size()
 }
 
 /// The size of any `PutEvents` request entry, as EventBridge documents it:
