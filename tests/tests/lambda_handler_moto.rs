@@ -8,6 +8,7 @@ use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{Context, LambdaEvent};
 use outbox_cli::bootstrap::{LocalStack, create_local_stack, drain_queue};
 use outbox_cli::local::{eventbridge_client, sqs_client};
+use outbox_dynamodb::LambdaStreamBatch;
 use outbox_eventbridge::QuarantineMessage;
 use outbox_lambda::{Config, ENV_EVENT_BUS_NAME, ENV_QUARANTINE_QUEUE_URL, ENV_TABLE_NAME, build_handler};
 use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
@@ -73,7 +74,10 @@ async fn a_mixed_batch_publishes_the_events_quarantines_the_poison_and_reports_n
     assert!(expected.len() >= 2, "the fixture has valid events");
 
     let response = handler
-        .handle(LambdaEvent::new(event, Context::default()))
+        .handle(LambdaEvent::new(
+            LambdaStreamBatch::from_event(&event),
+            Context::default(),
+        ))
         .await
         .expect("handled");
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
@@ -123,7 +127,10 @@ async fn a_quarantine_that_cannot_take_the_poison_record_makes_it_the_batch_item
         .expect("the fixture has a poison record");
 
     let response = handler
-        .handle(LambdaEvent::new(event, Context::default()))
+        .handle(LambdaEvent::new(
+            LambdaStreamBatch::from_event(&event),
+            Context::default(),
+        ))
         .await
         .expect("handled");
     let reported: Vec<_> = response
@@ -143,7 +150,10 @@ async fn a_bus_that_does_not_exist_fails_every_event_without_quarantining_any() 
     let event = fixture("dynamodb-insert.json");
     let first = event.records[0].change.sequence_number.clone();
     let response = handler
-        .handle(LambdaEvent::new(event, Context::default()))
+        .handle(LambdaEvent::new(
+            LambdaStreamBatch::from_event(&event),
+            Context::default(),
+        ))
         .await
         .expect("handled");
     let reported: Vec<_> = response

@@ -8,11 +8,11 @@
 
 use std::time::Duration;
 
-use aws_lambda_events::event::dynamodb::Event;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use outbox_bench::batch::{BatchSpec, generate};
 use outbox_bench::eventbridge::EventBridgeEndpoint;
 use outbox_bench::harness::bench_handler;
+use outbox_dynamodb::LambdaStreamBatch;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -34,14 +34,18 @@ fn whole_handler(c: &mut Criterion) {
     group.sample_size(10);
     for records in [100usize, 1_000, 10_000] {
         let batch = generate(BatchSpec::new(records, 1024)).unwrap();
-        let event: Event = serde_json::from_str(&batch.json).unwrap();
+        let event = LambdaStreamBatch::from_json(&batch.json).unwrap();
         group.throughput(Throughput::Elements(records as u64));
         endpoint.reset();
         group.bench_with_input(BenchmarkId::from_parameter(records), &event, |b, event| {
-            b.to_async(&runtime).iter(|| async {
-                let (_, outcome) = handler.handle_batch(event, None, "bench").await.unwrap();
-                assert_eq!(outcome.published, records);
-            })
+            b.to_async(&runtime).iter_batched(
+                || event.clone(),
+                |event| async {
+                    let (_, outcome) = handler.handle_batch(event, None, "bench").await.unwrap();
+                    assert_eq!(outcome.published, records);
+                },
+                criterion::BatchSize::LargeInput,
+            )
         });
         let stats = endpoint.stats();
         assert_eq!(

@@ -6,20 +6,19 @@
 
 use std::hint::black_box;
 
-use aws_lambda_events::event::dynamodb::Event;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use outbox_bench::batch::{BatchSpec, TABLE, generate};
 use outbox_core::{ChunkLimits, Decoded, OutboxEvent, chunk_ranges};
-use outbox_dynamodb::{DynamoDbStreamDecoder, OutboxSchema};
+use outbox_dynamodb::{DynamoDbStreamDecoder, LambdaStreamBatch, OutboxSchema};
 use outbox_eventbridge::{
     DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, entry_size, to_put_events_entry,
 };
 
 const RECORDS: usize = 100;
 
-fn events_of(decoder: &DynamoDbStreamDecoder, event: &Event) -> Vec<OutboxEvent> {
+fn events_of(decoder: &DynamoDbStreamDecoder, event: &LambdaStreamBatch) -> Vec<OutboxEvent> {
     decoder
-        .decode_lambda_event(event)
+        .decode_lambda_batch(event.clone())
         .unwrap()
         .into_iter()
         .map(|r| match r.decoded {
@@ -32,16 +31,20 @@ fn events_of(decoder: &DynamoDbStreamDecoder, event: &Event) -> Vec<OutboxEvent>
 fn per_record(c: &mut Criterion) {
     for (label, payload) in [("1KB", 1024), ("16KB", 16 * 1024)] {
         let batch = generate(BatchSpec::new(RECORDS, payload)).unwrap();
-        let event: Event = serde_json::from_str(&batch.json).unwrap();
+        let event = LambdaStreamBatch::from_json(&batch.json).unwrap();
         let decoder = DynamoDbStreamDecoder::new(OutboxSchema::new(TABLE));
         let events = events_of(&decoder, &event);
         let mut group = c.benchmark_group(format!("record_{label}"));
         group.throughput(Throughput::Elements(RECORDS as u64));
         group.bench_function("parse_event_json", |b| {
-            b.iter(|| serde_json::from_str::<Event>(black_box(&batch.json)).unwrap())
+            b.iter(|| LambdaStreamBatch::from_json(black_box(&batch.json)).unwrap())
         });
         group.bench_function("decode", |b| {
-            b.iter(|| decoder.decode_lambda_event(black_box(&event)).unwrap())
+            b.iter_batched(
+                || event.clone(),
+                |event| decoder.decode_lambda_batch(event).unwrap(),
+                criterion::BatchSize::SmallInput,
+            )
         });
         group.bench_function("envelope_json", |b| {
             b.iter(|| {
@@ -59,14 +62,18 @@ fn per_record(c: &mut Criterion) {
             })
         });
         group.bench_function("decode_envelope_entry", |b| {
-            b.iter(|| {
-                for record in decoder.decode_lambda_event(black_box(&event)).unwrap() {
-                    if let Decoded::Event(e) = record.decoded {
-                        black_box(entry_size(&e));
-                        black_box(to_put_events_entry(&e, "bench-bus"));
+            b.iter_batched(
+                || event.clone(),
+                |event| {
+                    for record in decoder.decode_lambda_batch(event).unwrap() {
+                        if let Decoded::Event(e) = record.decoded {
+                            black_box(entry_size(&e));
+                            black_box(to_put_events_entry(&e, "bench-bus"));
+                        }
                     }
-                }
-            })
+                },
+                criterion::BatchSize::SmallInput,
+            )
         });
         group.finish();
     }

@@ -18,14 +18,16 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::envelope::{RESERVED_ATTRIBUTES, format_time, parse_time, validate_metadata_key};
-use crate::{EnvelopeError, OutboxEvent, OutboxEventParts};
+use crate::{EnvelopeError, OutboxEvent, OutboxEventParts, Payload};
 
 const SPEC_VERSION: &str = "1.0";
 const JSON_CONTENT_TYPE: &str = "application/json";
 
 impl OutboxEvent {
-    /// The event as a CloudEvents 1.0 structured-mode JSON object.
-    pub fn to_cloudevent(&self) -> Value {
+    /// The event as a CloudEvents 1.0 structured-mode JSON object. Fails
+    /// only for a payload nested deeper than a `serde_json::Value` can be
+    /// parsed (128 levels).
+    pub fn to_cloudevent(&self) -> Result<Value, EnvelopeError> {
         let mut ce = Map::new();
         ce.insert("specversion".into(), SPEC_VERSION.into());
         ce.insert("id".into(), self.id().to_string().into());
@@ -44,8 +46,12 @@ impl OutboxEvent {
         for (k, v) in self.metadata() {
             ce.insert(k.clone(), v.clone().into());
         }
-        ce.insert("data".into(), self.payload().clone());
-        Value::Object(ce)
+        let data = self.payload().to_value().map_err(|e| EnvelopeError::Invalid {
+            field: "payload".into(),
+            reason: format!("cannot be a JSON value tree: {e}"),
+        })?;
+        ce.insert("data".into(), data);
+        Ok(Value::Object(ce))
     }
 
     /// Parses a CloudEvents 1.0 structured-mode JSON object produced by
@@ -122,10 +128,7 @@ impl OutboxEvent {
             aggregate_id: aggregate_id.to_owned(),
             sequence,
             occurred_at,
-            payload: ce
-                .get("data")
-                .cloned()
-                .ok_or(EnvelopeError::Missing { field: "data" })?,
+            payload: Payload::from_value(ce.get("data").ok_or(EnvelopeError::Missing { field: "data" })?)?,
             trace_parent,
             metadata,
         })
@@ -161,7 +164,7 @@ mod tests {
     #[test]
     fn maps_every_field_to_its_cloudevents_attribute() {
         let e = event();
-        let ce = e.to_cloudevent();
+        let ce = e.to_cloudevent().unwrap();
         assert_eq!(ce["specversion"], "1.0");
         assert_eq!(ce["id"], e.id().to_string());
         assert_eq!(ce["source"], "com.example.orders");
@@ -181,12 +184,15 @@ mod tests {
     #[test]
     fn round_trips_with_a_slash_in_the_aggregate_id() {
         let e = event();
-        assert_eq!(OutboxEvent::from_cloudevent(&e.to_cloudevent()).unwrap(), e);
+        assert_eq!(
+            OutboxEvent::from_cloudevent(&e.to_cloudevent().unwrap()).unwrap(),
+            e
+        );
     }
 
     #[test]
     fn refuses_what_does_not_map_back() {
-        let good = event().to_cloudevent();
+        let good = event().to_cloudevent().unwrap();
         type Mutation = Box<dyn Fn(&mut Value)>;
         let cases: Vec<(&str, Mutation)> = vec![
             ("specversion", Box::new(|v| v["specversion"] = "0.3".into())),

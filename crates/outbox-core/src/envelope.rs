@@ -5,11 +5,11 @@ use std::fmt;
 use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use uuid::{ContextV7, Timestamp, Uuid};
 
-use crate::{Clock, EnvelopeError};
+use crate::{Clock, EnvelopeError, Payload};
 
 /// CloudEvents attribute names that metadata keys may not take.
 pub(crate) const RESERVED_ATTRIBUTES: &[&str] = &[
@@ -51,7 +51,7 @@ pub struct OutboxEvent {
     sequence: u64,
     #[serde(serialize_with = "serialize_time")]
     occurred_at: DateTime<Utc>,
-    payload: Value,
+    payload: Payload,
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_parent: Option<TraceParent>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -122,8 +122,9 @@ impl OutboxEvent {
     pub fn occurred_at(&self) -> DateTime<Utc> {
         self.occurred_at
     }
-    /// The event's data.
-    pub fn payload(&self) -> &Value {
+    /// The event's data, as validated JSON text ([`Payload::to_value`] and
+    /// [`Payload::deserialize`] parse it).
+    pub fn payload(&self) -> &Payload {
         &self.payload
     }
     /// The W3C trace context captured when the event was written, if any.
@@ -138,7 +139,7 @@ impl OutboxEvent {
     /// The envelope as compact JSON text (the EventBridge `Detail`).
     pub fn to_json(&self) -> String {
         // Serialising this type cannot fail: every key is a string and the
-        // payload is already a `serde_json::Value`.
+        // payload is already validated JSON text.
         serde_json::to_string(self).unwrap_or_default()
     }
 
@@ -178,9 +179,10 @@ impl OutboxEvent {
         }
     }
 
-    /// The payload alone, as compact JSON text (how the DynamoDB item stores it).
-    pub fn payload_json(&self) -> String {
-        self.payload.to_string()
+    /// The payload alone, as JSON text (how the DynamoDB item and the Cosmos
+    /// document store it).
+    pub fn payload_json(&self) -> &str {
+        self.payload.as_str()
     }
 }
 
@@ -192,7 +194,7 @@ pub struct OutboxEventBuilder {
     event_type: String,
     aggregate: Option<(String, String)>,
     sequence: Option<u64>,
-    payload: Option<Result<Value, serde_json::Error>>,
+    payload: Option<Result<Payload, EnvelopeError>>,
     id: Option<Uuid>,
     occurred_at: Option<DateTime<Utc>>,
     trace_parent: Option<String>,
@@ -215,12 +217,25 @@ impl OutboxEventBuilder {
     /// The payload, from anything serde can serialise; an error surfaces in
     /// [`build`](Self::build).
     pub fn payload<T: Serialize + ?Sized>(mut self, payload: &T) -> Self {
-        self.payload = Some(serde_json::to_value(payload));
+        self.payload = Some(Payload::serialize(payload));
         self
     }
 
     /// The payload, as a JSON value.
     pub fn payload_value(mut self, payload: Value) -> Self {
+        self.payload = Some(Payload::from_value(&payload));
+        self
+    }
+
+    /// The payload, as JSON text (kept as it is, once checked to be JSON;
+    /// an error surfaces in [`build`](Self::build)).
+    pub fn payload_json(mut self, text: impl Into<String>) -> Self {
+        self.payload = Some(Payload::from_json(text));
+        self
+    }
+
+    /// The payload, already validated.
+    pub fn payload_raw(mut self, payload: Payload) -> Self {
         self.payload = Some(Ok(payload));
         self
     }
@@ -263,8 +278,7 @@ impl OutboxEventBuilder {
             .ok_or(EnvelopeError::Missing { field: "sequence" })?;
         let payload = self
             .payload
-            .ok_or(EnvelopeError::Missing { field: "payload" })?
-            .map_err(EnvelopeError::Payload)?;
+            .ok_or(EnvelopeError::Missing { field: "payload" })??;
         let occurred_at = self.occurred_at.unwrap_or_else(|| clock.now()).trunc_subsecs(3);
         let id = self.id.unwrap_or_else(|| new_v7(occurred_at));
         let trace_parent = self.trace_parent.map(|t| TraceParent::parse(&t)).transpose()?;
@@ -353,7 +367,10 @@ struct RawEvent {
     aggregate_id: Option<String>,
     sequence: Option<u64>,
     occurred_at: Option<String>,
-    payload: Option<Value>,
+    // Not an `Option`: serde reads `null` as `None`, and `"payload": null`
+    // is a payload (the JSON null), not a missing one.
+    #[serde(default)]
+    payload: Present<Payload>,
     trace_parent: Option<String>,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
@@ -380,10 +397,26 @@ impl TryFrom<RawEvent> for OutboxEvent {
             })?,
             sequence: raw.sequence.ok_or(EnvelopeError::Missing { field: "sequence" })?,
             occurred_at: parse_time("occurred_at", &occurred_at)?,
-            payload: raw.payload.ok_or(EnvelopeError::Missing { field: "payload" })?,
+            payload: raw.payload.0.ok_or(EnvelopeError::Missing { field: "payload" })?,
             trace_parent: raw.trace_parent.map(|t| TraceParent::parse(&t)).transpose()?,
             metadata: raw.metadata,
         })
+    }
+}
+
+/// A field that is absent (`None`, with `#[serde(default)]`) or present with
+/// any value, `null` included.
+struct Present<T>(Option<T>);
+
+impl<T> Default for Present<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Present<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(|value| Self(Some(value)))
     }
 }
 
@@ -406,7 +439,7 @@ pub struct OutboxEventParts {
     /// See [`OutboxEvent::occurred_at`].
     pub occurred_at: DateTime<Utc>,
     /// See [`OutboxEvent::payload`].
-    pub payload: Value,
+    pub payload: Payload,
     /// A W3C `traceparent`, validated.
     pub trace_parent: Option<String>,
     /// See [`OutboxEvent::metadata`].
@@ -541,7 +574,7 @@ impl From<TraceParent> for String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FixedClock;
+    use crate::{FixedClock, MAX_PAYLOAD_DEPTH};
     use chrono::TimeZone;
     use serde_json::json;
 
@@ -799,6 +832,55 @@ mod tests {
     }
 
     #[test]
+    fn a_null_payload_round_trips_and_a_missing_one_is_named() {
+        let event = builder().payload_value(Value::Null).build(&clock()).unwrap();
+        let text = event.to_json();
+        assert!(text.contains(r#""payload":null"#), "{text}");
+        let back = OutboxEvent::from_json(&text).unwrap();
+        assert!(back.payload().is_null());
+        assert_eq!(back, event);
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        v.as_object_mut().unwrap().remove("payload");
+        assert!(matches!(
+            OutboxEvent::from_json(&v.to_string()).unwrap_err(),
+            EnvelopeError::Missing { field: "payload" }
+        ));
+    }
+
+    #[test]
+    fn payloads_of_any_depth_round_trip_through_the_envelope() {
+        // serde_json's Value parser stops at 128 levels; the envelope keeps
+        // the payload as text, so the envelope around it adds no limit.
+        for depth in [126, 127, 128, 129, MAX_PAYLOAD_DEPTH] {
+            let text = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+            let event = builder().payload_json(text.clone()).build(&clock()).unwrap();
+            let back = OutboxEvent::from_json(&event.to_json()).unwrap();
+            assert_eq!(back.payload().as_str(), text, "depth {depth}");
+            assert_eq!(back.bus_entry_size(), event.bus_entry_size());
+        }
+    }
+
+    #[test]
+    fn payload_text_is_kept_as_given() {
+        let text = r#"{"big":123456789012345678901234567890,"price":1.10}"#;
+        let event = builder().payload_json(text).build(&clock()).unwrap();
+        assert_eq!(event.payload_json(), text);
+        assert!(event.to_json().contains(text));
+        let err = builder().payload_json("{oops").build(&clock()).unwrap_err();
+        assert!(matches!(err, EnvelopeError::Payload(_)), "{err}");
+        let too_deep = format!(
+            "{}{}",
+            "[".repeat(MAX_PAYLOAD_DEPTH + 1),
+            "]".repeat(MAX_PAYLOAD_DEPTH + 1)
+        );
+        let err = builder().payload_json(too_deep).build(&clock()).unwrap_err();
+        assert!(
+            matches!(err, EnvelopeError::Invalid { ref field, .. } if field == "payload"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn parts_round_trip() {
         let event = builder()
             .trace_parent(TP)
@@ -831,7 +913,7 @@ mod tests {
             }
             let event = b.build(&clock()).unwrap();
             proptest::prop_assert_eq!(&OutboxEvent::from_json(&event.to_json()).unwrap(), &event);
-            proptest::prop_assert_eq!(&OutboxEvent::from_cloudevent(&event.to_cloudevent()).unwrap(), &event);
+            proptest::prop_assert_eq!(&OutboxEvent::from_cloudevent(&event.to_cloudevent().unwrap()).unwrap(), &event);
         }
     }
 }

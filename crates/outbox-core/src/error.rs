@@ -33,10 +33,26 @@ pub enum EnvelopeError {
         /// The value that was given.
         value: String,
     },
-    /// The payload could not be turned into JSON.
-    #[error("field `payload` cannot be serialised as JSON")]
+    /// The payload could not be turned into JSON, or the text given as the
+    /// payload is not one JSON value.
+    #[error("field `payload` is not JSON")]
     Payload(#[source] serde_json::Error),
     /// The JSON text is not an envelope.
     #[error("not an outbox event envelope")]
     Json(#[source] serde_json::Error),
+}
+
+impl EnvelopeError {
+    /// This error and its causes, as one line (`Display` gives this error
+    /// alone): for reasons kept with quarantined records and in logs.
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
 }

@@ -33,6 +33,7 @@ mod envelope;
 mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fakes;
+mod payload;
 mod port;
 mod relay;
 mod retry;
@@ -41,6 +42,7 @@ pub use chunk::chunk_ranges;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use envelope::{MAX_METADATA_KEY_LEN, OutboxEvent, OutboxEventBuilder, OutboxEventParts, TraceParent};
 pub use error::EnvelopeError;
+pub use payload::{MAX_PAYLOAD_DEPTH, Payload};
 pub use port::{
     ChunkLimits, EntryResult, EventSink, FailureClass, Quarantine, QuarantineError, QuarantinedRecord,
     SinkError,

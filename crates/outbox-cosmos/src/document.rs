@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use outbox_core::{Decoded, OutboxEvent, OutboxEventParts, RelayRecord, SkipReason};
+use outbox_core::{Decoded, OutboxEvent, OutboxEventParts, Payload, RelayRecord, SkipReason};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -156,7 +156,10 @@ impl CosmosOutboxSchema {
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             ),
         );
-        doc.insert(FIELD_PAYLOAD.into(), Value::String(event.payload_json()));
+        doc.insert(
+            FIELD_PAYLOAD.into(),
+            Value::String(event.payload_json().to_owned()),
+        );
         if let Some(tp) = event.trace_parent() {
             doc.insert(FIELD_TRACE_PARENT.into(), Value::String(tp.as_str().to_owned()));
         }
@@ -216,8 +219,8 @@ impl CosmosOutboxSchema {
         let occurred_at = DateTime::parse_from_rfc3339(occurred_text)
             .map_err(|e| invalid(FIELD_OCCURRED_AT, format!("not an RFC 3339 timestamp: {e}")))?
             .with_timezone(&Utc);
-        let payload = serde_json::from_str(string(doc, FIELD_PAYLOAD)?)
-            .map_err(|e| invalid(FIELD_PAYLOAD, format!("not JSON text: {e}")))?;
+        let payload = Payload::from_json(string(doc, FIELD_PAYLOAD)?)
+            .map_err(|e| invalid(FIELD_PAYLOAD, e.with_causes()))?;
         let trace_parent = match doc.get(FIELD_TRACE_PARENT) {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, Utc};
-use outbox_core::{OutboxEvent, OutboxEventParts};
+use outbox_core::{OutboxEvent, OutboxEventParts, Payload};
 use uuid::Uuid;
 
 use crate::DecodeError;
@@ -154,6 +154,24 @@ impl OutboxSchema {
     pub fn marker_attribute(&self) -> &str {
         &self.marker_attribute
     }
+
+    /// The attributes [`decode_item`](Self::decode_item) reads; the others
+    /// (keys, TTL, the caller's own) are never looked at.
+    pub(crate) fn decoded_attributes(&self) -> [&str; 11] {
+        [
+            &self.marker_attribute,
+            ATTR_EVENT_ID,
+            ATTR_SOURCE,
+            ATTR_EVENT_TYPE,
+            ATTR_AGGREGATE_TYPE,
+            ATTR_AGGREGATE_ID,
+            ATTR_SEQUENCE,
+            ATTR_OCCURRED_AT,
+            ATTR_PAYLOAD,
+            ATTR_TRACE_PARENT,
+            ATTR_METADATA,
+        ]
+    }
     /// The TTL attribute name.
     pub fn ttl_attribute(&self) -> &str {
         &self.ttl_attribute
@@ -205,7 +223,7 @@ impl OutboxSchema {
                 .occurred_at()
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         );
-        item.insert(ATTR_PAYLOAD.into(), AttributeValue::S(event.payload_json()));
+        item.insert(ATTR_PAYLOAD.into(), s(event.payload_json()));
         if let Some(tp) = event.trace_parent() {
             item.insert(ATTR_TRACE_PARENT.into(), s(tp.as_str()));
         }
@@ -246,8 +264,8 @@ impl OutboxSchema {
         let occurred_at = DateTime::parse_from_rfc3339(occurred_text)
             .map_err(|e| invalid(ATTR_OCCURRED_AT, format!("not an RFC 3339 timestamp: {e}")))?
             .with_timezone(&Utc);
-        let payload = serde_json::from_str(string(item, ATTR_PAYLOAD)?)
-            .map_err(|e| invalid(ATTR_PAYLOAD, format!("not JSON text: {e}")))?;
+        let payload = Payload::from_json(string(item, ATTR_PAYLOAD)?)
+            .map_err(|e| invalid(ATTR_PAYLOAD, e.with_causes()))?;
         let trace_parent = match item.get(ATTR_TRACE_PARENT) {
             None | Some(AttributeValue::Null(_)) => None,
             Some(AttributeValue::S(s)) => Some(s.clone()),

@@ -35,6 +35,7 @@
 
 mod error;
 mod item;
+mod lambda;
 mod lease;
 mod limits;
 mod runner;
@@ -47,6 +48,7 @@ pub use item::{
     ATTR_PAYLOAD, ATTR_SEQUENCE, ATTR_SOURCE, ATTR_TRACE_PARENT, DEFAULT_MAX_EVENT_BYTES, Item, MARKER_VALUE,
     OutboxSchema,
 };
+pub use lambda::LambdaStreamBatch;
 pub use lease::{
     DynamoDbLeaseStore, Lease, LeaseError, ShardKey, compare_sequence_numbers, create_lease_table,
     sequence_order_key,

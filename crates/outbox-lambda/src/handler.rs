@@ -3,11 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
 use outbox_core::{BatchOutcome, EventSink, Quarantine, Relay};
-use outbox_dynamodb::{DynamoDbStreamDecoder, StreamError};
+use outbox_dynamodb::{DynamoDbStreamDecoder, LambdaStreamBatch, StreamError};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -99,28 +98,32 @@ impl<S: EventSink, Q: Quarantine> RelayHandler<S, Q> {
 
     /// The Lambda entry point. The deadline comes from the context (none
     /// when it is 0, as in `Context::default()`).
-    pub async fn handle(&self, event: LambdaEvent<Event>) -> Result<DynamoDbEventResponse, HandlerError> {
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<LambdaStreamBatch>,
+    ) -> Result<DynamoDbEventResponse, HandlerError> {
         let deadline = deadline_from_epoch_ms(event.context.deadline);
         let span = tracing::info_span!(
             "batch",
             request_id = %event.context.request_id,
-            records = event.payload.records.len()
+            records = event.payload.len()
         );
         let function = event.context.env_config.function_name.clone();
-        self.handle_batch(&event.payload, deadline, &function)
+        self.handle_batch(event.payload, deadline, &function)
             .instrument(span)
             .await
             .map(|(response, _)| response)
     }
 
-    /// Relays one batch and returns the response and what happened.
+    /// Relays one batch and returns the response and what happened. The
+    /// batch is consumed: each record's text is freed once it is decoded.
     pub async fn handle_batch(
         &self,
-        event: &Event,
+        batch: LambdaStreamBatch,
         deadline: Option<Instant>,
         function_name: &str,
     ) -> Result<(DynamoDbEventResponse, BatchOutcome), HandlerError> {
-        let records = self.decoder.decode_lambda_event(event)?;
+        let records = self.decoder.decode_lambda_batch(batch)?;
         let outcome = self.relay.relay(&records, deadline).await;
         tracing::info!(
             records = outcome.records,
@@ -173,6 +176,7 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    use aws_lambda_events::event::dynamodb::Event;
     use lambda_runtime::Context;
     use outbox_core::fakes::{Fault, FlakySink, RecordingQuarantine, RecordingSink};
     use outbox_core::{FailureClass, RelayConfig, RetryPolicy};
@@ -181,6 +185,12 @@ mod tests {
     fn fixture(name: &str) -> Event {
         let path = format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    /// The fixture's bytes as the runtime hands them to the handler.
+    fn batch_file(name: &str) -> LambdaStreamBatch {
+        let path = format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        LambdaStreamBatch::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap()
     }
 
     fn config() -> RelayConfig {
@@ -223,7 +233,10 @@ mod tests {
         let event = fixture("dynamodb-insert.json");
         let n = event.records.len();
         let response = handler
-            .handle(LambdaEvent::new(event, Context::default()))
+            .handle(LambdaEvent::new(
+                LambdaStreamBatch::from_event(&event),
+                Context::default(),
+            ))
             .await
             .unwrap();
         assert!(failures(&response).is_empty());
@@ -245,14 +258,28 @@ mod tests {
             "dynamodb-unknown-event-name.json",
             "dynamodb-mixed-batch.json",
         ] {
-            let (handler, _) = handler(RecordingSink::default(), RecordingQuarantine::default());
             let event = fixture(name);
-            let (response, outcome) = handler.handle_batch(&event, None, "f").await.unwrap();
+            let (twin, _) = handler(RecordingSink::default(), RecordingQuarantine::default());
+            let (handler, _) = handler(RecordingSink::default(), RecordingQuarantine::default());
+            let (response, outcome) = handler.handle_batch(batch_file(name), None, "f").await.unwrap();
             assert!(failures(&response).is_empty(), "{name}");
             assert_eq!(
                 outcome.published + outcome.skipped + outcome.quarantined,
                 event.records.len(),
                 "{name}: every record is accounted for"
+            );
+            // The parsed event, written back as JSON, is handled the same way.
+            let (_, twin_outcome) = twin
+                .handle_batch(LambdaStreamBatch::from_event(&event), None, "f")
+                .await
+                .unwrap();
+            assert_eq!(twin_outcome.published, outcome.published, "{name}");
+            assert_eq!(twin_outcome.skipped, outcome.skipped, "{name}");
+            assert_eq!(twin_outcome.quarantined, outcome.quarantined, "{name}");
+            assert_eq!(
+                twin.relay().sink().published(),
+                handler.relay().sink().published(),
+                "{name}"
             );
         }
     }
@@ -261,7 +288,7 @@ mod tests {
     async fn the_mixed_batch_publishes_skips_and_quarantines_as_documented() {
         let (handler, _) = handler(RecordingSink::default(), RecordingQuarantine::default());
         let (_, outcome) = handler
-            .handle_batch(&fixture("dynamodb-mixed-batch.json"), None, "f")
+            .handle_batch(batch_file("dynamodb-mixed-batch.json"), None, "f")
             .await
             .unwrap();
         assert!(outcome.published >= 2);
@@ -293,7 +320,10 @@ mod tests {
         });
         let (handler, _) = handler(sink, RecordingQuarantine::default());
         let response = handler
-            .handle(LambdaEvent::new(event, Context::default()))
+            .handle(LambdaEvent::new(
+                LambdaStreamBatch::from_event(&event),
+                Context::default(),
+            ))
             .await
             .unwrap();
         assert_eq!(failures(&response), vec![stuck_position]);
@@ -312,7 +342,10 @@ mod tests {
             .position;
         let (handler, _) = handler(RecordingSink::default(), RecordingQuarantine::failing());
         let response = handler
-            .handle(LambdaEvent::new(event, Context::default()))
+            .handle(LambdaEvent::new(
+                LambdaStreamBatch::from_event(&event),
+                Context::default(),
+            ))
             .await
             .unwrap();
         assert_eq!(failures(&response), vec![Some(poison)]);
@@ -327,7 +360,10 @@ mod tests {
         let deadline = deadline_from_epoch_ms(
             u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap() + 2_010,
         );
-        let (response, outcome) = handler.handle_batch(&event, deadline, "f").await.unwrap();
+        let (response, outcome) = handler
+            .handle_batch(LambdaStreamBatch::from_event(&event), deadline, "f")
+            .await
+            .unwrap();
         assert!(outcome.deadline_reached || outcome.retried > 0);
         assert_eq!(failures(&response), vec![first]);
     }
@@ -338,7 +374,10 @@ mod tests {
         event.records[0].change.new_image = Default::default();
         let (handler, _) = handler(RecordingSink::default(), RecordingQuarantine::default());
         let err = handler
-            .handle(LambdaEvent::new(event, Context::default()))
+            .handle(LambdaEvent::new(
+                LambdaStreamBatch::from_event(&event),
+                Context::default(),
+            ))
             .await
             .unwrap_err();
         assert!(matches!(err, HandlerError::Stream(_)), "{err}");
