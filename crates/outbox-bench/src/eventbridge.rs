@@ -107,6 +107,7 @@ fn json_error(status: u16, kind: &str, message: &str) -> Response {
 }
 
 async fn answer(counters: &Counters, latency: Duration, request: Request) -> Response {
+    let arrived = std::time::Instant::now();
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/stats") => {
             let body = serde_json::to_string(&counters.snapshot()).unwrap_or_default();
@@ -135,11 +136,27 @@ async fn answer(counters: &Counters, latency: Duration, request: Request) -> Res
         .bytes
         .fetch_add(request.body.len() as u64, Ordering::Relaxed);
     if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+        wait_until(arrived + latency).await;
     }
     Response::new(200, put_events_response(entries))
         .with_header("Content-Type", "application/x-amz-json-1.1")
         .with_header("x-amzn-RequestId", "00000000-0000-0000-0000-000000000000")
+}
+
+/// Waits until `deadline`, to within about a tenth of a millisecond: tokio's
+/// timer has millisecond ticks and rounds every sleep up (a 5 ms latency
+/// would be 6 ms), so the last stretch is a thread sleep, which Linux times
+/// to tens of microseconds.
+async fn wait_until(deadline: std::time::Instant) {
+    let coarse = deadline.saturating_duration_since(std::time::Instant::now());
+    if coarse > Duration::from_millis(2) {
+        tokio::time::sleep(coarse - Duration::from_millis(2)).await;
+    }
+    let rest = deadline.saturating_duration_since(std::time::Instant::now());
+    if !rest.is_zero() {
+        // A failed join only means the sleep was cut short.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
 }
 
 /// The body of a `PutEvents` response with `entries` successful entries.

@@ -8,7 +8,8 @@
 //!   the time to parse the event JSON, the resident memory after reading,
 //!   parsing and decoding the event, and with `--latency-ms` the bound
 //!   `ceil(records / 10 / C) × L` and the ratio to it. One warm-up run (it
-//!   opens the connections) is reported apart.
+//!   opens the connections) is reported apart. Then the decoder alone and
+//!   the PutEvents calls alone (one at a time), each as CPU per record.
 //! - `bench-handler lambda --binary B --endpoint URL [--event F]
 //!   [--invocations N] [--starts S]`: the real `outbox-lambda` binary under a
 //!   loopback Runtime API: init time (spawn to first `next`) over `S`
@@ -24,7 +25,9 @@ use clap::{Parser, Subcommand};
 use outbox_bench::batch::TABLE;
 use outbox_bench::harness::{bench_handler, measure_handler, parse_event, run_lambda};
 use outbox_bench::measure::{median, ms, proc_status_kib, range, self_usage};
+use outbox_core::{Decoded, EventSink, OutboxEvent};
 use outbox_dynamodb::{DynamoDbStreamDecoder, OutboxSchema};
+use outbox_eventbridge::MAX_PUT_EVENTS_ENTRIES;
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -127,6 +130,26 @@ async fn handler_mode(
     let handler = bench_handler(&endpoint, concurrency)?;
     let warm_up = measure_handler(&handler, &event, 1).await?;
     let runs = measure_handler(&handler, &event, iterations).await?;
+    // The PutEvents calls alone (entries built from decoded events, the
+    // SDK call, the HTTP client), 10 events a call, one call at a time:
+    // the sink's share of the handler's CPU.
+    let events: Vec<OutboxEvent> = decoder
+        .decode_lambda_batch(event.clone())?
+        .into_iter()
+        .filter_map(|r| match r.decoded {
+            Decoded::Event(e) => Some(*e),
+            _ => None,
+        })
+        .collect();
+    let mut sink_cpu = Vec::new();
+    for _ in 0..5 {
+        let cpu = self_usage().cpu;
+        for chunk in events.chunks(MAX_PUT_EVENTS_ENTRIES) {
+            let refs: Vec<&OutboxEvent> = chunk.iter().collect();
+            handler.relay().sink().publish(&refs).await?;
+        }
+        sink_cpu.push(ms(self_usage().cpu.saturating_sub(cpu)));
+    }
     let walls: Vec<f64> = runs.iter().map(|r| ms(r.wall)).collect();
     let cpus: Vec<f64> = runs.iter().map(|r| ms(r.cpu)).collect();
     let per_record = |v: f64| v * 1e3 / records.max(1) as f64;
@@ -152,6 +175,7 @@ async fn handler_mode(
         "cpu_us_per_record_median": per_record(median(&cpus)),
         "parse_cpu_us_per_record_median": per_record(median(&parse_cpu)),
         "decode_cpu_us_per_record_median": per_record(median(&decode_cpu)),
+        "put_events_cpu_us_per_record_median": per_record(median(&sink_cpu)),
         "parse_and_handler_cpu_us_per_record_median": per_record(median(&parse_cpu) + median(&cpus)),
         "parse_wall_ms_median": median(&parse_wall),
         "rss_mib": {
