@@ -46,13 +46,20 @@ impl EnvelopeError {
     /// This error and its causes, as one line (`Display` gives this error
     /// alone): for reasons kept with quarantined records and in logs.
     pub fn with_causes(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
+        error_chain(self)
     }
+}
+
+/// An error and its chain of causes as one line, `error: cause: cause`
+/// (`Display` of an error here says only its own part): for Lambda
+/// diagnostics, quarantine reasons and logs.
+pub fn error_chain(error: &(dyn std::error::Error + '_)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

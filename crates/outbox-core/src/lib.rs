@@ -41,7 +41,7 @@ mod retry;
 pub use chunk::chunk_ranges;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use envelope::{MAX_METADATA_KEY_LEN, OutboxEvent, OutboxEventBuilder, OutboxEventParts, TraceParent};
-pub use error::EnvelopeError;
+pub use error::{EnvelopeError, error_chain};
 pub use payload::{MAX_PAYLOAD_DEPTH, Payload};
 pub use port::{
     ChunkLimits, EntryResult, EventSink, FailureClass, Quarantine, QuarantineError, QuarantinedRecord,

@@ -31,16 +31,9 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
             HandlerError::Stream(StreamError::MissingNewImage { .. }) => "NonRetryable.MissingNewImage",
             HandlerError::Stream(_) => "NonRetryable.MalformedStreamRecord",
         };
-        let mut message = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
         Self {
             error_type: kind.to_owned(),
-            error_message: message,
+            error_message: outbox_core::error_chain(&error),
         }
     }
 }

@@ -130,13 +130,7 @@ fn diagnostic(error: &ConsumerError) -> Diagnostic {
     } else {
         "NonRetryable"
     };
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let message = outbox_core::error_chain(error);
     Diagnostic {
         error_type: format!("{class}.{kind}"),
         error_message: message,
