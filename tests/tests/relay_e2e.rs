@@ -205,11 +205,13 @@ fn spawn_runner(stack: &LocalStack, owner: &str) -> Child {
 async fn a_runner_killed_at_random_points_and_restarted_loses_nothing() {
     let stack = stack(&unique_name("crash")).await;
     let writer = DynamoDbOutboxWriter::new(dynamodb_client(), OutboxSchema::new(&stack.table));
-    // Events keep being written while runners are killed and restarted.
+    // Events keep being written while runners are killed and restarted: 400
+    // in 40 rounds (~20 s), longer than the four runners' lives and lease
+    // takeovers, so that every runner has new events to deliver.
     let producer = tokio::spawn(async move {
         let mut ids = Vec::new();
-        for round in 0..20u64 {
-            ids.extend(write_events(&writer, 20, 9, 1 + round * 3).await);
+        for round in 0..40u64 {
+            ids.extend(write_events(&writer, 10, 9, 1 + round * 3).await);
             tokio::time::sleep(Duration::from_millis(450)).await;
         }
         ids

@@ -115,30 +115,90 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 }
 
 /// One record of the event: the fields the decoder reads; the others
-/// (`eventSourceARN`, `awsRegion`, ...) are skipped unread.
+/// (`eventSourceARN`, `awsRegion`, ...) are skipped unread. `N` is how the
+/// new image is read: [`TypedImage`] (every value parsed in the same pass,
+/// the fast path) or [`ImageView`] (each value kept as text and parsed only
+/// when needed, so that a bad value is an error naming its attribute).
 #[derive(Debug, Deserialize)]
-pub(crate) struct RecordView<'a> {
+#[serde(bound(deserialize = "N: Deserialize<'de>"))]
+pub(crate) struct RecordView<'a, N> {
     #[serde(rename = "eventID", default, borrow)]
     pub(crate) event_id: Option<Text<'a>>,
     #[serde(rename = "eventName", default, borrow)]
     pub(crate) event_name: Option<Text<'a>>,
     #[serde(default, borrow)]
-    pub(crate) dynamodb: Option<ChangeView<'a>>,
+    pub(crate) dynamodb: Option<ChangeView<'a, N>>,
     #[serde(rename = "userIdentity", default, borrow)]
     pub(crate) user_identity: Option<IdentityView<'a>>,
 }
 
 /// The record's `dynamodb` object.
 #[derive(Debug, Deserialize)]
-pub(crate) struct ChangeView<'a> {
+#[serde(bound(deserialize = "N: Deserialize<'de>"))]
+pub(crate) struct ChangeView<'a, N> {
     #[serde(rename = "SequenceNumber", default, borrow)]
     pub(crate) sequence_number: Option<Text<'a>>,
     #[serde(rename = "Keys", default, borrow)]
     pub(crate) keys: Option<ImageView<'a>>,
-    #[serde(rename = "NewImage", default, borrow)]
-    pub(crate) new_image: Option<ImageView<'a>>,
+    #[serde(rename = "NewImage", default)]
+    pub(crate) new_image: Option<N>,
     #[serde(rename = "OldImage", default, borrow)]
     pub(crate) old_image: Option<ImageView<'a>>,
+}
+
+/// What the decoder asks of a new image, however it was read.
+pub(crate) trait NewImage {
+    fn is_empty(&self) -> bool;
+    fn contains(&self, name: &str) -> bool;
+    /// The attributes `names` as a DynamoDB SDK item.
+    fn to_item(&self, names: &[&str]) -> Result<Item, DecodeError>;
+}
+
+/// A new image read in one pass, every value parsed as DynamoDB JSON. A
+/// value that is not (or that nests past serde_json's recursion limit) fails
+/// the whole record's parse; the decoder then reads the record again with
+/// [`ImageView`], which names the attribute, or ignores it when it is not
+/// one of the schema's.
+#[derive(Debug, Default)]
+pub(crate) struct TypedImage(Vec<(String, LambdaValue)>);
+
+impl NewImage for TypedImage {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+
+    fn to_item(&self, names: &[&str]) -> Result<Item, DecodeError> {
+        let mut item = Item::with_capacity(names.len());
+        for (name, value) in self.0.iter().filter(|(n, _)| names.contains(&n.as_str())) {
+            // A name given twice: the last wins, as in any JSON object read into a map.
+            item.insert(name.clone(), crate::stream::lambda_to_value(value.clone()));
+        }
+        Ok(item)
+    }
+}
+
+impl<'de> Deserialize<'de> for TypedImage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TypedVisitor;
+        impl<'de> Visitor<'de> for TypedVisitor {
+            type Value = TypedImage;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of attribute names to DynamoDB attribute values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut attributes = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(entry) = map.next_entry::<String, LambdaValue>()? {
+                    attributes.push(entry);
+                }
+                Ok(TypedImage(attributes))
+            }
+        }
+        deserializer.deserialize_map(TypedVisitor)
+    }
 }
 
 /// The record's `userIdentity` (set on TTL deletions).
@@ -189,16 +249,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawText<'a> {
 pub(crate) struct ImageView<'a>(Vec<(Text<'a>, &'a RawValue)>);
 
 impl<'a> ImageView<'a> {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     pub(crate) fn get(&self, name: &str) -> Option<&'a RawValue> {
-        self.0.iter().find(|(n, _)| n.as_str() == name).map(|(_, v)| *v)
-    }
-
-    pub(crate) fn contains(&self, name: &str) -> bool {
-        self.get(name).is_some()
+        // A name given twice: the last, as in any JSON object read into a map.
+        self.0.iter().rfind(|(n, _)| n.as_str() == name).map(|(_, v)| *v)
     }
 
     /// The string value of `name`, if it is an `S`.
@@ -208,11 +261,20 @@ impl<'a> ImageView<'a> {
             _ => None,
         }
     }
+}
 
-    /// The attributes `names` of the image as a DynamoDB SDK item (the
-    /// others are not read at all); an attribute whose value is not DynamoDB
-    /// JSON is an error naming it.
-    pub(crate) fn to_item(&self, names: &[&str]) -> Result<Item, DecodeError> {
+impl NewImage for ImageView<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The attributes `names` (the others are not read at all); an attribute
+    /// whose value is not DynamoDB JSON is an error naming it.
+    fn to_item(&self, names: &[&str]) -> Result<Item, DecodeError> {
         let mut item = Item::with_capacity(names.len());
         for (name, value) in self.0.iter().filter(|(n, _)| names.contains(&n.as_str())) {
             let value =

@@ -15,7 +15,9 @@ use outbox_core::{Decoded, RelayRecord, SkipReason};
 use serde_dynamo::AttributeValue as LambdaValue;
 use serde_json::{Map, Value, json};
 
-use crate::lambda::{ChangeView, PositionView, RawText, RecordView, Text, record_text};
+use crate::lambda::{
+    ChangeView, ImageView, NewImage, PositionView, RawText, RecordView, Text, TypedImage, record_text,
+};
 use crate::{DecodeError, Item, LambdaStreamBatch, OutboxSchema};
 
 /// The sort key prefix of outbox items (the same as the writer's, see
@@ -116,7 +118,19 @@ impl DynamoDbStreamDecoder {
     /// wrong type, an attribute value that is not DynamoDB JSON) is poison
     /// with exactly this text, as long as it has a `SequenceNumber`.
     pub fn decode_lambda_json(&self, record: &str) -> Result<RelayRecord, StreamError> {
-        match serde_json::from_str::<RecordView<'_>>(record) {
+        // One pass over the record, its new image parsed as it is read. When
+        // that fails, a second reading keeps each value as text until it is
+        // needed: it names a bad schema attribute and ignores the others.
+        if let Ok(view) = serde_json::from_str::<RecordView<'_, TypedImage>>(record) {
+            return decode(
+                &self.schema,
+                &LambdaChange {
+                    view: &view,
+                    text: record,
+                },
+            );
+        }
+        match serde_json::from_str::<RecordView<'_, ImageView<'_>>>(record) {
             Ok(view) => decode(
                 &self.schema,
                 &LambdaChange {
@@ -222,18 +236,18 @@ fn decode(schema: &OutboxSchema, change: &impl Change) -> Result<RelayRecord, St
 }
 
 /// A record of Lambda's event, read through borrowed views of its JSON text.
-struct LambdaChange<'a> {
-    view: &'a RecordView<'a>,
+struct LambdaChange<'a, N> {
+    view: &'a RecordView<'a, N>,
     text: &'a str,
 }
 
-impl LambdaChange<'_> {
-    fn change(&self) -> Option<&ChangeView<'_>> {
+impl<N> LambdaChange<'_, N> {
+    fn change(&self) -> Option<&ChangeView<'_, N>> {
         self.view.dynamodb.as_ref()
     }
 }
 
-impl Change for LambdaChange<'_> {
+impl<N: NewImage> Change for LambdaChange<'_, N> {
     fn event_id(&self) -> Option<&str> {
         self.view
             .event_id
@@ -579,9 +593,9 @@ mod tests {
     const EVERY_ATTRIBUTE: &[&str] = &NAMES;
 
     /// `f` of a Lambda record, read as the handler reads it (from its JSON text).
-    fn lambda_change<R>(record: &LambdaRecord, f: impl FnOnce(&LambdaChange<'_>) -> R) -> R {
+    fn lambda_change<R>(record: &LambdaRecord, f: impl FnOnce(&LambdaChange<'_, ImageView<'_>>) -> R) -> R {
         let text = record_text(record);
-        let view: RecordView<'_> = serde_json::from_str(text.get()).unwrap();
+        let view: RecordView<'_, ImageView<'_>> = serde_json::from_str(text.get()).unwrap();
         f(&LambdaChange {
             view: &view,
             text: text.get(),
@@ -948,6 +962,55 @@ mod tests {
                 assert_same_decoding(a, b);
             }
         }
+    }
+
+    /// The record decoded through the lazy reading only (each value kept as
+    /// text until needed), which the decoder falls back to.
+    fn decode_lazily(text: &str) -> RelayRecord {
+        let view: RecordView<'_, ImageView<'_>> = serde_json::from_str(text).unwrap();
+        decode(decoder().schema(), &LambdaChange { view: &view, text }).unwrap()
+    }
+
+    #[test]
+    fn the_one_pass_and_the_lazy_reading_decode_alike() {
+        for text in [
+            INSERT,
+            MODIFY,
+            TTL_REMOVE,
+            FOREIGN_ITEM,
+            MALFORMED,
+            UNKNOWN_EVENT_NAME,
+            MIXED_BATCH,
+        ] {
+            for record in LambdaStreamBatch::from_json(text).unwrap().records() {
+                assert_eq!(
+                    decoder().decode_lambda_json(record).unwrap(),
+                    decode_lazily(record)
+                );
+            }
+        }
+        // A name given twice: both readings take the last, as a JSON object
+        // read into a map does (and as `aws_lambda_events` did).
+        let record = json(
+            LambdaStreamBatch::from_json(INSERT)
+                .unwrap()
+                .records()
+                .next()
+                .unwrap(),
+        )
+        .to_string();
+        let twice = record.replacen(
+            "\"NewImage\":{",
+            "\"NewImage\":{\"payload\":{\"S\":\"[\\\"first\\\"]\"},",
+            1,
+        );
+        assert_ne!(twice, record);
+        let decoded = decoder().decode_lambda_json(&twice).unwrap();
+        assert_eq!(decoded, decode_lazily(&twice));
+        assert_eq!(
+            event(&decoded).payload_json(),
+            r#"{"currency":"EUR","lines":[{"qty":2,"sku":"SKU-1"}],"orderId":"o-1","total":1999}"#
+        );
     }
 
     #[test]
