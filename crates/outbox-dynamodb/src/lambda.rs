@@ -5,10 +5,11 @@
 //! `String` per attribute name and value) costs about three bytes of heap per
 //! byte of JSON and most of the decoder's time. [`LambdaStreamBatch`] keeps
 //! each record as its JSON text instead; the decoder reads from that text
-//! only what it needs, through borrowed views, and one record at a time, so
-//! the event is never held twice. A record that cannot be read becomes a
-//! poison record carrying exactly the bytes Lambda sent, instead of failing
-//! the whole invocation in the runtime's parser.
+//! only what it needs, through borrowed views, one record at a time, freeing
+//! each once decoded, so the event is never held as a tree of values. A
+//! record that cannot be read becomes a poison record carrying exactly the
+//! bytes Lambda sent, instead of failing the whole invocation in the
+//! runtime's parser.
 
 use std::borrow::Cow;
 use std::fmt;
