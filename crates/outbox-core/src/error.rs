@@ -42,14 +42,6 @@ pub enum EnvelopeError {
     Json(#[source] serde_json::Error),
 }
 
-impl EnvelopeError {
-    /// This error and its causes, as one line (`Display` gives this error
-    /// alone): for reasons kept with quarantined records and in logs.
-    pub fn with_causes(&self) -> String {
-        error_chain(self)
-    }
-}
-
 /// An error and its chain of causes as one line, `error: cause: cause`
 /// (`Display` of an error here says only its own part): for Lambda
 /// diagnostics, quarantine reasons and logs.

@@ -220,7 +220,7 @@ impl CosmosOutboxSchema {
             .map_err(|e| invalid(FIELD_OCCURRED_AT, format!("not an RFC 3339 timestamp: {e}")))?
             .with_timezone(&Utc);
         let payload = Payload::from_json(string(doc, FIELD_PAYLOAD)?)
-            .map_err(|e| invalid(FIELD_PAYLOAD, e.with_causes()))?;
+            .map_err(|e| invalid(FIELD_PAYLOAD, outbox_core::error_chain(&e)))?;
         let trace_parent = match doc.get(FIELD_TRACE_PARENT) {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),

@@ -172,6 +172,7 @@ impl OutboxSchema {
             ATTR_METADATA,
         ]
     }
+
     /// The TTL attribute name.
     pub fn ttl_attribute(&self) -> &str {
         &self.ttl_attribute
@@ -265,7 +266,7 @@ impl OutboxSchema {
             .map_err(|e| invalid(ATTR_OCCURRED_AT, format!("not an RFC 3339 timestamp: {e}")))?
             .with_timezone(&Utc);
         let payload = Payload::from_json(string(item, ATTR_PAYLOAD)?)
-            .map_err(|e| invalid(ATTR_PAYLOAD, e.with_causes()))?;
+            .map_err(|e| invalid(ATTR_PAYLOAD, outbox_core::error_chain(&e)))?;
         let trace_parent = match item.get(ATTR_TRACE_PARENT) {
             None | Some(AttributeValue::Null(_)) => None,
             Some(AttributeValue::S(s)) => Some(s.clone()),

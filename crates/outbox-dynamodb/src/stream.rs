@@ -122,22 +122,18 @@ impl DynamoDbStreamDecoder {
         // that fails, a second reading keeps each value as text until it is
         // needed: it names a bad schema attribute and ignores the others.
         if let Ok(view) = serde_json::from_str::<RecordView<'_, TypedImage>>(record) {
-            return decode(
-                &self.schema,
-                &LambdaChange {
-                    view: &view,
-                    text: record,
-                },
-            );
+            return LambdaChange {
+                view: &view,
+                text: record,
+            }
+            .decode(&self.schema);
         }
         match serde_json::from_str::<RecordView<'_, ImageView<'_>>>(record) {
-            Ok(view) => decode(
-                &self.schema,
-                &LambdaChange {
-                    view: &view,
-                    text: record,
-                },
-            ),
+            Ok(view) => LambdaChange {
+                view: &view,
+                text: record,
+            }
+            .decode(&self.schema),
             Err(error) => unreadable_lambda_record(record, &error),
         }
     }
@@ -244,6 +240,12 @@ struct LambdaChange<'a, N> {
 impl<N> LambdaChange<'_, N> {
     fn change(&self) -> Option<&ChangeView<'_, N>> {
         self.view.dynamodb.as_ref()
+    }
+}
+
+impl<N: NewImage> LambdaChange<'_, N> {
+    fn decode(&self, schema: &OutboxSchema) -> Result<RelayRecord, StreamError> {
+        decode(schema, self)
     }
 }
 
