@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod body;
 mod entry;
 mod error;
 mod quarantine;

@@ -7,11 +7,11 @@ use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::config::http::HttpResponse;
 use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_eventbridge::types::PutEventsResultEntry;
+use aws_smithy_types::body::SdkBody;
 use outbox_core::{ChunkLimits, EntryResult, EventSink, FailureClass, OutboxEvent, SinkError};
 
-use crate::entry::{
-    DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, classify_entry_error, entry_size, to_put_events_entry,
-};
+use crate::body::put_events_body;
+use crate::entry::{DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, classify_entry_error, entry_size};
 
 /// Publishes outbox events to one EventBridge event bus with `PutEvents`.
 ///
@@ -104,8 +104,33 @@ impl EventSink for EventBridgeSink {
                 ),
             });
         }
-        let entries = events.iter().map(|e| to_put_events_entry(e, &self.bus)).collect();
-        let output = match self.client.put_events().set_entries(Some(entries)).send().await {
+        let body = match put_events_body(events, &self.bus) {
+            Ok(body) => body,
+            Err(error) => {
+                return Err(SinkError {
+                    class: FailureClass::Permanent,
+                    code: "RequestNotWritten".into(),
+                    message: error.to_string(),
+                });
+            }
+        };
+        // The SDK serialises an empty request; its body is replaced with the
+        // one written above before each attempt is signed, so the signature,
+        // the retries and the response handling stay the SDK's.
+        let length = body.len().to_string();
+        let body = SdkBody::from(body);
+        let call = self
+            .client
+            .put_events()
+            .set_entries(Some(Vec::new()))
+            .customize()
+            .mutate_request(move |request| {
+                if let Some(copy) = body.try_clone() {
+                    *request.body_mut() = copy;
+                    request.headers_mut().insert("content-length", length.clone());
+                }
+            });
+        let output = match call.send().await {
             Ok(output) => output,
             Err(err) => {
                 let error = classify_call_error(err);
@@ -256,7 +281,6 @@ mod tests {
     use aws_sdk_eventbridge::error::{ConnectorError, ErrorMetadata};
     use aws_sdk_eventbridge::operation::put_events::PutEventsError;
     use aws_sdk_eventbridge::types::error::InternalException;
-    use aws_smithy_types::body::SdkBody;
     use chrono::{TimeZone, Utc};
     use outbox_core::FixedClock;
 
