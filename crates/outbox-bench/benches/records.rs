@@ -1,6 +1,7 @@
 //! Per-record costs on realistic records (1 KB and 16 KB outbox payloads):
 //! parsing Lambda's event JSON, decoding the stream records into events,
-//! the envelope JSON, the PutEvents entry and its size, all three together,
+//! the envelope JSON, an event's entry size and the PutEvents request body
+//! (which carries the envelope), decode, size and body together,
 //! and chunking a 10,000-event batch.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // criterion's generated fns; bench setup
 
@@ -10,9 +11,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use outbox_bench::batch::{BatchSpec, TABLE, generate};
 use outbox_core::{ChunkLimits, Decoded, OutboxEvent, chunk_ranges};
 use outbox_dynamodb::{DynamoDbStreamDecoder, LambdaStreamBatch, OutboxSchema};
-use outbox_eventbridge::{
-    DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, entry_size, to_put_events_entry,
-};
+use outbox_eventbridge::{DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, entry_size, put_events_body};
 
 const RECORDS: usize = 100;
 
@@ -53,23 +52,36 @@ fn per_record(c: &mut Criterion) {
                 }
             })
         });
-        group.bench_function("put_events_entry_and_size", |b| {
+        group.bench_function("size_and_request_body", |b| {
+            let refs: Vec<&OutboxEvent> = events.iter().collect();
             b.iter(|| {
                 for e in &events {
                     black_box(entry_size(e));
-                    black_box(to_put_events_entry(e, "bench-bus"));
+                }
+                for chunk in refs.chunks(MAX_PUT_EVENTS_ENTRIES) {
+                    black_box(put_events_body(chunk, "bench-bus").unwrap());
                 }
             })
         });
-        group.bench_function("decode_envelope_entry", |b| {
+        group.bench_function("decode_size_body", |b| {
             b.iter_batched(
                 || event.clone(),
                 |event| {
-                    for record in decoder.decode_lambda_batch(event).unwrap() {
-                        if let Decoded::Event(e) = record.decoded {
-                            black_box(entry_size(&e));
-                            black_box(to_put_events_entry(&e, "bench-bus"));
-                        }
+                    let events: Vec<Box<OutboxEvent>> = decoder
+                        .decode_lambda_batch(event)
+                        .unwrap()
+                        .into_iter()
+                        .filter_map(|record| match record.decoded {
+                            Decoded::Event(e) => Some(e),
+                            _ => None,
+                        })
+                        .collect();
+                    let refs: Vec<&OutboxEvent> = events.iter().map(|e| &**e).collect();
+                    for e in &refs {
+                        black_box(entry_size(e));
+                    }
+                    for chunk in refs.chunks(MAX_PUT_EVENTS_ENTRIES) {
+                        black_box(put_events_body(chunk, "bench-bus").unwrap());
                     }
                 },
                 criterion::BatchSize::SmallInput,

@@ -5,9 +5,10 @@
 //!   entries and a configurable byte limit, [`DEFAULT_MAX_REQUEST_BYTES`] by
 //!   default), every per-entry result read and classified, whole-call failures
 //!   turned into [`outbox_core::SinkError`]s with their retry class.
-//! - [`to_put_events_entry`] and [`entry_size`] are the pure halves: the
-//!   request entry for an outbox event (the envelope as `Detail`) and its size
-//!   as EventBridge counts it.
+//! - [`put_events_body`], [`to_put_events_entry`] and [`entry_size`] are the
+//!   pure halves: the request body the sink sends for a chunk of events, the
+//!   SDK request entry for one event (the envelope as `Detail`; the body has
+//!   the same fields) and its size as EventBridge counts it.
 //! - [`SqsQuarantine`] implements [`outbox_core::Quarantine`]: one SQS message
 //!   per record that can never be delivered, whose body is a
 //!   [`QuarantineMessage`] that redrive tooling reads back with
@@ -41,6 +42,7 @@ mod error;
 mod quarantine;
 mod sink;
 
+pub use body::{RequestBodyError, put_events_body};
 pub use entry::{
     DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, TIME_ENTRY_BYTES, entry_size, request_entry_size,
     to_put_events_entry,
