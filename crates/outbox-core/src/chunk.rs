@@ -10,23 +10,56 @@ use crate::ChunkLimits;
 /// a range of its own (callers quarantine such items before chunking).
 /// Nothing is lost and the order is kept: the ranges tile `0..sizes.len()`.
 pub fn chunk_ranges(sizes: &[usize], limits: ChunkLimits) -> Vec<Range<usize>> {
-    let max_entries = limits.max_entries.max(1);
+    let mut chunker = Chunker::new(limits);
     let mut ranges = Vec::new();
     let mut start = 0;
-    let mut bytes = 0usize;
     for (i, &size) in sizes.iter().enumerate() {
-        let full = i - start == max_entries || (i > start && bytes.saturating_add(size) > limits.max_bytes);
-        if full {
+        if chunker.push(size) {
             ranges.push(start..i);
             start = i;
-            bytes = 0;
         }
-        bytes = bytes.saturating_add(size);
     }
     if start < sizes.len() {
         ranges.push(start..sizes.len());
     }
     ranges
+}
+
+/// The cutting of [`chunk_ranges`], one item at a time, for items that
+/// arrive one by one: the relay dispatches each chunk as soon as the next
+/// item shows that it is complete.
+#[derive(Debug, Clone)]
+pub(crate) struct Chunker {
+    limits: ChunkLimits,
+    entries: usize,
+    bytes: usize,
+}
+
+impl Chunker {
+    /// A chunker for `limits`, with an empty first chunk.
+    pub(crate) fn new(limits: ChunkLimits) -> Self {
+        Self {
+            limits,
+            entries: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Adds an item of `size` bytes. Returns `true` when it does not fit in
+    /// the current chunk, which is then complete: the item starts the next.
+    /// The first item of a chunk always fits, even when it is bigger than
+    /// `max_bytes` on its own.
+    pub(crate) fn push(&mut self, size: usize) -> bool {
+        let full = self.entries == self.limits.max_entries.max(1)
+            || (self.entries > 0 && self.bytes.saturating_add(size) > self.limits.max_bytes);
+        if full {
+            self.entries = 0;
+            self.bytes = 0;
+        }
+        self.entries += 1;
+        self.bytes = self.bytes.saturating_add(size);
+        full
+    }
 }
 
 #[cfg(test)]

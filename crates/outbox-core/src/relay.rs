@@ -4,13 +4,15 @@
 //! with backoff until the deadline → report the first record that is
 //! neither delivered nor quarantined.
 
+use std::convert::Infallible;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use tokio::time::Instant;
 
-use crate::chunk::chunk_ranges;
+use crate::chunk::{Chunker, chunk_ranges};
 use crate::{
     Clock, EntryResult, EventSink, FailureClass, OutboxEvent, Quarantine, QuarantinedRecord, RetryPolicy,
     SinkError, SystemClock,
@@ -176,77 +178,80 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
     /// are in the outcome. With a `deadline`, no retry starts that could not
     /// finish `deadline_margin` before it.
     pub async fn relay(&self, records: &[RelayRecord], deadline: Option<Instant>) -> BatchOutcome {
-        let mut status = vec![Status::Pending; records.len()];
+        match self.run(Borrowed(records.iter()), deadline).await {
+            Ok(outcome) => outcome,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Relays one ordered batch whose records come from `records` as they
+    /// are decoded: the relay reads only as many as the next chunk needs, so
+    /// the first calls are in flight while the rest of the batch is still
+    /// being decoded, and each chunk goes out as soon as it is complete.
+    /// Otherwise as [`relay`](Self::relay).
+    ///
+    /// An error from `records` (a batch that cannot be relayed at all)
+    /// stops the reading: the calls already made finish, nothing is retried
+    /// or quarantined, and the error is returned. The events of those calls
+    /// may have been published: the host's retry of the batch publishes them
+    /// again, at least once.
+    pub fn relay_each<'a, E: Send + 'a, I>(
+        &'a self,
+        records: I,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<BatchOutcome, E>> + Send + 'a
+    where
+        I: IntoIterator<Item = Result<RelayRecord, E>>,
+        I::IntoIter: Send + 'a,
+    {
+        self.run(records.into_iter(), deadline)
+    }
+
+    async fn run<R: SourceRecord + Send, E: Send>(
+        &self,
+        source: impl Iterator<Item = Result<R, E>> + Send,
+        deadline: Option<Instant>,
+    ) -> Result<BatchOutcome, E> {
+        let mut slots: Vec<Slot<R::Event, R::Text>> = Vec::new();
+        let mut to_quarantine = Vec::new();
+        let mut stopped = None;
+        let mut reader: Reader<'_, _, _, R, _> = Reader {
+            source: source.fuse(),
+            sink: &self.sink,
+            slots: &mut slots,
+            to_quarantine: &mut to_quarantine,
+            stopped: &mut stopped,
+            chunker: Chunker::new(self.sink.limits()),
+            carry: None,
+        };
+        // Behind a trait object, the reader's type (with the source's) is not
+        // part of this future's: that keeps the future `Send` for any source.
+        let chunks: &mut (dyn Iterator<Item = Chunk<R::Event>> + Send) = &mut reader;
+        let mut sent = self.publish_all(chunks).await;
+        if let Some(error) = stopped {
+            return Err(error);
+        }
         let mut outcome = BatchOutcome {
-            records: records.len(),
+            records: slots.len(),
             ..BatchOutcome::default()
         };
-        let limits = self.sink.limits();
-        let mut pending = Vec::new();
-        // Each event's entry size, computed once (it serialises the event) and
-        // reused by every publishing attempt.
-        let mut sizes = vec![0; records.len()];
-        let mut to_quarantine = Vec::new();
-        for (i, record) in records.iter().enumerate() {
-            match &record.decoded {
-                Decoded::Skip(reason) => {
-                    tracing::debug!(position = %record.position, ?reason, "skipped");
-                    status[i] = Status::Skipped;
-                }
-                Decoded::Poison { reason, raw } => to_quarantine.push((
-                    i,
-                    QuarantinedRecord {
-                        position: record.position.clone(),
-                        reason: format!("poison record: {reason}"),
-                        event: None,
-                        raw: Some(raw.clone()),
-                    },
-                )),
-                Decoded::Event(event) => {
-                    let size = self.sink.entry_size(event);
-                    if size > limits.max_bytes {
-                        to_quarantine.push((
-                            i,
-                            QuarantinedRecord {
-                                position: record.position.clone(),
-                                reason: format!(
-                                    "event is {size} bytes as a bus entry; a request takes at most {} bytes",
-                                    limits.max_bytes
-                                ),
-                                event: Some((**event).clone()),
-                                raw: None,
-                            },
-                        ));
-                    } else {
-                        sizes[i] = size;
-                        pending.push(i);
-                    }
-                }
-            }
-        }
-        self.quarantine_all(&mut status, to_quarantine).await;
+        self.quarantine_all(&mut slots, to_quarantine).await;
 
         let mut retry = 0u32;
-        loop {
+        let pending = loop {
+            let (pending, permanent, fatal) = self.settle(sent, &mut slots, &mut outcome);
+            self.quarantine_all(&mut slots, permanent).await;
             if pending.is_empty() {
-                break;
-            }
-            let (next, permanent, fatal) = self
-                .attempt(records, &sizes, &pending, &mut status, &mut outcome)
-                .await;
-            self.quarantine_all(&mut status, permanent).await;
-            pending = next;
-            if pending.is_empty() {
-                break;
+                break pending;
             }
             if let Some(error) = fatal {
                 tracing::error!(error = %error, failed = pending.len(), "sink refused the call; not retrying");
-                break;
+                break pending;
             }
             retry += 1;
             if retry > self.config.retry.max_retries {
                 tracing::warn!(failed = pending.len(), retries = retry - 1, "retries exhausted");
-                break;
+                break pending;
             }
             let delay = self.config.retry.delay(retry, fastrand::f64());
             if let Some(deadline) = deadline
@@ -254,7 +259,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             {
                 tracing::warn!(failed = pending.len(), "deadline reached; not retrying");
                 outcome.deadline_reached = true;
-                break;
+                break pending;
             }
             tracing::debug!(
                 retry,
@@ -264,103 +269,128 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             );
             tokio::time::sleep(delay).await;
             outcome.retried += pending.len();
-        }
+            let chunks = self.retry_chunks(&mut slots, &pending);
+            sent = self.publish_all(chunks.into_iter()).await;
+        };
         for i in pending {
-            status[i] = Status::Failed;
+            slots[i].status = Status::Failed;
         }
 
-        for (i, s) in status.iter().enumerate() {
-            match s {
+        for slot in &slots {
+            match slot.status {
                 Status::Delivered => outcome.published += 1,
                 Status::Quarantined => outcome.quarantined += 1,
                 Status::Skipped => outcome.skipped += 1,
                 Status::Failed | Status::Pending => {
                     outcome.failed += 1;
                     if outcome.first_failure.is_none() {
-                        outcome.first_failure = Some(records[i].position.clone());
+                        outcome.first_failure = Some((*slot.position).to_owned());
                     }
                 }
             }
         }
-        outcome
+        Ok(outcome)
     }
 
-    /// One publishing pass over `pending`: returns what to retry, what to
-    /// quarantine, and a whole-call permanent error if one happened.
-    async fn attempt(
+    /// Publishes `chunks`, at most `max_concurrency` calls in flight, in
+    /// order. A chunk is taken from the iterator only when a call can start.
+    async fn publish_all<H: Deref<Target = OutboxEvent> + Sync>(
         &self,
-        records: &[RelayRecord],
-        sizes: &[usize],
-        pending: &[usize],
-        status: &mut [Status],
+        chunks: impl Iterator<Item = Chunk<H>>,
+    ) -> Vec<Sent<H>> {
+        stream::iter(chunks.map(|chunk| self.publish_chunk(chunk)))
+            .buffered(self.config.max_concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    async fn publish_chunk<H: Deref<Target = OutboxEvent> + Sync>(&self, chunk: Chunk<H>) -> Sent<H> {
+        let events: Vec<&OutboxEvent> = chunk.events.iter().map(|e| &**e).collect();
+        let result = self.sink.publish(&events).await;
+        drop(events);
+        Sent { chunk, result }
+    }
+
+    /// The chunks of a retry of `pending`, their events taken from `slots`.
+    fn retry_chunks<H, T>(&self, slots: &mut [Slot<H, T>], pending: &[usize]) -> Vec<Chunk<H>> {
+        let sizes: Vec<usize> = pending.iter().map(|&i| slots[i].size).collect();
+        chunk_ranges(&sizes, self.sink.limits())
+            .into_iter()
+            .map(|range| {
+                let mut chunk = Chunk::default();
+                for &i in &pending[range] {
+                    if let Some(event) = slots[i].event.take() {
+                        chunk.push(i, event);
+                    }
+                }
+                chunk
+            })
+            .collect()
+    }
+
+    /// Reads the results of one publishing pass: marks what was delivered,
+    /// puts back the events to retry, and returns what to retry, what to
+    /// quarantine, and a whole-call permanent error if one happened.
+    #[allow(clippy::type_complexity)]
+    fn settle<H: Deref<Target = OutboxEvent>, T: Deref<Target = str>>(
+        &self,
+        sent: Vec<Sent<H>>,
+        slots: &mut [Slot<H, T>],
         outcome: &mut BatchOutcome,
     ) -> (Vec<usize>, Vec<(usize, QuarantinedRecord)>, Option<SinkError>) {
-        let events: Vec<&OutboxEvent> = pending
-            .iter()
-            .filter_map(|&i| match &records[i].decoded {
-                Decoded::Event(e) => Some(&**e),
-                _ => None,
-            })
-            .collect();
-        let sizes: Vec<usize> = pending.iter().map(|&i| sizes[i]).collect();
-        let ranges = chunk_ranges(&sizes, self.sink.limits());
-        let results: Vec<_> = stream::iter(ranges.into_iter().map(|range| {
-            let chunk = &events[range.clone()];
-            async move { (range, self.sink.publish(chunk).await) }
-        }))
-        .buffered(self.config.max_concurrency.max(1))
-        .collect()
-        .await;
-
         let mut retry = Vec::new();
         let mut permanent = Vec::new();
         let mut fatal = None;
         let now = self.clock.now();
-        for (range, result) in results {
-            let indices = &pending[range.clone()];
-            match result {
-                Ok(entries) => {
-                    for (k, &i) in indices.iter().enumerate() {
-                        match entries.get(k) {
-                            Some(EntryResult::Published) => {
-                                status[i] = Status::Delivered;
-                                let event = events[range.start + k];
-                                outcome
-                                    .publish_ages_ms
-                                    .push((now - event.occurred_at()).num_milliseconds());
-                                tracing::debug!(event_id = %event.id(), position = %records[i].position, "published");
-                            }
-                            Some(EntryResult::Failed {
-                                class: FailureClass::Permanent,
-                                code,
-                                message,
-                            }) => permanent.push((
-                                i,
-                                QuarantinedRecord {
-                                    position: records[i].position.clone(),
-                                    reason: format!("refused by the bus: {code}: {message}"),
-                                    event: Some(events[range.start + k].clone()),
-                                    raw: None,
-                                },
-                            )),
-                            Some(EntryResult::Failed { code, .. }) => {
-                                tracing::debug!(position = %records[i].position, %code, "transient entry failure");
-                                retry.push(i);
-                            }
-                            None => {
-                                tracing::warn!(position = %records[i].position, "sink returned no result for entry");
-                                retry.push(i);
-                            }
-                        }
-                    }
-                }
+        for Sent { chunk, result } in sent {
+            let entries = match result {
+                Ok(entries) => entries,
                 Err(error) => {
                     if error.class == FailureClass::Permanent {
                         fatal = Some(error.clone());
                     } else {
-                        tracing::debug!(error = %error, entries = indices.len(), "transient call failure");
+                        tracing::debug!(error = %error, entries = chunk.indices.len(), "transient call failure");
                     }
-                    retry.extend_from_slice(indices);
+                    for (i, event) in chunk.indices.into_iter().zip(chunk.events) {
+                        slots[i].event = Some(event);
+                        retry.push(i);
+                    }
+                    continue;
+                }
+            };
+            for (k, (i, event)) in chunk.indices.into_iter().zip(chunk.events).enumerate() {
+                let slot = &mut slots[i];
+                match entries.get(k) {
+                    Some(EntryResult::Published) => {
+                        slot.status = Status::Delivered;
+                        outcome
+                            .publish_ages_ms
+                            .push((now - event.occurred_at()).num_milliseconds());
+                        tracing::debug!(event_id = %event.id(), position = %&*slot.position, "published");
+                    }
+                    Some(EntryResult::Failed {
+                        class: FailureClass::Permanent,
+                        code,
+                        message,
+                    }) => permanent.push((
+                        i,
+                        QuarantinedRecord {
+                            position: (*slot.position).to_owned(),
+                            reason: format!("refused by the bus: {code}: {message}"),
+                            event: Some((*event).clone()),
+                            raw: None,
+                        },
+                    )),
+                    Some(EntryResult::Failed { code, .. }) => {
+                        tracing::debug!(position = %&*slot.position, %code, "transient entry failure");
+                        slot.event = Some(event);
+                        retry.push(i);
+                    }
+                    None => {
+                        tracing::warn!(position = %&*slot.position, "sink returned no result for entry");
+                        slot.event = Some(event);
+                        retry.push(i);
+                    }
                 }
             }
         }
@@ -368,19 +398,211 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         (retry, permanent, fatal)
     }
 
-    async fn quarantine_all(&self, status: &mut [Status], items: Vec<(usize, QuarantinedRecord)>) {
+    async fn quarantine_all<H, T>(&self, slots: &mut [Slot<H, T>], items: Vec<(usize, QuarantinedRecord)>) {
         for (i, record) in items {
             match self.quarantine.quarantine(&record).await {
                 Ok(()) => {
                     tracing::warn!(position = %record.position, reason = %record.reason, "quarantined");
-                    status[i] = Status::Quarantined;
+                    slots[i].status = Status::Quarantined;
                 }
                 Err(error) => {
                     tracing::error!(position = %record.position, error = %error, "quarantine failed; record fails");
-                    status[i] = Status::Failed;
+                    slots[i].status = Status::Failed;
                 }
             }
         }
+    }
+}
+
+/// A record as the relay keeps it while relaying its batch.
+struct Slot<H, T> {
+    position: T,
+    status: Status,
+    /// Its event's entry size, computed once and reused by every attempt.
+    size: usize,
+    /// Its event while it waits for a call; the call that publishes it takes
+    /// it, and gives it back when the event is to be retried.
+    event: Option<H>,
+}
+
+/// A chunk of events for one call, with the slots they belong to.
+struct Chunk<H> {
+    indices: Vec<usize>,
+    events: Vec<H>,
+}
+
+impl<H> Default for Chunk<H> {
+    fn default() -> Self {
+        Self {
+            indices: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl<H> Chunk<H> {
+    fn push(&mut self, index: usize, event: H) {
+        self.indices.push(index);
+        self.events.push(event);
+    }
+}
+
+/// A chunk after its call, with the call's result.
+struct Sent<H> {
+    chunk: Chunk<H>,
+    result: Result<Vec<EntryResult>, SinkError>,
+}
+
+/// What the relay reads of a record, borrowed from the caller's batch or
+/// owned when the records are read one by one.
+trait SourceRecord {
+    /// How the record's event is held.
+    type Event: Deref<Target = OutboxEvent> + Send + Sync;
+    /// How its texts (position, poison reason and content) are held.
+    type Text: Deref<Target = str> + Send + Sync;
+    /// Its position and its content; a skip is logged here.
+    fn into_parts(self) -> (Self::Text, Part<Self::Event, Self::Text>);
+}
+
+/// A record's content, as the relay sorts it.
+enum Part<H, T> {
+    Event(H),
+    Skip,
+    Poison { reason: T, raw: T },
+}
+
+impl<'a> SourceRecord for &'a RelayRecord {
+    type Event = &'a OutboxEvent;
+    type Text = &'a str;
+    fn into_parts(self) -> (&'a str, Part<&'a OutboxEvent, &'a str>) {
+        let part = match &self.decoded {
+            Decoded::Event(event) => Part::Event(&**event),
+            Decoded::Skip(reason) => {
+                tracing::debug!(position = %self.position, ?reason, "skipped");
+                Part::Skip
+            }
+            Decoded::Poison { reason, raw } => Part::Poison {
+                reason: reason.as_str(),
+                raw: raw.as_str(),
+            },
+        };
+        (self.position.as_str(), part)
+    }
+}
+
+impl SourceRecord for RelayRecord {
+    type Event = Box<OutboxEvent>;
+    type Text = String;
+    fn into_parts(self) -> (String, Part<Box<OutboxEvent>, String>) {
+        let part = match self.decoded {
+            Decoded::Event(event) => Part::Event(event),
+            Decoded::Skip(reason) => {
+                tracing::debug!(position = %self.position, ?reason, "skipped");
+                Part::Skip
+            }
+            Decoded::Poison { reason, raw } => Part::Poison { reason, raw },
+        };
+        (self.position, part)
+    }
+}
+
+/// The records of a batch the caller keeps, as a source that cannot fail.
+struct Borrowed<'a>(std::slice::Iter<'a, RelayRecord>);
+
+impl<'a> Iterator for Borrowed<'a> {
+    type Item = Result<&'a RelayRecord, Infallible>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(Ok)
+    }
+}
+
+/// Reads the batch one record at a time and cuts it into chunks as it goes
+/// (as [`chunk_ranges`] would cut the whole batch), sorting out what is not
+/// to be published on the way.
+struct Reader<'r, I, S, R: SourceRecord, E> {
+    source: I,
+    sink: &'r S,
+    slots: &'r mut Vec<Slot<R::Event, R::Text>>,
+    to_quarantine: &'r mut Vec<(usize, QuarantinedRecord)>,
+    /// The error that stopped the reading.
+    stopped: &'r mut Option<E>,
+    chunker: Chunker,
+    /// The next chunk, started by the record that did not fit in the last.
+    carry: Option<Chunk<R::Event>>,
+}
+
+impl<I, S, R, E> Iterator for Reader<'_, I, S, R, E>
+where
+    I: Iterator<Item = Result<R, E>>,
+    S: EventSink,
+    R: SourceRecord,
+{
+    type Item = Chunk<R::Event>;
+
+    /// The next complete chunk, reading records until one shows that it is
+    /// complete (or the batch ends).
+    fn next(&mut self) -> Option<Chunk<R::Event>> {
+        let mut chunk = self.carry.take().unwrap_or_default();
+        while self.stopped.is_none() {
+            let record = match self.source.next() {
+                None => break,
+                Some(Ok(record)) => record,
+                Some(Err(error)) => {
+                    *self.stopped = Some(error);
+                    return None;
+                }
+            };
+            let index = self.slots.len();
+            let (position, part) = record.into_parts();
+            let mut slot = Slot {
+                position,
+                status: Status::Pending,
+                size: 0,
+                event: None,
+            };
+            match part {
+                Part::Skip => slot.status = Status::Skipped,
+                Part::Poison { reason, raw } => self.to_quarantine.push((
+                    index,
+                    QuarantinedRecord {
+                        position: (*slot.position).to_owned(),
+                        reason: format!("poison record: {}", &*reason),
+                        event: None,
+                        raw: Some((*raw).to_owned()),
+                    },
+                )),
+                Part::Event(event) => {
+                    let size = self.sink.entry_size(&event);
+                    let max_bytes = self.sink.limits().max_bytes;
+                    if size > max_bytes {
+                        self.to_quarantine.push((
+                            index,
+                            QuarantinedRecord {
+                                position: (*slot.position).to_owned(),
+                                reason: format!(
+                                    "event is {size} bytes as a bus entry; a request takes at most {max_bytes} bytes"
+                                ),
+                                event: Some((*event).clone()),
+                                raw: None,
+                            },
+                        ));
+                    } else {
+                        slot.size = size;
+                        self.slots.push(slot);
+                        if self.chunker.push(size) {
+                            let mut next = Chunk::default();
+                            next.push(index, event);
+                            self.carry = Some(next);
+                            return Some(chunk);
+                        }
+                        chunk.push(index, event);
+                        continue;
+                    }
+                }
+            }
+            self.slots.push(slot);
+        }
+        (!chunk.indices.is_empty()).then_some(chunk)
     }
 }
 
@@ -656,6 +878,171 @@ mod tests {
                 .reason
                 .contains("at most 100 bytes")
         );
+    }
+
+    /// A sink that notes, at each call, how many records the relay had read.
+    struct CountingSink {
+        inner: RecordingSink,
+        read: Arc<std::sync::atomic::AtomicUsize>,
+        read_at_call: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl EventSink for CountingSink {
+        fn limits(&self) -> ChunkLimits {
+            self.inner.limits()
+        }
+        fn entry_size(&self, event: &OutboxEvent) -> usize {
+            self.inner.entry_size(event)
+        }
+        async fn publish(&self, events: &[&OutboxEvent]) -> Result<Vec<EntryResult>, SinkError> {
+            let read = self.read.load(std::sync::atomic::Ordering::SeqCst);
+            self.read_at_call.lock().unwrap().push(read);
+            // A call takes time, as over a network.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.inner.publish(events).await
+        }
+    }
+
+    /// A mixed batch: events, skips, poison, an oversize event.
+    fn mixed(n: u64) -> Vec<RelayRecord> {
+        (1..=n)
+            .map(|i| match i % 7 {
+                3 => record(i, Decoded::Skip(SkipReason::NotOutbox)),
+                5 => record(
+                    i,
+                    Decoded::Poison {
+                        reason: format!("bad {i}"),
+                        raw: format!("{{\"n\":{i}}}"),
+                    },
+                ),
+                _ if i == 20 => record(
+                    i,
+                    Decoded::Event(Box::new(
+                        OutboxEvent::builder("test", "Happened")
+                            .aggregate("Thing", "big")
+                            .sequence(i)
+                            .payload(&json!({ "blob": "x".repeat(5_000) }))
+                            .build(&FixedClock::new(
+                                Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap(),
+                            ))
+                            .unwrap(),
+                    )),
+                ),
+                _ => record(i, Decoded::Event(Box::new(event(i)))),
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn relaying_records_as_they_come_is_relaying_the_batch() {
+        let limits = ChunkLimits {
+            max_entries: 10,
+            max_bytes: 2_000,
+        };
+        let records = mixed(60);
+        // One clock for both, so that the events' ages are the same.
+        let clock = Arc::new(FixedClock::new(
+            Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 1).unwrap(),
+        ));
+        let batch = Relay::new(
+            RecordingSink::new(limits),
+            RecordingQuarantine::default(),
+            config(),
+        )
+        .with_clock(clock.clone());
+        let each = Relay::new(
+            RecordingSink::new(limits),
+            RecordingQuarantine::default(),
+            config(),
+        )
+        .with_clock(clock);
+
+        let expected = batch.relay(&records, None).await;
+        let outcome = each
+            .relay_each(records.clone().into_iter().map(Ok::<_, Infallible>), None)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            (
+                outcome.records,
+                outcome.published,
+                outcome.skipped,
+                outcome.quarantined,
+                outcome.failed
+            ),
+            (60, 42, 9, 9, 0)
+        );
+        assert_eq!(outcome, expected);
+        assert_eq!(
+            each.sink().calls(),
+            batch.sink().calls(),
+            "the same chunks, in the same order"
+        );
+        assert_eq!(each.quarantine().records(), batch.quarantine().records());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_calls_go_out_before_the_batch_is_read() {
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sink = CountingSink {
+            inner: RecordingSink::default(),
+            read: Arc::clone(&read),
+            read_at_call: std::sync::Mutex::new(Vec::new()),
+        };
+        let relay = Relay::new(sink, RecordingQuarantine::default(), config());
+        let source = events(100).into_iter().map(|r| {
+            read.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, Infallible>(r)
+        });
+
+        let outcome = relay.relay_each(source, None).await.unwrap();
+
+        assert_eq!((outcome.published, outcome.failed), (100, 0));
+        let read_at_call = relay.sink().read_at_call.lock().unwrap().clone();
+        assert_eq!(read_at_call.len(), 10);
+        // Three calls in flight: the first three chunks (and the record that
+        // shows the third is complete) are read before they start; then one
+        // chunk more each time a call ends (here the three end together).
+        assert_eq!(read_at_call, [31, 31, 31, 61, 61, 61, 91, 91, 91, 100]);
+        assert_eq!(ids(&relay.sink().inner.published()), ids_of(&events(100)));
+    }
+
+    fn ids_of(records: &[RelayRecord]) -> Vec<uuid::Uuid> {
+        records
+            .iter()
+            .filter_map(|r| match &r.decoded {
+                Decoded::Event(e) => Some(e.id()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_from_the_records_stops_the_reading_and_is_returned() {
+        let relay = Relay::new(RecordingSink::default(), RecordingQuarantine::default(), config());
+        let mut records: Vec<Result<RelayRecord, String>> = mixed(25).into_iter().map(Ok).collect();
+        records.insert(22, Err("record 23 has no sequence number".to_owned()));
+        let read = std::sync::atomic::AtomicUsize::new(0);
+        let source = records.into_iter().inspect(|_| {
+            read.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+
+        let error = relay.relay_each(source, None).await.unwrap_err();
+
+        assert_eq!(error, "record 23 has no sequence number");
+        assert_eq!(
+            read.load(std::sync::atomic::Ordering::SeqCst),
+            23,
+            "nothing is read after the error"
+        );
+        // The chunk completed before it was sent; the five events read after
+        // that are not, and nothing is quarantined: the host fails the batch.
+        assert_eq!(
+            relay.sink().calls().iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![10]
+        );
+        assert!(relay.quarantine().records().is_empty());
     }
 
     proptest::proptest! {

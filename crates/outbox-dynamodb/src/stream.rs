@@ -102,15 +102,25 @@ impl DynamoDbStreamDecoder {
     }
 
     /// Decodes every record of Lambda's DynamoDB Streams event, in order,
-    /// consuming it: each record's text is freed as soon as it is decoded.
-    /// This is the handler's path (see [`LambdaStreamBatch`]).
+    /// consuming it: each record's text is freed as soon as it is decoded
+    /// (see [`LambdaStreamBatch`]). The handler decodes with
+    /// [`decode_lambda_each`](Self::decode_lambda_each) instead.
     pub fn decode_lambda_batch(&self, batch: LambdaStreamBatch) -> Result<Vec<RelayRecord>, StreamError> {
-        let records = batch.into_records();
-        let mut decoded = Vec::with_capacity(records.len());
-        for record in records {
-            decoded.push(self.decode_lambda_json(record.get())?);
-        }
-        Ok(decoded)
+        self.decode_lambda_each(batch).collect()
+    }
+
+    /// Decodes the records of `batch` one at a time, in order, as the
+    /// iterator is read: what [`Relay::relay_each`](outbox_core::Relay::relay_each)
+    /// takes, so that the first chunks are published while the rest is still
+    /// being decoded. Each record's text is freed once it is decoded.
+    pub fn decode_lambda_each(
+        &self,
+        batch: LambdaStreamBatch,
+    ) -> impl ExactSizeIterator<Item = Result<RelayRecord, StreamError>> + '_ {
+        batch
+            .into_records()
+            .into_iter()
+            .map(|record| self.decode_lambda_json(record.get()))
     }
 
     /// Decodes one record of Lambda's DynamoDB Streams event from its JSON

@@ -40,7 +40,8 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 
 type MetricsWriter = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Relays DynamoDB Streams batches: decode every record, run the relay, and
+/// Relays DynamoDB Streams batches: decode the records as the relay reads
+/// them (the first chunks are published while the rest is decoded), and
 /// report the first record neither delivered nor quarantined.
 pub struct RelayHandler<S, Q> {
     decoder: DynamoDbStreamDecoder,
@@ -110,14 +111,17 @@ impl<S: EventSink, Q: Quarantine> RelayHandler<S, Q> {
 
     /// Relays one batch and returns the response and what happened. The
     /// batch is consumed: each record's text is freed once it is decoded.
+    /// A batch that cannot be relayed at all (a record without a
+    /// `SequenceNumber`, an insert without a new image) is an error, and the
+    /// chunks completed before that record may have been published.
     pub async fn handle_batch(
         &self,
         batch: LambdaStreamBatch,
         deadline: Option<Instant>,
         function_name: &str,
     ) -> Result<(DynamoDbEventResponse, BatchOutcome), HandlerError> {
-        let records = self.decoder.decode_lambda_batch(batch)?;
-        let outcome = self.relay.relay(&records, deadline).await;
+        let records = self.decoder.decode_lambda_each(batch);
+        let outcome = self.relay.relay_each(records, deadline).await?;
         tracing::info!(
             records = outcome.records,
             published = outcome.published,
