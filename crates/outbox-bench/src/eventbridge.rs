@@ -159,6 +159,73 @@ async fn wait_until(deadline: std::time::Instant) {
     }
 }
 
+/// Round trips of `body` as a `PutEvents` request to the endpoint at `url`
+/// (`http://127.0.0.1:PORT`), one after the other on one keep-alive
+/// connection, through a bare HTTP/1.1 client (no SDK, no signing): the time
+/// the endpoint itself takes, network included, which is the floor of any
+/// client's call.
+pub async fn bare_round_trips(url: &str, body: &[u8], n: usize) -> io::Result<Vec<Duration>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let authority = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(authority).await?;
+    stream.set_nodelay(true)?;
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/x-amz-json-1.1\r\n\
+         X-Amz-Target: {PUT_EVENTS_TARGET}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    let mut times = Vec::with_capacity(n);
+    let mut buf = Vec::with_capacity(4096);
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        stream.write_all(&request).await?;
+        buf.clear();
+        // The head, then as much body as its Content-Length says.
+        let (end, length) = loop {
+            let mut chunk = [0u8; 4096];
+            let read = stream.read(&mut chunk).await?;
+            if read == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the endpoint closed the connection",
+                ));
+            }
+            buf.extend_from_slice(&chunk[..read]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                break (end + 4, length);
+            }
+        };
+        while buf.len() < end + length {
+            let mut chunk = [0u8; 4096];
+            let read = stream.read(&mut chunk).await?;
+            if read == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the endpoint closed the connection",
+                ));
+            }
+            buf.extend_from_slice(&chunk[..read]);
+        }
+        if !buf.starts_with(b"HTTP/1.1 200") {
+            return Err(io::Error::other(format!(
+                "the endpoint answered {}",
+                String::from_utf8_lossy(&buf[..buf.len().min(80)])
+            )));
+        }
+        times.push(started.elapsed());
+    }
+    Ok(times)
+}
+
 /// The body of a `PutEvents` response with `entries` successful entries.
 pub fn put_events_response(entries: usize) -> String {
     let mut body = String::with_capacity(40 + entries * 60);
@@ -194,6 +261,18 @@ mod tests {
                 .unwrap()
                 .ends_with("000000000002")
         );
+    }
+
+    #[tokio::test]
+    async fn a_bare_client_round_trip_takes_the_latency_and_is_counted() {
+        let endpoint = EventBridgeEndpoint::start(Duration::from_millis(3))
+            .await
+            .unwrap();
+        let body = br#"{"Entries":[{"Source":"s","DetailType":"d","Detail":"{}"},{"Source":"s","DetailType":"d","Detail":"{}"}]}"#;
+        let times = bare_round_trips(&endpoint.url(), body, 3).await.unwrap();
+        assert_eq!(times.len(), 3);
+        assert!(times.iter().all(|t| *t >= Duration::from_millis(3)), "{times:?}");
+        assert_eq!((endpoint.stats().requests, endpoint.stats().entries), (3, 6));
     }
 
     #[tokio::test]

@@ -7,8 +7,11 @@
 //!   wall time and CPU per batch (`getrusage`, every thread), CPU per record,
 //!   the time to parse the event JSON, the resident memory after reading,
 //!   parsing and decoding the event, and with `--latency-ms` the bound
-//!   `ceil(records / 10 / C) × L` and the ratio to it. One warm-up run (it
-//!   opens the connections) is reported apart. Then the decoder alone and
+//!   `ceil(records / 10 / C) × L` and the ratio to it; also the endpoint's
+//!   own round trip for one 10-event request through a bare HTTP client (no
+//!   SDK), the bound it sets (`ceil(records / 10 / C)` round trips) and the
+//!   ratio to that. One warm-up run (it opens the connections) is reported
+//!   apart. Then the decoder alone and
 //!   the PutEvents calls alone (one at a time), each as CPU per record.
 //! - `bench-handler lambda --binary B --endpoint URL [--event F]
 //!   [--invocations N] [--starts S]`: the real `outbox-lambda` binary under a
@@ -23,11 +26,12 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use outbox_bench::batch::TABLE;
+use outbox_bench::eventbridge::bare_round_trips;
 use outbox_bench::harness::{bench_handler, measure_handler, parse_event, run_lambda};
 use outbox_bench::measure::{median, ms, proc_status_kib, range, self_usage};
 use outbox_core::{Decoded, EventSink, OutboxEvent};
 use outbox_dynamodb::{DynamoDbStreamDecoder, OutboxSchema};
-use outbox_eventbridge::MAX_PUT_EVENTS_ENTRIES;
+use outbox_eventbridge::{MAX_PUT_EVENTS_ENTRIES, put_events_body};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -127,6 +131,21 @@ async fn handler_mode(
         return Err("no event parsed".into());
     };
     let records = event.len();
+    // The endpoint's own round trip for a request of this batch's first
+    // chunk, through a bare HTTP client: the floor of every call.
+    let first_events: Vec<OutboxEvent> = decoder
+        .decode_lambda_batch(event.clone())?
+        .into_iter()
+        .take(MAX_PUT_EVENTS_ENTRIES)
+        .filter_map(|r| match r.decoded {
+            Decoded::Event(e) => Some(*e),
+            _ => None,
+        })
+        .collect();
+    let first_refs: Vec<&OutboxEvent> = first_events.iter().collect();
+    let body = put_events_body(&first_refs, "bench-bus")?;
+    let bare = bare_round_trips(&endpoint, &body, 20).await?;
+    let bare_ms: Vec<f64> = bare.iter().map(|d| ms(*d)).collect();
     let handler = bench_handler(&endpoint, concurrency)?;
     let warm_up = measure_handler(&handler, &event, 1).await?;
     let runs = measure_handler(&handler, &event, iterations).await?;
@@ -156,7 +175,9 @@ async fn handler_mode(
     let (wall_min, wall_max) = range(&walls);
     let (cpu_min, cpu_max) = range(&cpus);
     let calls = records.div_ceil(10);
-    let bound = latency_ms.map(|l| calls.div_ceil(concurrency.max(1)) as f64 * l);
+    let rounds = calls.div_ceil(concurrency.max(1)) as f64;
+    let bound = latency_ms.map(|l| rounds * l);
+    let measured_bound = rounds * median(&bare_ms);
     let line = json!({
         "mode": "handler",
         "event": name_of(&event_path),
@@ -186,6 +207,9 @@ async fn handler_mode(
         },
         "bound_ms": bound,
         "wall_over_bound": bound.map(|b| median(&walls) / b),
+        "bare_round_trip_ms_median": median(&bare_ms),
+        "bare_bound_ms": measured_bound,
+        "wall_over_bare_bound": median(&walls) / measured_bound,
     });
     println!("{line}");
     Ok(())
