@@ -165,7 +165,7 @@ async fn wait_until(deadline: std::time::Instant) {
 /// the endpoint itself takes, network included, which is the floor of any
 /// client's call.
 pub async fn bare_round_trips(url: &str, body: &[u8], n: usize) -> io::Result<Vec<Duration>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     let authority = url.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = tokio::net::TcpStream::connect(authority).await?;
@@ -185,15 +185,7 @@ pub async fn bare_round_trips(url: &str, body: &[u8], n: usize) -> io::Result<Ve
         buf.clear();
         // The head, then as much body as its Content-Length says.
         let (end, length) = loop {
-            let mut chunk = [0u8; 4096];
-            let read = stream.read(&mut chunk).await?;
-            if read == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the endpoint closed the connection",
-                ));
-            }
-            buf.extend_from_slice(&chunk[..read]);
+            read_more(&mut stream, &mut buf).await?;
             if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
                 let length = head
@@ -205,15 +197,7 @@ pub async fn bare_round_trips(url: &str, body: &[u8], n: usize) -> io::Result<Ve
             }
         };
         while buf.len() < end + length {
-            let mut chunk = [0u8; 4096];
-            let read = stream.read(&mut chunk).await?;
-            if read == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the endpoint closed the connection",
-                ));
-            }
-            buf.extend_from_slice(&chunk[..read]);
+            read_more(&mut stream, &mut buf).await?;
         }
         if !buf.starts_with(b"HTTP/1.1 200") {
             return Err(io::Error::other(format!(
@@ -224,6 +208,23 @@ pub async fn bare_round_trips(url: &str, body: &[u8], n: usize) -> io::Result<Ve
         times.push(started.elapsed());
     }
     Ok(times)
+}
+
+/// Appends what the next read of `stream` gives to `buf`; the end of the
+/// stream is an error.
+async fn read_more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
+    use tokio::io::AsyncReadExt;
+
+    let mut chunk = [0u8; 4096];
+    let read = stream.read(&mut chunk).await?;
+    if read == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the endpoint closed the connection",
+        ));
+    }
+    buf.extend_from_slice(&chunk[..read]);
+    Ok(())
 }
 
 /// The body of a `PutEvents` response with `entries` successful entries.

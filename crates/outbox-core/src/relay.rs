@@ -4,12 +4,14 @@
 //! with backoff until the deadline → report the first record that is
 //! neither delivered nor quarantined.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_util::stream::{self, StreamExt};
+use futures_util::future::poll_immediate;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 
 use crate::chunk::{Chunker, chunk_ranges};
@@ -177,11 +179,18 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
     /// Relays one ordered batch. Never fails as a whole: per-record failures
     /// are in the outcome. With a `deadline`, no retry starts that could not
     /// finish `deadline_margin` before it.
-    pub async fn relay(&self, records: &[RelayRecord], deadline: Option<Instant>) -> BatchOutcome {
-        match self.run(Borrowed(records.iter()), deadline).await {
+    pub fn relay<'a>(
+        &'a self,
+        records: &'a [RelayRecord],
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = BatchOutcome> + Send + 'a {
+        // The future of `run` itself, not one wrapping it: futures over the
+        // SDK's are deep, and every level counts towards the compiler's
+        // recursion limit in the host's binary.
+        self.run(Borrowed(records.iter()), deadline, |outcome| match outcome {
             Ok(outcome) => outcome,
             Err(never) => match never {},
-        }
+        })
     }
 
     /// Relays one ordered batch whose records come from `records` as they
@@ -204,21 +213,28 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         I: IntoIterator<Item = Result<RelayRecord, E>>,
         I::IntoIter: Send + 'a,
     {
-        self.run(records.into_iter(), deadline)
+        self.run(records.into_iter(), deadline, std::convert::identity)
     }
 
-    async fn run<R: SourceRecord + Send, E: Send>(
+    /// The relay algorithm; `finish` turns its result into what the caller
+    /// returns.
+    async fn run<R: SourceRecord + Send, E: Send, O>(
         &self,
         source: impl Iterator<Item = Result<R, E>> + Send,
         deadline: Option<Instant>,
-    ) -> Result<BatchOutcome, E> {
-        let mut slots: Vec<Slot<R::Event, R::Text>> = Vec::new();
+        finish: impl FnOnce(Result<BatchOutcome, E>) -> O + Send,
+    ) -> O {
+        // The reader adds slots between calls, the results of the calls
+        // update them: never at the same time (one task), hence a lock that
+        // is never contended, and never held across an await.
+        let slots: Mutex<Vec<Slot<R::Event, R::Text>>> = Mutex::new(Vec::new());
         let mut to_quarantine = Vec::new();
         let mut stopped = None;
+        let mut outcome = BatchOutcome::default();
         let mut reader: Reader<'_, _, _, R, _> = Reader {
             source: source.fuse(),
             sink: &self.sink,
-            slots: &mut slots,
+            slots: &slots,
             to_quarantine: &mut to_quarantine,
             stopped: &mut stopped,
             chunker: Chunker::new(self.sink.limits()),
@@ -227,19 +243,17 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         // Behind a trait object, the reader's type (with the source's) is not
         // part of this future's: that keeps the future `Send` for any source.
         let chunks: &mut (dyn Iterator<Item = Chunk<R::Event>> + Send) = &mut reader;
-        let mut sent = self.publish_all(chunks).await;
+        let mut settled = self.publish_each(chunks, &slots, &mut outcome).await;
         if let Some(error) = stopped {
-            return Err(error);
+            return finish(Err(error));
         }
-        let mut outcome = BatchOutcome {
-            records: slots.len(),
-            ..BatchOutcome::default()
-        };
+        let mut slots = slots.into_inner().unwrap_or_else(PoisonError::into_inner);
+        outcome.records = slots.len();
         self.quarantine_all(&mut slots, to_quarantine).await;
 
         let mut retry = 0u32;
         let pending = loop {
-            let (pending, permanent, fatal) = self.settle(sent, &mut slots, &mut outcome);
+            let (pending, permanent, fatal) = settled;
             self.quarantine_all(&mut slots, permanent).await;
             if pending.is_empty() {
                 break pending;
@@ -269,8 +283,10 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             );
             tokio::time::sleep(delay).await;
             outcome.retried += pending.len();
-            let chunks = self.retry_chunks(&mut slots, &pending);
-            sent = self.publish_all(chunks.into_iter()).await;
+            let mut chunks = self.retry_chunks(&mut slots, &pending).into_iter();
+            let locked = Mutex::new(slots);
+            settled = self.publish_each(&mut chunks, &locked, &mut outcome).await;
+            slots = locked.into_inner().unwrap_or_else(PoisonError::into_inner);
         };
         for i in pending {
             slots[i].status = Status::Failed;
@@ -289,25 +305,79 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
                 }
             }
         }
-        Ok(outcome)
+        finish(Ok(outcome))
     }
 
     /// Publishes `chunks`, at most `max_concurrency` calls in flight, in
-    /// order. A chunk is taken from the iterator only when a call can start.
-    async fn publish_all<H: Deref<Target = OutboxEvent> + Sync>(
+    /// order, and settles each call's results as it ends (a delivered event
+    /// is dropped there). While the calls are out, it reads ahead up to one
+    /// round of chunks (`max_concurrency`), one at a time, letting the
+    /// calls progress in between: the next calls start as soon as slots
+    /// free, without waiting for their records to be decoded. Returns what
+    /// to retry, what to quarantine and a whole-call permanent error if one
+    /// happened.
+    #[allow(clippy::type_complexity)]
+    async fn publish_each<H, T>(
         &self,
-        chunks: impl Iterator<Item = Chunk<H>>,
-    ) -> Vec<Sent<H>> {
-        stream::iter(chunks.map(|chunk| self.publish_chunk(chunk)))
-            .buffered(self.config.max_concurrency.max(1))
-            .collect()
-            .await
+        chunks: &mut (dyn Iterator<Item = Chunk<H>> + Send),
+        slots: &Mutex<Vec<Slot<H, T>>>,
+        outcome: &mut BatchOutcome,
+    ) -> (Vec<usize>, Vec<(usize, QuarantinedRecord)>, Option<SinkError>)
+    where
+        H: Deref<Target = OutboxEvent> + Send + Sync,
+        T: Deref<Target = str>,
+    {
+        let max = self.config.max_concurrency.max(1);
+        let mut calls = FuturesOrdered::new();
+        let mut ahead = VecDeque::with_capacity(max);
+        let mut more = true;
+        let mut retry = Vec::new();
+        let mut permanent = Vec::new();
+        let mut fatal = None;
+        loop {
+            while calls.len() < max {
+                let chunk = match ahead.pop_front() {
+                    Some(chunk) => Some(chunk),
+                    None if more => chunks.next(),
+                    None => None,
+                };
+                let Some(chunk) = chunk else {
+                    more = false;
+                    break;
+                };
+                calls.push_back(self.publish_chunk(chunk));
+            }
+            let sent = loop {
+                // A call that has ended comes first.
+                if let Some(next) = poll_immediate(calls.next()).await {
+                    break next;
+                }
+                if more && ahead.len() < max {
+                    match chunks.next() {
+                        Some(chunk) => ahead.push_back(chunk),
+                        None => more = false,
+                    }
+                    // Lets the connections send and read before the next chunk.
+                    tokio::task::yield_now().await;
+                } else {
+                    break calls.next().await;
+                }
+            };
+            // No call in flight and none to start: every chunk is settled.
+            let Some(sent) = sent else { break };
+            let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
+            let (r, p, f) = self.settle(sent, &mut slots, outcome);
+            retry.extend(r);
+            permanent.extend(p);
+            fatal = fatal.or(f);
+        }
+        retry.sort_unstable();
+        (retry, permanent, fatal)
     }
 
     async fn publish_chunk<H: Deref<Target = OutboxEvent> + Sync>(&self, chunk: Chunk<H>) -> Sent<H> {
         let events: Vec<&OutboxEvent> = chunk.events.iter().map(|e| &**e).collect();
         let result = self.sink.publish(&events).await;
-        drop(events);
         Sent { chunk, result }
     }
 
@@ -328,74 +398,67 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             .collect()
     }
 
-    /// Reads the results of one publishing pass: marks what was delivered,
-    /// puts back the events to retry, and returns what to retry, what to
-    /// quarantine, and a whole-call permanent error if one happened.
+    /// Reads the results of one call: marks what was delivered, puts back
+    /// the events to retry, and returns what to retry, what to quarantine,
+    /// and a whole-call permanent error if one happened.
     #[allow(clippy::type_complexity)]
     fn settle<H: Deref<Target = OutboxEvent>, T: Deref<Target = str>>(
         &self,
-        sent: Vec<Sent<H>>,
+        Sent { chunk, result }: Sent<H>,
         slots: &mut [Slot<H, T>],
         outcome: &mut BatchOutcome,
     ) -> (Vec<usize>, Vec<(usize, QuarantinedRecord)>, Option<SinkError>) {
         let mut retry = Vec::new();
         let mut permanent = Vec::new();
-        let mut fatal = None;
-        let now = self.clock.now();
-        for Sent { chunk, result } in sent {
-            let entries = match result {
-                Ok(entries) => entries,
-                Err(error) => {
-                    if error.class == FailureClass::Permanent {
-                        fatal = Some(error.clone());
-                    } else {
-                        tracing::debug!(error = %error, entries = chunk.indices.len(), "transient call failure");
-                    }
-                    for (i, event) in chunk.indices.into_iter().zip(chunk.events) {
-                        slots[i].event = Some(event);
-                        retry.push(i);
-                    }
-                    continue;
+        let entries = match result {
+            Ok(entries) => entries,
+            Err(error) => {
+                tracing::debug!(error = %error, entries = chunk.indices.len(), "call failed");
+                for (i, event) in chunk.indices.into_iter().zip(chunk.events) {
+                    slots[i].event = Some(event);
+                    retry.push(i);
                 }
-            };
-            for (k, (i, event)) in chunk.indices.into_iter().zip(chunk.events).enumerate() {
-                let slot = &mut slots[i];
-                match entries.get(k) {
-                    Some(EntryResult::Published) => {
-                        slot.status = Status::Delivered;
-                        outcome
-                            .publish_ages_ms
-                            .push((now - event.occurred_at()).num_milliseconds());
-                        tracing::debug!(event_id = %event.id(), position = %&*slot.position, "published");
-                    }
-                    Some(EntryResult::Failed {
-                        class: FailureClass::Permanent,
-                        code,
-                        message,
-                    }) => permanent.push((
-                        i,
-                        QuarantinedRecord {
-                            position: (*slot.position).to_owned(),
-                            reason: format!("refused by the bus: {code}: {message}"),
-                            event: Some((*event).clone()),
-                            raw: None,
-                        },
-                    )),
-                    Some(EntryResult::Failed { code, .. }) => {
-                        tracing::debug!(position = %&*slot.position, %code, "transient entry failure");
-                        slot.event = Some(event);
-                        retry.push(i);
-                    }
-                    None => {
-                        tracing::warn!(position = %&*slot.position, "sink returned no result for entry");
-                        slot.event = Some(event);
-                        retry.push(i);
-                    }
+                let fatal = (error.class == FailureClass::Permanent).then_some(error);
+                return (retry, permanent, fatal);
+            }
+        };
+        let now = self.clock.now();
+        for (k, (i, event)) in chunk.indices.into_iter().zip(chunk.events).enumerate() {
+            let slot = &mut slots[i];
+            match entries.get(k) {
+                Some(EntryResult::Published) => {
+                    slot.status = Status::Delivered;
+                    outcome
+                        .publish_ages_ms
+                        .push((now - event.occurred_at()).num_milliseconds());
+                    tracing::debug!(event_id = %event.id(), position = %&*slot.position, "published");
+                }
+                Some(EntryResult::Failed {
+                    class: FailureClass::Permanent,
+                    code,
+                    message,
+                }) => permanent.push((
+                    i,
+                    QuarantinedRecord {
+                        position: (*slot.position).to_owned(),
+                        reason: format!("refused by the bus: {code}: {message}"),
+                        event: Some((*event).clone()),
+                        raw: None,
+                    },
+                )),
+                Some(EntryResult::Failed { code, .. }) => {
+                    tracing::debug!(position = %&*slot.position, %code, "transient entry failure");
+                    slot.event = Some(event);
+                    retry.push(i);
+                }
+                None => {
+                    tracing::warn!(position = %&*slot.position, "sink returned no result for entry");
+                    slot.event = Some(event);
+                    retry.push(i);
                 }
             }
         }
-        retry.sort_unstable();
-        (retry, permanent, fatal)
+        (retry, permanent, None)
     }
 
     async fn quarantine_all<H, T>(&self, slots: &mut [Slot<H, T>], items: Vec<(usize, QuarantinedRecord)>) {
@@ -522,7 +585,7 @@ impl<'a> Iterator for Borrowed<'a> {
 struct Reader<'r, I, S, R: SourceRecord, E> {
     source: I,
     sink: &'r S,
-    slots: &'r mut Vec<Slot<R::Event, R::Text>>,
+    slots: &'r Mutex<Vec<Slot<R::Event, R::Text>>>,
     to_quarantine: &'r mut Vec<(usize, QuarantinedRecord)>,
     /// The error that stopped the reading.
     stopped: &'r mut Option<E>,
@@ -543,6 +606,7 @@ where
     /// complete (or the batch ends).
     fn next(&mut self) -> Option<Chunk<R::Event>> {
         let mut chunk = self.carry.take().unwrap_or_default();
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         while self.stopped.is_none() {
             let record = match self.source.next() {
                 None => break,
@@ -552,7 +616,7 @@ where
                     return None;
                 }
             };
-            let index = self.slots.len();
+            let index = slots.len();
             let (position, part) = record.into_parts();
             let mut slot = Slot {
                 position,
@@ -588,7 +652,7 @@ where
                         ));
                     } else {
                         slot.size = size;
-                        self.slots.push(slot);
+                        slots.push(slot);
                         if self.chunker.push(size) {
                             let mut next = Chunk::default();
                             next.push(index, event);
@@ -600,7 +664,7 @@ where
                     }
                 }
             }
-            self.slots.push(slot);
+            slots.push(slot);
         }
         (!chunk.indices.is_empty()).then_some(chunk)
     }
@@ -1002,8 +1066,9 @@ mod tests {
         let read_at_call = relay.sink().read_at_call.lock().unwrap().clone();
         assert_eq!(read_at_call.len(), 10);
         // Three calls in flight: the first three chunks (and the record that
-        // shows the third is complete) are read before they start; then one
-        // chunk more each time a call ends (here the three end together).
+        // shows the third is complete) are read before they start; while
+        // they are out, the next three are read ahead, and they start when
+        // the first three end (together, here).
         assert_eq!(read_at_call, [31, 31, 31, 61, 61, 61, 91, 91, 91, 100]);
         assert_eq!(ids(&relay.sink().inner.published()), ids_of(&events(100)));
     }
