@@ -25,9 +25,13 @@ pub struct RequestBodyError(String);
 /// `DetailType`, `Detail`, `EventBusName`, `TraceHeader`). This is the body
 /// [`EventBridgeSink`](crate::EventBridgeSink) sends.
 pub fn put_events_body(events: &[&OutboxEvent], bus: &str) -> Result<Vec<u8>, RequestBodyError> {
-    // The envelope is about the entry's size; the escaping adds a little.
-    let estimate: usize = events.iter().map(|e| e.bus_entry_size() * 9 / 8 + 128).sum();
-    let mut out = Vec::with_capacity(estimate + bus.len() * events.len() + 16);
+    // An entry is mostly its payload, escaped once more; the rest of the
+    // envelope and the other fields take a few hundred bytes.
+    let estimate: usize = events
+        .iter()
+        .map(|e| e.payload_json().len() * 9 / 8 + 512 + bus.len())
+        .sum();
+    let mut out = Vec::with_capacity(estimate + 16);
     out.extend_from_slice(b"{\"Entries\":[");
     for (i, event) in events.iter().enumerate() {
         if i > 0 {
