@@ -227,7 +227,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         // The reader adds slots between calls, the results of the calls
         // update them: never at the same time (one task), hence a lock that
         // is never contended, and never held across an await.
-        let slots: Mutex<Vec<Slot<R::Event, R::Text>>> = Mutex::new(Vec::new());
+        let mut slots: Mutex<Vec<Slot<R::Event, R::Text>>> = Mutex::new(Vec::new());
         let mut to_quarantine = Vec::new();
         let mut stopped = None;
         let mut outcome = BatchOutcome::default();
@@ -247,14 +247,13 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         if let Some(error) = stopped {
             return finish(Err(error));
         }
-        let mut slots = slots.into_inner().unwrap_or_else(PoisonError::into_inner);
-        outcome.records = slots.len();
-        self.quarantine_all(&mut slots, to_quarantine).await;
+        outcome.records = own(&mut slots).len();
+        self.quarantine_all(own(&mut slots), to_quarantine).await;
 
         let mut retry = 0u32;
         let pending = loop {
             let (pending, permanent, fatal) = settled;
-            self.quarantine_all(&mut slots, permanent).await;
+            self.quarantine_all(own(&mut slots), permanent).await;
             if pending.is_empty() {
                 break pending;
             }
@@ -283,16 +282,15 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             );
             tokio::time::sleep(delay).await;
             outcome.retried += pending.len();
-            let mut chunks = self.retry_chunks(&mut slots, &pending).into_iter();
-            let locked = Mutex::new(slots);
-            settled = self.publish_each(&mut chunks, &locked, &mut outcome).await;
-            slots = locked.into_inner().unwrap_or_else(PoisonError::into_inner);
+            let mut chunks = self.retry_chunks(own(&mut slots), &pending).into_iter();
+            settled = self.publish_each(&mut chunks, &slots, &mut outcome).await;
         };
+        let slots = own(&mut slots);
         for i in pending {
             slots[i].status = Status::Failed;
         }
 
-        for slot in &slots {
+        for slot in slots.iter() {
             match slot.status {
                 Status::Delivered => outcome.published += 1,
                 Status::Quarantined => outcome.quarantined += 1,
@@ -475,6 +473,11 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             }
         }
     }
+}
+
+/// The slots, when nothing else holds them: no locking.
+fn own<H, T>(slots: &mut Mutex<Vec<Slot<H, T>>>) -> &mut Vec<Slot<H, T>> {
+    slots.get_mut().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A record as the relay keeps it while relaying its batch.

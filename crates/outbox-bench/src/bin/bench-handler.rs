@@ -131,27 +131,7 @@ async fn handler_mode(
         return Err("no event parsed".into());
     };
     let records = event.len();
-    // The endpoint's own round trip for a request of this batch's first
-    // chunk, through a bare HTTP client: the floor of every call.
-    let first_events: Vec<OutboxEvent> = decoder
-        .decode_lambda_batch(event.clone())?
-        .into_iter()
-        .take(MAX_PUT_EVENTS_ENTRIES)
-        .filter_map(|r| match r.decoded {
-            Decoded::Event(e) => Some(*e),
-            _ => None,
-        })
-        .collect();
-    let first_refs: Vec<&OutboxEvent> = first_events.iter().collect();
-    let body = put_events_body(&first_refs, "bench-bus")?;
-    let bare = bare_round_trips(&endpoint, &body, 20).await?;
-    let bare_ms: Vec<f64> = bare.iter().map(|d| ms(*d)).collect();
-    let handler = bench_handler(&endpoint, concurrency)?;
-    let warm_up = measure_handler(&handler, &event, 1).await?;
-    let runs = measure_handler(&handler, &event, iterations).await?;
-    // The PutEvents calls alone (entries built from decoded events, the
-    // SDK call, the HTTP client), 10 events a call, one call at a time:
-    // the sink's share of the handler's CPU.
+    // The decoded events, for the two measurements without the handler.
     let events: Vec<OutboxEvent> = decoder
         .decode_lambda_batch(event.clone())?
         .into_iter()
@@ -160,6 +140,18 @@ async fn handler_mode(
             _ => None,
         })
         .collect();
+    // The endpoint's own round trip for a request of this batch's first
+    // chunk, through a bare HTTP client: the floor of every call.
+    let first_refs: Vec<&OutboxEvent> = events.iter().take(MAX_PUT_EVENTS_ENTRIES).collect();
+    let body = put_events_body(&first_refs, "bench-bus")?;
+    let bare = bare_round_trips(&endpoint, &body, 20).await?;
+    let bare_ms: Vec<f64> = bare.iter().map(|d| ms(*d)).collect();
+    let handler = bench_handler(&endpoint, concurrency)?;
+    let warm_up = measure_handler(&handler, &event, 1).await?;
+    let runs = measure_handler(&handler, &event, iterations).await?;
+    // The PutEvents calls alone (the request body, the SDK call, the HTTP
+    // client), 10 events a call, one call at a time: the sink's share of
+    // the handler's CPU.
     let mut sink_cpu = Vec::new();
     for _ in 0..5 {
         let cpu = self_usage().cpu;
