@@ -68,7 +68,8 @@ async fn a_mixed_batch_publishes_the_events_quarantines_the_poison_and_reports_n
     let handler = build_handler(
         &handler_config(&stack, &stack.quarantine.url),
         &outbox_cli::local::sdk_config(),
-    );
+    )
+    .unwrap();
     let event = fixture("dynamodb-mixed-batch.json");
     let expected = valid_event_ids(&event);
     assert!(expected.len() >= 2, "the fixture has valid events");
@@ -115,7 +116,8 @@ async fn a_quarantine_that_cannot_take_the_poison_record_makes_it_the_batch_item
     let handler = build_handler(
         &handler_config(&stack, &missing),
         &outbox_cli::local::sdk_config(),
-    );
+    )
+    .unwrap();
     let event = fixture("dynamodb-mixed-batch.json");
     let decoder = outbox_dynamodb::DynamoDbStreamDecoder::new(outbox_dynamodb::OutboxSchema::new("t"));
     let poison_position = event
@@ -146,7 +148,7 @@ async fn a_bus_that_does_not_exist_fails_every_event_without_quarantining_any() 
     let stack = stack().await;
     let mut config = handler_config(&stack, &stack.quarantine.url);
     config.event_bus_name = format!("{}-missing", stack.bus.bus);
-    let handler = build_handler(&config, &outbox_cli::local::sdk_config());
+    let handler = build_handler(&config, &outbox_cli::local::sdk_config()).unwrap();
     let event = fixture("dynamodb-insert.json");
     let first = event.records[0].change.sequence_number.clone();
     let response = handler

@@ -5,8 +5,9 @@
 //! forwarding), and per-entry failures (entries taken out of the request and
 //! reported failed in an HTTP 200), in 20 % and in 50 % of the calls. The
 //! production sink and quarantine (`build_sink_and_quarantine`) publish
-//! through it with the SDK's own retries disabled, so every fault reaches the
-//! relay; the test plays the Lambda host, re-sending the batch from the
+//! through it, with the relay's own client (`PutEventsClient`, which never
+//! retries below the relay) and with the SDK's client (its retries
+//! disabled), so every fault reaches the relay; the test plays the Lambda host, re-sending the batch from the
 //! reported failure until none is reported.
 //!
 //! Every event id must arrive at the bus's target queue at least once,
@@ -34,7 +35,7 @@ use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
 use serde_json::{Value, json};
 
 const SOURCE: &str = "com.example.orders";
-/// The SDK's attempt timeout; the proxy's timeouts hold a call longer.
+/// Both clients' attempt timeout; the proxy's timeouts hold a call longer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1_000);
 const HOLD: Duration = Duration::from_millis(1_300);
 
@@ -429,7 +430,7 @@ fn records(count: usize, poison_every: usize) -> (Vec<RelayRecord>, HashSet<Stri
 /// Relays `count` records through a proxy injecting faults into `rate` of
 /// the calls, with `max_retries` relay retries per invocation, and checks
 /// and prints what arrived.
-async fn relay_through_faults(rate: f64, seed: u64, count: usize, max_retries: u32) {
+async fn relay_through_faults(client: &str, rate: f64, seed: u64, count: usize, max_retries: u32) {
     let stack = stack().await;
     let moto = endpoint(MOTO_ENDPOINT_VAR);
     let proxy = Proxy::start(moto.trim_start_matches("http://").to_owned(), rate, seed);
@@ -445,6 +446,11 @@ async fn relay_through_faults(rate: f64, seed: u64, count: usize, max_retries: u
         (outbox_lambda::ENV_MAX_RETRIES, max_retries.to_string()),
         (outbox_lambda::ENV_RETRY_BASE_MS, "5".to_owned()),
         (outbox_lambda::ENV_RETRY_MAX_MS, "80".to_owned()),
+        (outbox_lambda::ENV_EVENTBRIDGE_CLIENT, client.to_owned()),
+        (
+            outbox_lambda::ENV_PUT_EVENTS_TIMEOUT_MS,
+            ATTEMPT_TIMEOUT.as_millis().to_string(),
+        ),
     ]);
     let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
     let sdk = outbox_cli::local::sdk_config()
@@ -456,7 +462,7 @@ async fn relay_through_faults(rate: f64, seed: u64, count: usize, max_retries: u
                 .build(),
         )
         .build();
-    let (sink, quarantine) = build_sink_and_quarantine(&config, &sdk);
+    let (sink, quarantine) = build_sink_and_quarantine(&config, &sdk).unwrap();
     let relay = Relay::new(sink, quarantine, config.relay.clone());
 
     let (records, wanted, poison) = records(count, 25);
@@ -542,7 +548,7 @@ async fn relay_through_faults(rate: f64, seed: u64, count: usize, max_retries: u
     let mut by_kind: Vec<_> = stats.faults.iter().map(|(k, v)| format!("{k:?}={v}")).collect();
     by_kind.sort();
     eprintln!(
-        "fault test at {:.0}% of calls: {} events + {poison} poison records in {:.1} s; {} PutEvents calls, \
+        "fault test ({client} client) at {:.0}% of calls: {} events + {poison} poison records in {:.1} s; {} PutEvents calls, \
          {injected} faults injected ({}), {} entries failed in HTTP 200s, {retried} entry retries, \
          {invocations} invocations ({reported_failures} with a reported failure), {} calls answered by moto after \
          the SDK's timeout; delivered {}, missing {missing}, duplicates {duplicates} (bound {}: {} entries whose \
@@ -588,12 +594,17 @@ async fn relay_through_faults(rate: f64, seed: u64, count: usize, max_retries: u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_faults_in_a_fifth_of_the_calls_every_event_arrives_and_duplicates_are_bounded() {
-    relay_through_faults(0.20, 20, 400, 6).await;
+    relay_through_faults("direct", 0.20, 20, 400, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_sdk_client_with_faults_in_a_fifth_of_the_calls_every_event_arrives() {
+    relay_through_faults("sdk", 0.20, 21, 400, 6).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_faults_in_half_of_the_calls_every_event_arrives_and_duplicates_are_bounded() {
     // Three retries only: some records exhaust them, are reported, and come
     // back in the next invocation, as Lambda resends from the reported record.
-    relay_through_faults(0.50, 50, 150, 3).await;
+    relay_through_faults("direct", 0.50, 50, 150, 3).await;
 }

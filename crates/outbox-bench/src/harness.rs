@@ -27,6 +27,9 @@ pub enum HarnessError {
     /// The relay configuration was refused.
     #[error("bad relay configuration")]
     Config(#[from] ConfigError),
+    /// The EventBridge client could not be built.
+    #[error("the EventBridge client could not be built")]
+    Client(#[from] outbox_eventbridge::ClientError),
     /// The event file is not a DynamoDB Streams event.
     #[error("the event is not a DynamoDB Streams event")]
     Event(#[source] serde_json::Error),
@@ -61,7 +64,7 @@ pub enum HarnessError {
 /// `concurrency` PutEvents calls in flight (the quarantine, never used by
 /// clean batches, points at the same endpoint).
 pub fn bench_variables(endpoint: &str, concurrency: usize) -> HashMap<&'static str, String> {
-    HashMap::from([
+    let mut vars = HashMap::from([
         (outbox_lambda::ENV_TABLE_NAME, crate::batch::TABLE.to_owned()),
         (outbox_lambda::ENV_EVENT_BUS_NAME, BUS.to_owned()),
         (
@@ -71,7 +74,13 @@ pub fn bench_variables(endpoint: &str, concurrency: usize) -> HashMap<&'static s
         (outbox_lambda::ENV_EVENTBRIDGE_ENDPOINT, endpoint.to_owned()),
         (outbox_lambda::ENV_SQS_ENDPOINT, endpoint.to_owned()),
         (outbox_lambda::ENV_MAX_CONCURRENCY, concurrency.to_string()),
-    ])
+    ]);
+    // `OUTBOX_EVENTBRIDGE_CLIENT=sdk` in the bench's environment measures
+    // the SDK's client instead of the direct one.
+    if let Ok(client) = std::env::var(outbox_lambda::ENV_EVENTBRIDGE_CLIENT) {
+        vars.insert(outbox_lambda::ENV_EVENTBRIDGE_CLIENT, client);
+    }
+    vars
 }
 
 /// The production handler ([`build_handler`]) publishing to `endpoint`, with
@@ -82,7 +91,7 @@ pub fn bench_handler(
 ) -> Result<RelayHandler<EventBridgeSink, SqsQuarantine>, HarnessError> {
     let vars = bench_variables(endpoint, concurrency);
     let config = Config::from_lookup(|k| vars.get(k).cloned())?;
-    Ok(build_handler(&config, &outbox_cli::local::sdk_config()).with_metrics_writer(|_| {}))
+    Ok(build_handler(&config, &outbox_cli::local::sdk_config())?.with_metrics_writer(|_| {}))
 }
 
 /// Parses a Lambda DynamoDB Streams event as the runtime does for the

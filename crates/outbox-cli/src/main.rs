@@ -202,7 +202,7 @@ async fn run_invoke(path: &PathBuf) -> Result<(), AnyError> {
     let json = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let config = Config::from_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let handler = build_handler(&config, &sdk).with_metrics_writer(|line| eprintln!("{line}"));
+    let handler = build_handler(&config, &sdk)?.with_metrics_writer(|line| eprintln!("{line}"));
     let response = invoke(&handler, &json).await?;
     let mut out = std::io::stdout().lock();
     std::io::Write::write_all(&mut out, response.as_bytes())?;

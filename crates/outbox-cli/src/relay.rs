@@ -33,6 +33,9 @@ pub enum RelayCommandError {
     /// The lease table could not be created.
     #[error("creating the lease table failed")]
     LeaseTable(#[source] outbox_dynamodb::LeaseError),
+    /// The EventBridge client could not be built.
+    #[error("the EventBridge client could not be built")]
+    Client(#[from] outbox_eventbridge::ClientError),
     /// The runner failed.
     #[error("the stream runner failed")]
     Runner(#[from] RunnerError),
@@ -71,7 +74,7 @@ pub async fn run_dynamodb(
             .map_err(RelayCommandError::LeaseTable)?;
     }
     let stream_arn = stream_arn_for_table(&ddb, &config.table_name).await?;
-    let (sink, quarantine) = build_sink_and_quarantine(config, sdk);
+    let (sink, quarantine) = build_sink_and_quarantine(config, sdk)?;
     let on_failure = SqsQuarantine::new(sqs_client(config, sdk), &options.on_failure_queue_url)
         .with_origin(format!("dynamodb:{}", config.table_name));
     let runner = DynamoDbStreamRunner::new(

@@ -37,12 +37,14 @@
 //! ```
 
 mod body;
+mod client;
 mod entry;
 mod error;
 mod quarantine;
 mod sink;
 
 pub use body::{RequestBodyError, put_events_body};
+pub use client::{ClientError, DEFAULT_ATTEMPT_TIMEOUT, PutEventsAnswer, PutEventsClient, ResultEntry};
 pub use entry::{
     DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, TIME_ENTRY_BYTES, entry_size, request_entry_size,
     to_put_events_entry,

@@ -34,6 +34,13 @@ pub const ENV_RETRY_MAX_MS: &str = "OUTBOX_RETRY_MAX_MS";
 pub const ENV_DEADLINE_MARGIN_MS: &str = "OUTBOX_DEADLINE_MARGIN_MS";
 /// CloudWatch namespace of the EMF metrics (default `OutboxRelay`).
 pub const ENV_METRICS_NAMESPACE: &str = "OUTBOX_METRICS_NAMESPACE";
+/// Which client sends the PutEvents calls: `direct` (default: the relay's own
+/// signed requests, [`outbox_eventbridge::PutEventsClient`]) or `sdk` (the
+/// AWS SDK's client).
+pub const ENV_EVENTBRIDGE_CLIENT: &str = "OUTBOX_EVENTBRIDGE_CLIENT";
+/// Longest PutEvents call of the `direct` client in milliseconds, answer
+/// included (default 10000).
+pub const ENV_PUT_EVENTS_TIMEOUT_MS: &str = "OUTBOX_PUT_EVENTS_TIMEOUT_MS";
 /// Endpoint override for EventBridge (local emulators only).
 pub const ENV_EVENTBRIDGE_ENDPOINT: &str = "OUTBOX_EVENTBRIDGE_ENDPOINT";
 /// Endpoint override for SQS (local emulators only).
@@ -55,6 +62,8 @@ pub const ALL_VARIABLES: &[&str] = &[
     ENV_RETRY_MAX_MS,
     ENV_DEADLINE_MARGIN_MS,
     ENV_METRICS_NAMESPACE,
+    ENV_EVENTBRIDGE_CLIENT,
+    ENV_PUT_EVENTS_TIMEOUT_MS,
     ENV_EVENTBRIDGE_ENDPOINT,
     ENV_SQS_ENDPOINT,
 ];
@@ -81,6 +90,17 @@ pub enum ConfigError {
     },
 }
 
+/// Which client sends the `PutEvents` calls ([`ENV_EVENTBRIDGE_CLIENT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventBridgeClient {
+    /// [`outbox_eventbridge::PutEventsClient`]: the relay signs and sends
+    /// each call itself; retries are the relay's.
+    #[default]
+    Direct,
+    /// The AWS SDK's EventBridge client (its retries come first).
+    Sdk,
+}
+
 /// The relay function's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -99,6 +119,10 @@ pub struct Config {
     pub relay: RelayConfig,
     /// EMF namespace.
     pub metrics_namespace: String,
+    /// Who sends the PutEvents calls.
+    pub eventbridge_client: EventBridgeClient,
+    /// Longest PutEvents call of the direct client.
+    pub put_events_timeout: Duration,
     /// EventBridge endpoint override.
     pub eventbridge_endpoint: Option<String>,
     /// SQS endpoint override.
@@ -144,6 +168,17 @@ impl Config {
             base_delay: Duration::from_millis(number(ENV_RETRY_BASE_MS, 50, 1)?),
             max_delay: Duration::from_millis(number(ENV_RETRY_MAX_MS, 5000, 1)?),
         };
+        let eventbridge_client = match get(ENV_EVENTBRIDGE_CLIENT).as_deref().map(str::trim) {
+            None | Some("direct") => EventBridgeClient::Direct,
+            Some("sdk") => EventBridgeClient::Sdk,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: ENV_EVENTBRIDGE_CLIENT,
+                    value: other.to_owned(),
+                    reason: "must be `direct` or `sdk`".to_owned(),
+                });
+            }
+        };
         Ok(Self {
             event_bus_name: required(ENV_EVENT_BUS_NAME)?,
             quarantine_queue_url: required(ENV_QUARANTINE_QUEUE_URL)?,
@@ -157,6 +192,8 @@ impl Config {
                 deadline_margin: Duration::from_millis(number(ENV_DEADLINE_MARGIN_MS, 2000, 0)?),
             },
             metrics_namespace: get(ENV_METRICS_NAMESPACE).unwrap_or_else(|| "OutboxRelay".into()),
+            eventbridge_client,
+            put_events_timeout: Duration::from_millis(number(ENV_PUT_EVENTS_TIMEOUT_MS, 10_000, 1)?),
             eventbridge_endpoint: get(ENV_EVENTBRIDGE_ENDPOINT),
             sqs_endpoint: get(ENV_SQS_ENDPOINT),
         })
@@ -194,6 +231,30 @@ mod tests {
         assert_eq!(c.relay, RelayConfig::default());
         assert_eq!(c.metrics_namespace, "OutboxRelay");
         assert_eq!(c.eventbridge_endpoint, None);
+        assert_eq!(c.eventbridge_client, EventBridgeClient::Direct);
+        assert_eq!(c.put_events_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_client_is_chosen_by_name_and_an_unknown_one_is_refused() {
+        let mut vars = base();
+        vars.insert(ENV_EVENTBRIDGE_CLIENT, "sdk".into());
+        vars.insert(ENV_PUT_EVENTS_TIMEOUT_MS, "2500".into());
+        let c = parse(&vars).unwrap();
+        assert_eq!(c.eventbridge_client, EventBridgeClient::Sdk);
+        assert_eq!(c.put_events_timeout, Duration::from_millis(2500));
+        vars.insert(ENV_EVENTBRIDGE_CLIENT, "direct".into());
+        assert_eq!(
+            parse(&vars).unwrap().eventbridge_client,
+            EventBridgeClient::Direct
+        );
+        vars.insert(ENV_EVENTBRIDGE_CLIENT, "boto3".into());
+        let err = parse(&vars).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { name, value, .. } if *name == ENV_EVENTBRIDGE_CLIENT && value == "boto3"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`direct` or `sdk`"), "{err}");
     }
 
     #[test]

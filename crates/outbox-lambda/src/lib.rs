@@ -13,7 +13,7 @@
 //! # async fn run() -> Result<(), lambda_runtime::Error> {
 //! let config = Config::from_env()?;
 //! let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-//! let handler = build_handler(&config, &sdk);
+//! let handler = build_handler(&config, &sdk)?;
 //! lambda_runtime::run(lambda_runtime::service_fn(|event| handler.handle(event))).await
 //! # }
 //! ```
@@ -28,22 +28,38 @@ pub use metrics::{MAX_EMF_VALUES, emf_line};
 
 use outbox_core::Relay;
 use outbox_dynamodb::DynamoDbStreamDecoder;
-use outbox_eventbridge::{EventBridgeSink, SqsQuarantine};
+use outbox_eventbridge::{ClientError, EventBridgeSink, PutEventsClient, SqsQuarantine};
 
 /// The production sink and quarantine: EventBridge and SQS clients built
-/// from the SDK configuration with `config`'s endpoint overrides.
+/// from the SDK configuration with `config`'s endpoint overrides; the
+/// `PutEvents` calls go through [`PutEventsClient`] unless `config` asks for
+/// the SDK's client.
+///
+/// # Errors
+///
+/// [`ClientError`] when the direct client cannot be built (no region or
+/// credentials provider, no endpoint, no TLS roots).
 pub fn build_sink_and_quarantine(
     config: &Config,
     sdk: &aws_config::SdkConfig,
-) -> (EventBridgeSink, SqsQuarantine) {
-    let sink = EventBridgeSink::new(eventbridge_client(config, sdk), &config.event_bus_name)
-        .with_max_request_bytes(config.max_request_bytes);
+) -> Result<(EventBridgeSink, SqsQuarantine), ClientError> {
+    let sink = match config.eventbridge_client {
+        EventBridgeClient::Direct => EventBridgeSink::with_client(
+            PutEventsClient::from_sdk_config(sdk, config.eventbridge_endpoint.as_deref())?
+                .with_attempt_timeout(config.put_events_timeout),
+            &config.event_bus_name,
+        ),
+        EventBridgeClient::Sdk => {
+            EventBridgeSink::new(eventbridge_client(config, sdk), &config.event_bus_name)
+        }
+    }
+    .with_max_request_bytes(config.max_request_bytes);
     let quarantine = SqsQuarantine::new(sqs_client(config, sdk), &config.quarantine_queue_url)
         .with_origin(format!("dynamodb:{}", config.table_name));
-    (sink, quarantine)
+    Ok((sink, quarantine))
 }
 
-/// An EventBridge client with `config`'s endpoint override, if any.
+/// An EventBridge SDK client with `config`'s endpoint override, if any.
 pub fn eventbridge_client(config: &Config, sdk: &aws_config::SdkConfig) -> aws_sdk_eventbridge::Client {
     let mut builder = aws_sdk_eventbridge::config::Builder::from(sdk);
     if let Some(endpoint) = &config.eventbridge_endpoint {
@@ -63,14 +79,18 @@ pub fn sqs_client(config: &Config, sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::
 
 /// The production handler: EventBridge sink and SQS quarantine built from
 /// `config` and the SDK configuration (endpoint overrides applied).
+///
+/// # Errors
+///
+/// [`ClientError`], as [`build_sink_and_quarantine`].
 pub fn build_handler(
     config: &Config,
     sdk: &aws_config::SdkConfig,
-) -> RelayHandler<EventBridgeSink, SqsQuarantine> {
-    let (sink, quarantine) = build_sink_and_quarantine(config, sdk);
-    RelayHandler::new(
+) -> Result<RelayHandler<EventBridgeSink, SqsQuarantine>, ClientError> {
+    let (sink, quarantine) = build_sink_and_quarantine(config, sdk)?;
+    Ok(RelayHandler::new(
         DynamoDbStreamDecoder::new(config.schema.clone()),
         Relay::new(sink, quarantine, config.relay.clone()),
         &config.metrics_namespace,
-    )
+    ))
 }

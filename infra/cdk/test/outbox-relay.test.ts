@@ -35,6 +35,8 @@ const RELAY_VARIABLES = [
   'OUTBOX_RETRY_MAX_MS',
   'OUTBOX_DEADLINE_MARGIN_MS',
   'OUTBOX_METRICS_NAMESPACE',
+  'OUTBOX_EVENTBRIDGE_CLIENT',
+  'OUTBOX_PUT_EVENTS_TIMEOUT_MS',
 ];
 
 interface Synthesized {
@@ -157,6 +159,8 @@ describe('OutboxRelay (creating the table and the bus)', () => {
     assert.equal(env.OUTBOX_MARKER_ATTRIBUTE, 'outbox');
     assert.equal(env.OUTBOX_MAX_REQUEST_BYTES, '262144');
     assert.equal(env.OUTBOX_METRICS_NAMESPACE, 'OutboxRelay');
+    assert.equal(env.OUTBOX_EVENTBRIDGE_CLIENT, 'direct');
+    assert.equal(env.OUTBOX_PUT_EVENTS_TIMEOUT_MS, '10000');
   });
 
   test('IAM: four statements, each on the exact ARNs, nothing on *', () => {

@@ -149,8 +149,7 @@ async fn handler_mode(
     let handler = bench_handler(&endpoint, concurrency)?;
     let warm_up = measure_handler(&handler, &event, 1).await?;
     let runs = measure_handler(&handler, &event, iterations).await?;
-    // The PutEvents calls alone (the request body, the SDK call, the HTTP
-    // client), 10 events a call, one call at a time: the sink's share of
+    // The PutEvents calls alone (the request body, the client's call), 10 events a call, one call at a time: the sink's share of
     // the handler's CPU.
     let mut sink_cpu = Vec::new();
     for _ in 0..5 {
@@ -170,8 +169,10 @@ async fn handler_mode(
     let rounds = calls.div_ceil(concurrency.max(1)) as f64;
     let bound = latency_ms.map(|l| rounds * l);
     let measured_bound = rounds * median(&bare_ms);
+    let client = std::env::var(outbox_lambda::ENV_EVENTBRIDGE_CLIENT).unwrap_or_else(|_| "direct".to_owned());
     let line = json!({
         "mode": "handler",
+        "client": client,
         "event": name_of(&event_path),
         "event_bytes": text.len(),
         "records": records,
