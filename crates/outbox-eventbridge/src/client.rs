@@ -46,6 +46,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(3_100);
 /// How long one call may take, from sending to the last byte of the answer,
 /// unless [`PutEventsClient::with_attempt_timeout`] says otherwise.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A pooled connection idle for longer is not reused. A Lambda sandbox is
+/// frozen between invocations; a connection the server closed meanwhile
+/// would fail the first call after the thaw (a transient failure, retried
+/// by the relay after its backoff). The pool checks idleness against the
+/// monotonic clock, which runs on while the sandbox is frozen.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Credentials without an expiry are fetched again after this long (the
 /// SDK's identity cache does the same).
 const REFRESH_WITHOUT_EXPIRY: Duration = Duration::from_secs(15 * 60);
@@ -227,7 +233,9 @@ impl PutEventsClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let http = HyperClient::builder(TokioExecutor::new()).build(https);
+        let http = HyperClient::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(https);
         let user_agent = HeaderValue::from_static(concat!("outbox-relay/", env!("CARGO_PKG_VERSION")));
         Ok(Self {
             inner: Arc::new(Inner {
