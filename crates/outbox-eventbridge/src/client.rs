@@ -14,7 +14,7 @@
 //! returned at once.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -109,9 +109,6 @@ pub enum ClientError {
     /// The endpoint rules gave no endpoint for this configuration.
     #[error("no EventBridge endpoint for this configuration: {0}")]
     Endpoint(String),
-    /// The platform's root certificates could not be loaded.
-    #[error("the platform's TLS root certificates could not be loaded: {0}")]
-    Tls(#[source] std::io::Error),
 }
 
 /// A `PutEvents` client: one signed HTTP request per call, answered with
@@ -125,8 +122,12 @@ pub struct PutEventsClient {
     inner: Arc<Inner>,
 }
 
+type Http = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 struct Inner {
-    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Built on the first call: loading the platform's roots takes a few
+    /// milliseconds, which would otherwise lengthen the function's init.
+    http: OnceLock<Result<Http, String>>,
     uri: Uri,
     host: HeaderValue,
     region: String,
@@ -197,9 +198,10 @@ impl PutEventsClient {
     ///
     /// # Errors
     ///
-    /// [`ClientError`] when `sdk` has no region or credentials provider, the
-    /// rules give no endpoint, or the platform's root certificates cannot be
-    /// loaded.
+    /// [`ClientError`] when `sdk` has no region or credentials provider or
+    /// the rules give no endpoint. The platform's root certificates are
+    /// loaded on the first call; if they cannot be, every call fails with
+    /// the permanent `TlsRootsNotLoaded`.
     pub fn from_sdk_config(sdk: &SdkConfig, endpoint_url: Option<&str>) -> Result<Self, ClientError> {
         let region = sdk.region().ok_or(ClientError::NoRegion)?.as_ref().to_owned();
         let credentials = sdk.credentials_provider().ok_or(ClientError::NoCredentials)?;
@@ -223,23 +225,10 @@ impl PutEventsClient {
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .ok_or_else(|| ClientError::Endpoint(format!("{uri} has no host")))?;
 
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let https = HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(ClientError::Tls)?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
-        let http = HyperClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(https);
         let user_agent = HeaderValue::from_static(concat!("outbox-relay/", env!("CARGO_PKG_VERSION")));
         Ok(Self {
             inner: Arc::new(Inner {
-                http,
+                http: OnceLock::new(),
                 uri,
                 host,
                 region,
@@ -294,11 +283,16 @@ impl PutEventsClient {
     /// cannot be read (transient), or credentials that cannot be had or a
     /// request that cannot be signed (transient: a later try may get them).
     pub async fn put_events(&self, body: Vec<u8>) -> Result<PutEventsAnswer, SinkError> {
+        let inner = &*self.inner;
+        let http = inner
+            .http
+            .get_or_init(build_http)
+            .as_ref()
+            .map_err(|e| permanent("TlsRootsNotLoaded", e.clone()))?;
         let identity = self.identity().await?;
         let request = self.signed_request(body, &identity, SystemTime::now())?;
-        let inner = &*self.inner;
         let exchange = async {
-            let response = inner.http.request(request).await.map_err(|e| {
+            let response = http.request(request).await.map_err(|e| {
                 let code = if e.is_connect() {
                     "ConnectFailure"
                 } else {
@@ -394,6 +388,24 @@ impl PutEventsClient {
         // leave it half-written.
         self.inner.cached.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The HTTP client: keep-alive connections over TCP (no Nagle) and TLS
+/// with aws-lc and the platform's roots, as the SDK's default client.
+fn build_http() -> Result<Http, String> {
+    let mut connector = HttpConnector::new();
+    connector.enforce_http(false);
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    let https = HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
+        .map_err(|e| format!("the platform's TLS root certificates could not be loaded: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Ok(HyperClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build(https))
 }
 
 /// Signs `request` (method, URI and headers as they will be sent; `body` is

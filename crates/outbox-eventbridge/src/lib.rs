@@ -5,6 +5,11 @@
 //!   entries and a configurable byte limit, [`DEFAULT_MAX_REQUEST_BYTES`] by
 //!   default), every per-entry result read and classified, whole-call failures
 //!   turned into [`outbox_core::SinkError`]s with their retry class.
+//! - [`PutEventsClient`] sends those calls without the SDK's orchestrator:
+//!   signed by the SDK's signer (`aws-sigv4`), with the SDK configuration's
+//!   credentials and endpoint rules, over hyper and rustls, every failure
+//!   classified and returned to the relay, which retries. The SDK's client
+//!   ([`EventBridgeSink::new`]) remains available.
 //! - [`put_events_body`], [`to_put_events_entry`] and [`entry_size`] are the
 //!   pure halves: the request body the sink sends for a chunk of events, the
 //!   SDK request entry for one event (the envelope as `Detail`; the body has
