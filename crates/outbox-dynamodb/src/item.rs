@@ -244,6 +244,26 @@ impl OutboxSchema {
     /// Decodes an outbox item back into its event. The item must carry the
     /// marker; every missing or mistyped field is an error that names it.
     pub fn decode_item(&self, item: &Item) -> Result<OutboxEvent, DecodeError> {
+        self.decode_parts(item, None)
+    }
+
+    /// [`decode_item`](Self::decode_item) on an item the caller no longer
+    /// needs: the payload's text is moved into the event instead of copied.
+    pub fn decode_item_owned(&self, mut item: Item) -> Result<OutboxEvent, DecodeError> {
+        let payload = match item.remove(ATTR_PAYLOAD) {
+            Some(AttributeValue::S(text)) => Some(text),
+            Some(other) => {
+                // Put back, for the error that names its type.
+                item.insert(ATTR_PAYLOAD.into(), other);
+                None
+            }
+            None => None,
+        };
+        self.decode_parts(&item, payload)
+    }
+
+    /// Decodes `item`, whose payload text is `payload` when it was taken out.
+    fn decode_parts(&self, item: &Item, payload: Option<String>) -> Result<OutboxEvent, DecodeError> {
         match item.get(&self.marker_attribute) {
             Some(AttributeValue::S(v)) if v == MARKER_VALUE => {}
             Some(AttributeValue::S(v)) => {
@@ -265,8 +285,11 @@ impl OutboxSchema {
         let occurred_at = DateTime::parse_from_rfc3339(occurred_text)
             .map_err(|e| invalid(ATTR_OCCURRED_AT, format!("not an RFC 3339 timestamp: {e}")))?
             .with_timezone(&Utc);
-        let payload = Payload::from_json(string(item, ATTR_PAYLOAD)?)
-            .map_err(|e| invalid(ATTR_PAYLOAD, outbox_core::error_chain(&e)))?;
+        let payload = match payload {
+            Some(text) => Payload::from_json(text),
+            None => Payload::from_json(string(item, ATTR_PAYLOAD)?),
+        }
+        .map_err(|e| invalid(ATTR_PAYLOAD, outbox_core::error_chain(&e)))?;
         let trace_parent = match item.get(ATTR_TRACE_PARENT) {
             None | Some(AttributeValue::Null(_)) => None,
             Some(AttributeValue::S(s)) => Some(s.clone()),
@@ -411,6 +434,7 @@ mod tests {
         let item = schema.to_item(&e, AttributeValue::S("x".into()));
         assert!(schema.is_outbox_item(&item));
         assert_eq!(schema.decode_item(&item).unwrap(), e);
+        assert_eq!(schema.decode_item_owned(item).unwrap(), e);
     }
 
     #[test]
@@ -431,6 +455,12 @@ mod tests {
             let mut item = good.clone();
             item.remove(name);
             let err = schema.decode_item(&item).unwrap_err();
+            let owned = schema.decode_item_owned(item).unwrap_err();
+            assert_eq!(
+                owned.to_string(),
+                err.to_string(),
+                "{name}: the same error either way"
+            );
             assert!(
                 matches!(&err, DecodeError::MissingAttribute { name: n } if n == name),
                 "{name}: {err}"
@@ -438,6 +468,12 @@ mod tests {
             let mut item = good.clone();
             item.insert(name.into(), AttributeValue::Bool(true));
             let err = schema.decode_item(&item).unwrap_err();
+            let owned = schema.decode_item_owned(item).unwrap_err();
+            assert_eq!(
+                owned.to_string(),
+                err.to_string(),
+                "{name}: the same error either way"
+            );
             assert!(
                 matches!(&err, DecodeError::WrongType { name: n, found: "BOOL", .. } if n == name),
                 "{name}: {err}"
@@ -458,6 +494,12 @@ mod tests {
             assert!(
                 matches!(&err, DecodeError::InvalidValue { name: n, .. } if n == name),
                 "{name}: {err}"
+            );
+            let owned = schema.decode_item_owned(item).unwrap_err();
+            assert_eq!(
+                owned.to_string(),
+                err.to_string(),
+                "{name}: the same error either way"
             );
         }
         let mut item = good.clone();

@@ -12,6 +12,7 @@
 //! runtime's parser.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 use aws_lambda_events::event::dynamodb::{Event as LambdaEvent, EventRecord as LambdaRecord};
@@ -160,23 +161,29 @@ pub(crate) trait NewImage {
 /// the whole record's parse; the decoder then reads the record again with
 /// [`ImageView`], which names the attribute, or ignores it when it is not
 /// one of the schema's.
+///
+/// [`to_item`](NewImage::to_item) moves the attributes it returns out of
+/// the image (no copy of the payload's text): the decoder asks for them
+/// once, last.
 #[derive(Debug, Default)]
-pub(crate) struct TypedImage(Vec<(String, LambdaValue)>);
+pub(crate) struct TypedImage(RefCell<Vec<(String, LambdaValue)>>);
 
 impl NewImage for TypedImage {
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.borrow().is_empty()
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.0.iter().any(|(n, _)| n == name)
+        self.0.borrow().iter().any(|(n, _)| n == name)
     }
 
     fn to_item(&self, names: &[&str]) -> Result<Item, DecodeError> {
+        let mut attributes = self.0.borrow_mut();
         let mut item = Item::with_capacity(names.len());
-        for (name, value) in self.0.iter().filter(|(n, _)| names.contains(&n.as_str())) {
+        for (name, value) in attributes.iter_mut().filter(|(n, _)| names.contains(&n.as_str())) {
             // A name given twice: the last wins, as in any JSON object read into a map.
-            item.insert(name.clone(), crate::stream::lambda_to_value(value.clone()));
+            let value = std::mem::replace(value, LambdaValue::Null(true));
+            item.insert(std::mem::take(name), crate::stream::lambda_to_value(value));
         }
         Ok(item)
     }
@@ -195,7 +202,7 @@ impl<'de> Deserialize<'de> for TypedImage {
                 while let Some(entry) = map.next_entry::<String, LambdaValue>()? {
                     attributes.push(entry);
                 }
-                Ok(TypedImage(attributes))
+                Ok(TypedImage(RefCell::new(attributes)))
             }
         }
         deserializer.deserialize_map(TypedVisitor)

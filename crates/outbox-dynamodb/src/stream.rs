@@ -206,7 +206,7 @@ fn decode(schema: &OutboxSchema, change: &impl Change) -> Result<RelayRecord, St
             if change.new_image_has(schema.marker_attribute()) {
                 match change
                     .new_item(&schema.decoded_attributes())
-                    .and_then(|item| schema.decode_item(&item))
+                    .and_then(|item| schema.decode_item_owned(item))
                 {
                     Ok(event) => Decoded::Event(Box::new(event)),
                     Err(error) => Decoded::Poison {
