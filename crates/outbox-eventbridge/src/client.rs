@@ -32,7 +32,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use outbox_core::{FailureClass, SinkError};
+use outbox_core::{FailureClass, SinkError, error_chain};
 use serde::Deserialize;
 
 /// The signing name of EventBridge.
@@ -485,18 +485,6 @@ fn permanent(code: &str, message: String) -> SinkError {
     }
 }
 
-/// `error` and its sources, joined.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,6 +585,15 @@ mod tests {
             .map_or("", |(_, v)| v.as_str())
     }
 
+    /// The value of `name` on `request`, or "".
+    fn sent<'a, B>(request: &'a Request<B>, name: &str) -> &'a str {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
     fn signed_headers(authorization: &str) -> Vec<String> {
         let list = authorization
             .split("SignedHeaders=")
@@ -634,13 +631,7 @@ mod tests {
             signing_time(),
         )
         .unwrap();
-        let ours = |name: &str| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-        };
+        let ours = |name: &str| sent(&request, name);
         assert_eq!(ours("authorization"), authorization);
         assert_eq!(ours("x-amz-date"), header(&headers, "x-amz-date"));
         assert_eq!(ours("x-amz-security-token"), "session-token");
@@ -658,13 +649,7 @@ mod tests {
         let request = client
             .signed_request(BODY.to_vec(), &Identity::from(credentials()), signing_time())
             .unwrap();
-        let ours = |name: &str| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-        };
+        let ours = |name: &str| sent(&request, name);
         for name in [
             "content-type",
             "x-amz-target",
