@@ -59,7 +59,7 @@ const REFRESH_WITHOUT_EXPIRY: Duration = Duration::from_secs(15 * 60);
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
 
 /// Whole-call error codes after which the same call may succeed.
-pub(crate) const TRANSIENT_CALL_CODES: &[&str] = &[
+const TRANSIENT_CALL_CODES: &[&str] = &[
     "ThrottlingException",
     "Throttling",
     "ThrottledException",
@@ -277,7 +277,9 @@ impl PutEventsClient {
     /// # Errors
     ///
     /// A [`SinkError`] for a call that did not get an answer (`Timeout`,
-    /// `DispatchFailure`, `ResponseError`: transient), an error answer (its
+    /// `ConnectFailure`, `DispatchFailure`, `ResponseError`: transient), the
+    /// platform's TLS roots not loading (`TlsRootsNotLoaded`, permanent), an
+    /// error answer (its
     /// code, classified like the SDK path: throttling, internal failures,
     /// 429 and 5xx transient, the rest permanent), a 200 whose document
     /// cannot be read (transient), or credentials that cannot be had or a
