@@ -12,7 +12,6 @@
 //! runtime's parser.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::fmt;
 
 use aws_lambda_events::event::dynamodb::{Event as LambdaEvent, EventRecord as LambdaRecord};
@@ -152,8 +151,9 @@ pub(crate) struct ChangeView<'a, N> {
 pub(crate) trait NewImage {
     fn is_empty(&self) -> bool;
     fn contains(&self, name: &str) -> bool;
-    /// The attributes `names` as a DynamoDB SDK item.
-    fn to_item(&self, names: &[&str]) -> Result<Item, DecodeError>;
+    /// The attributes `names` as a DynamoDB SDK item, taken out of the
+    /// image where that saves a copy (the decoder asks for them last).
+    fn to_item(&mut self, names: &[&str]) -> Result<Item, DecodeError>;
 }
 
 /// A new image read in one pass, every value parsed as DynamoDB JSON. A
@@ -163,24 +163,22 @@ pub(crate) trait NewImage {
 /// one of the schema's.
 ///
 /// [`to_item`](NewImage::to_item) moves the attributes it returns out of
-/// the image (no copy of the payload's text): the decoder asks for them
-/// once, last.
+/// the image: no copy of the payload's text.
 #[derive(Debug, Default)]
-pub(crate) struct TypedImage(RefCell<Vec<(String, LambdaValue)>>);
+pub(crate) struct TypedImage(Vec<(String, LambdaValue)>);
 
 impl NewImage for TypedImage {
     fn is_empty(&self) -> bool {
-        self.0.borrow().is_empty()
+        self.0.is_empty()
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.0.borrow().iter().any(|(n, _)| n == name)
+        self.0.iter().any(|(n, _)| n == name)
     }
 
-    fn to_item(&self, names: &[&str]) -> Result<Item, DecodeError> {
-        let mut attributes = self.0.borrow_mut();
+    fn to_item(&mut self, names: &[&str]) -> Result<Item, DecodeError> {
         let mut item = Item::with_capacity(names.len());
-        for (name, value) in attributes.iter_mut().filter(|(n, _)| names.contains(&n.as_str())) {
+        for (name, value) in self.0.iter_mut().filter(|(n, _)| names.contains(&n.as_str())) {
             // A name given twice: the last wins, as in any JSON object read into a map.
             let value = std::mem::replace(value, LambdaValue::Null(true));
             item.insert(std::mem::take(name), crate::stream::lambda_to_value(value));
@@ -202,7 +200,7 @@ impl<'de> Deserialize<'de> for TypedImage {
                 while let Some(entry) = map.next_entry::<String, LambdaValue>()? {
                     attributes.push(entry);
                 }
-                Ok(TypedImage(RefCell::new(attributes)))
+                Ok(TypedImage(attributes))
             }
         }
         deserializer.deserialize_map(TypedVisitor)
@@ -282,7 +280,7 @@ impl NewImage for ImageView<'_> {
 
     /// The attributes `names` (the others are not read at all); an attribute
     /// whose value is not DynamoDB JSON is an error naming it.
-    fn to_item(&self, names: &[&str]) -> Result<Item, DecodeError> {
+    fn to_item(&mut self, names: &[&str]) -> Result<Item, DecodeError> {
         let mut item = Item::with_capacity(names.len());
         for (name, value) in self.0.iter().filter(|(n, _)| names.contains(&n.as_str())) {
             let value =

@@ -131,16 +131,16 @@ impl DynamoDbStreamDecoder {
         // One pass over the record, its new image parsed as it is read. When
         // that fails, a second reading keeps each value as text until it is
         // needed: it names a bad schema attribute and ignores the others.
-        if let Ok(view) = serde_json::from_str::<RecordView<'_, TypedImage>>(record) {
+        if let Ok(mut view) = serde_json::from_str::<RecordView<'_, TypedImage>>(record) {
             return LambdaChange {
-                view: &view,
+                view: &mut view,
                 text: record,
             }
             .decode(&self.schema);
         }
         match serde_json::from_str::<RecordView<'_, ImageView<'_>>>(record) {
-            Ok(view) => LambdaChange {
-                view: &view,
+            Ok(mut view) => LambdaChange {
+                view: &mut view,
                 text: record,
             }
             .decode(&self.schema),
@@ -166,7 +166,7 @@ impl DynamoDbStreamDecoder {
     /// Decodes one record read with the DynamoDB Streams API (`GetRecords`),
     /// as the standalone runner does.
     pub fn decode_stream_record(&self, record: &StreamsRecord) -> Result<RelayRecord, StreamError> {
-        decode(&self.schema, &StreamsChange(record))
+        decode(&self.schema, &mut StreamsChange(record))
     }
 }
 
@@ -183,13 +183,13 @@ trait Change {
     /// The string value of the key attribute `attribute`, if it is an S.
     fn string_key(&self, attribute: &str) -> Option<String>;
     /// The new image as a DynamoDB SDK item: at least the attributes
-    /// `names`, maybe more.
-    fn new_item(&self, names: &[&str]) -> Result<Item, DecodeError>;
+    /// `names`, maybe more. Asked for last: it may take them out of the record.
+    fn new_item(&mut self, names: &[&str]) -> Result<Item, DecodeError>;
     /// The whole record as JSON text.
     fn raw(&self) -> String;
 }
 
-fn decode(schema: &OutboxSchema, change: &impl Change) -> Result<RelayRecord, StreamError> {
+fn decode(schema: &OutboxSchema, change: &mut impl Change) -> Result<RelayRecord, StreamError> {
     let position = match change.sequence_number() {
         Some(position) if !position.is_empty() => position.to_owned(),
         _ => {
@@ -243,7 +243,7 @@ fn decode(schema: &OutboxSchema, change: &impl Change) -> Result<RelayRecord, St
 
 /// A record of Lambda's event, read through borrowed views of its JSON text.
 struct LambdaChange<'a, N> {
-    view: &'a RecordView<'a, N>,
+    view: &'a mut RecordView<'a, N>,
     text: &'a str,
 }
 
@@ -254,7 +254,7 @@ impl<N> LambdaChange<'_, N> {
 }
 
 impl<N: NewImage> LambdaChange<'_, N> {
-    fn decode(&self, schema: &OutboxSchema) -> Result<RelayRecord, StreamError> {
+    fn decode(&mut self, schema: &OutboxSchema) -> Result<RelayRecord, StreamError> {
         decode(schema, self)
     }
 }
@@ -297,9 +297,11 @@ impl<N: NewImage> Change for LambdaChange<'_, N> {
     fn string_key(&self, attribute: &str) -> Option<String> {
         self.change()?.keys.as_ref()?.string(attribute)
     }
-    fn new_item(&self, names: &[&str]) -> Result<Item, DecodeError> {
-        self.change()
-            .and_then(|c| c.new_image.as_ref())
+    fn new_item(&mut self, names: &[&str]) -> Result<Item, DecodeError> {
+        self.view
+            .dynamodb
+            .as_mut()
+            .and_then(|c| c.new_image.as_mut())
             .map_or_else(|| Ok(Item::new()), |image| image.to_item(names))
     }
     fn raw(&self) -> String {
@@ -377,7 +379,7 @@ impl Change for StreamsChange<'_> {
             _ => None,
         }
     }
-    fn new_item(&self, _names: &[&str]) -> Result<Item, DecodeError> {
+    fn new_item(&mut self, _names: &[&str]) -> Result<Item, DecodeError> {
         // The SDK has typed the whole image already: convert all of it.
         let Some(image) = self.0.dynamodb().and_then(|change| change.new_image()) else {
             return Ok(Item::new());
@@ -605,11 +607,14 @@ mod tests {
     const EVERY_ATTRIBUTE: &[&str] = &NAMES;
 
     /// `f` of a Lambda record, read as the handler reads it (from its JSON text).
-    fn lambda_change<R>(record: &LambdaRecord, f: impl FnOnce(&LambdaChange<'_, ImageView<'_>>) -> R) -> R {
+    fn lambda_change<R>(
+        record: &LambdaRecord,
+        f: impl FnOnce(&mut LambdaChange<'_, ImageView<'_>>) -> R,
+    ) -> R {
         let text = record_text(record);
-        let view: RecordView<'_, ImageView<'_>> = serde_json::from_str(text.get()).unwrap();
-        f(&LambdaChange {
-            view: &view,
+        let mut view: RecordView<'_, ImageView<'_>> = serde_json::from_str(text.get()).unwrap();
+        f(&mut LambdaChange {
+            view: &mut view,
             text: text.get(),
         })
     }
@@ -979,8 +984,15 @@ mod tests {
     /// The record decoded through the lazy reading only (each value kept as
     /// text until needed), which the decoder falls back to.
     fn decode_lazily(text: &str) -> RelayRecord {
-        let view: RecordView<'_, ImageView<'_>> = serde_json::from_str(text).unwrap();
-        decode(decoder().schema(), &LambdaChange { view: &view, text }).unwrap()
+        let mut view: RecordView<'_, ImageView<'_>> = serde_json::from_str(text).unwrap();
+        decode(
+            decoder().schema(),
+            &mut LambdaChange {
+                view: &mut view,
+                text,
+            },
+        )
+        .unwrap()
     }
 
     #[test]

@@ -120,6 +120,7 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct PutEventsClient {
     inner: Arc<Inner>,
+    attempt_timeout: Duration,
 }
 
 type Http = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -133,7 +134,6 @@ struct Inner {
     region: String,
     credentials: SharedCredentialsProvider,
     cached: Mutex<Option<CachedIdentity>>,
-    attempt_timeout: Duration,
     user_agent: HeaderValue,
 }
 
@@ -148,7 +148,7 @@ impl fmt::Debug for PutEventsClient {
         f.debug_struct("PutEventsClient")
             .field("endpoint", &self.inner.uri)
             .field("region", &self.inner.region)
-            .field("attempt_timeout", &self.inner.attempt_timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -234,9 +234,9 @@ impl PutEventsClient {
                 region,
                 credentials,
                 cached: Mutex::new(None),
-                attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
                 user_agent,
             }),
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
         })
     }
 
@@ -244,20 +244,9 @@ impl PutEventsClient {
     /// `timeout` instead of [`DEFAULT_ATTEMPT_TIMEOUT`]; a call that takes
     /// longer is a transient `Timeout`.
     #[must_use]
-    pub fn with_attempt_timeout(self, timeout: Duration) -> Self {
-        let inner = &*self.inner;
-        Self {
-            inner: Arc::new(Inner {
-                http: inner.http.clone(),
-                uri: inner.uri.clone(),
-                host: inner.host.clone(),
-                region: inner.region.clone(),
-                credentials: inner.credentials.clone(),
-                cached: Mutex::new(None),
-                attempt_timeout: timeout,
-                user_agent: inner.user_agent.clone(),
-            }),
-        }
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
     }
 
     /// The URL the requests go to.
@@ -310,12 +299,12 @@ impl PutEventsClient {
                 .to_bytes();
             Ok::<_, SinkError>((parts.status, parts.headers, bytes))
         };
-        let (status, headers, bytes) = tokio::time::timeout(inner.attempt_timeout, exchange)
+        let (status, headers, bytes) = tokio::time::timeout(self.attempt_timeout, exchange)
             .await
             .map_err(|_| {
                 transient(
                     "Timeout",
-                    format!("no complete answer within {:?}", inner.attempt_timeout),
+                    format!("no complete answer within {:?}", self.attempt_timeout),
                 )
             })??;
         if status.is_success() {

@@ -6,12 +6,11 @@ use std::error::Error as StdError;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::config::http::HttpResponse;
 use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_eventbridge::types::PutEventsResultEntry;
 use aws_smithy_types::body::SdkBody;
 use outbox_core::{ChunkLimits, EntryResult, EventSink, FailureClass, OutboxEvent, SinkError};
 
 use crate::body::put_events_body;
-use crate::client::{PutEventsClient, call_error_class};
+use crate::client::{PutEventsAnswer, PutEventsClient, ResultEntry, call_error_class};
 use crate::entry::{DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, classify_entry_error, entry_size};
 
 /// Publishes outbox events to one EventBridge event bus with `PutEvents`.
@@ -143,22 +142,12 @@ impl EventSink for EventBridgeSink {
         };
         let answer = match &self.client {
             Transport::Sdk(client) => sdk_put_events(client, body).await,
-            Transport::Direct(client) => client.put_events(body).await.map(|answer| {
-                let entries = answer
-                    .entries
-                    .into_iter()
-                    .map(|entry| {
-                        PutEventsResultEntry::builder()
-                            .set_event_id(entry.event_id)
-                            .set_error_code(entry.error_code)
-                            .set_error_message(entry.error_message)
-                            .build()
-                    })
-                    .collect();
-                (answer.failed_entry_count, entries)
-            }),
+            Transport::Direct(client) => client.put_events(body).await,
         };
-        let (failed_entry_count, entries) = match answer {
+        let PutEventsAnswer {
+            failed_entry_count,
+            entries,
+        } = match answer {
             Ok(answer) => answer,
             Err(error) => {
                 tracing::warn!(
@@ -192,7 +181,7 @@ impl EventSink for EventBridgeSink {
 
 /// Turns the response's result entries (positionally aligned with the
 /// request entries) into one [`EntryResult`] per event.
-fn read_results(events: &[&OutboxEvent], results: &[PutEventsResultEntry]) -> Vec<EntryResult> {
+fn read_results(events: &[&OutboxEvent], results: &[ResultEntry]) -> Vec<EntryResult> {
     if results.len() > events.len() {
         tracing::warn!(
             requested = events.len(),
@@ -216,10 +205,10 @@ fn read_results(events: &[&OutboxEvent], results: &[PutEventsResultEntry]) -> Ve
                     ),
                 }
             }
-            Some(result) => match result.error_code() {
+            Some(result) => match result.error_code.as_deref() {
                 None => EntryResult::Published,
                 Some(code) => {
-                    let message = result.error_message().unwrap_or_default();
+                    let message = result.error_message.as_deref().unwrap_or_default();
                     let class = classify_entry_error(code, message);
                     tracing::debug!(
                         event_id = %event.id(),
@@ -243,10 +232,7 @@ fn read_results(events: &[&OutboxEvent], results: &[PutEventsResultEntry]) -> Ve
 /// Sends `body` through the SDK client: the SDK serialises an empty request
 /// and its body is replaced with `body` before each attempt is signed, so
 /// the signature, the retries and the response handling stay the SDK's.
-async fn sdk_put_events(
-    client: &Client,
-    body: Vec<u8>,
-) -> Result<(i64, Vec<PutEventsResultEntry>), SinkError> {
+async fn sdk_put_events(client: &Client, body: Vec<u8>) -> Result<PutEventsAnswer, SinkError> {
     let length = body.len().to_string();
     let body = SdkBody::from(body);
     let call = client
@@ -260,10 +246,19 @@ async fn sdk_put_events(
             }
         });
     match call.send().await {
-        Ok(output) => Ok((
-            i64::from(output.failed_entry_count()),
-            output.entries.unwrap_or_default(),
-        )),
+        Ok(output) => Ok(PutEventsAnswer {
+            failed_entry_count: i64::from(output.failed_entry_count()),
+            entries: output
+                .entries
+                .unwrap_or_default()
+                .into_iter()
+                .map(|entry| ResultEntry {
+                    event_id: entry.event_id,
+                    error_code: entry.error_code,
+                    error_message: entry.error_message,
+                })
+                .collect(),
+        }),
         Err(err) => Err(classify_call_error(err)),
     }
 }
@@ -472,11 +467,15 @@ mod tests {
         let events = events(3);
         let refs: Vec<&OutboxEvent> = events.iter().collect();
         let results = [
-            PutEventsResultEntry::builder().event_id("e-1").build(),
-            PutEventsResultEntry::builder()
-                .error_code("MalformedDetail")
-                .error_message("bad json")
-                .build(),
+            ResultEntry {
+                event_id: Some("e-1".into()),
+                ..ResultEntry::default()
+            },
+            ResultEntry {
+                error_code: Some("MalformedDetail".into()),
+                error_message: Some("bad json".into()),
+                ..ResultEntry::default()
+            },
         ];
         let read = read_results(&refs, &results);
         assert_eq!(read.len(), 3);

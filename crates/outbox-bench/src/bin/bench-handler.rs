@@ -149,8 +149,9 @@ async fn handler_mode(
     let handler = bench_handler(&endpoint, concurrency)?;
     let warm_up = measure_handler(&handler, &event, 1).await?;
     let runs = measure_handler(&handler, &event, iterations).await?;
-    // The PutEvents calls alone (the request body, the client's call), 10 events a call, one call at a time: the sink's share of
-    // the handler's CPU.
+    // The PutEvents calls alone (the request body, the client's call), 10
+    // events a call, one call at a time: the sink's share of the handler's
+    // CPU.
     let mut sink_cpu = Vec::new();
     for _ in 0..5 {
         let cpu = self_usage().cpu;
