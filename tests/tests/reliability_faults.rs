@@ -427,10 +427,17 @@ fn records(count: usize, poison_every: usize) -> (Vec<RelayRecord>, HashSet<Stri
     (records, ids, poison)
 }
 
+/// One fault test at a time: moto carries every call a proxy forwards, even
+/// those whose answer the relay gave up on, so two tests at once (each with
+/// its retries) can slow it until every call times out and the retries
+/// snowball.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Relays `count` records through a proxy injecting faults into `rate` of
 /// the calls, with `max_retries` relay retries per invocation, and checks
 /// and prints what arrived.
 async fn relay_through_faults(client: &str, rate: f64, seed: u64, count: usize, max_retries: u32) {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let stack = stack().await;
     let moto = endpoint(MOTO_ENDPOINT_VAR);
     let proxy = Proxy::start(moto.trim_start_matches("http://").to_owned(), rate, seed);
