@@ -36,8 +36,19 @@ pub const MAX_PAYLOAD_DEPTH: usize = 999;
 ///
 /// `Serialize` and `Deserialize` are for JSON (`serde_json`): the payload is
 /// written as the JSON value it holds, not as a string.
+///
+/// A payload read from a JSON string ([`from_json_string`](Self::from_json_string):
+/// the DynamoDB item stores it as an `S`, which the stream delivers as a
+/// JSON string) also keeps that string's escaped contents, so that writing
+/// it into another JSON string (the `Detail`) is a copy, not a second
+/// escaping ([`escaped`](Self::escaped)).
 #[derive(Clone)]
-pub struct Payload(Box<RawValue>);
+pub struct Payload {
+    text: Box<RawValue>,
+    /// The inside of a JSON string whose value is `text`, when the payload
+    /// was read from one.
+    escaped: Option<Box<str>>,
+}
 
 impl Payload {
     /// Takes JSON text, after checking that it is exactly one JSON value
@@ -46,6 +57,29 @@ impl Payload {
     pub fn from_json(text: impl Into<String>) -> Result<Self, EnvelopeError> {
         let raw = RawValue::from_string(text.into()).map_err(EnvelopeError::Payload)?;
         Self::checked(raw)
+    }
+
+    /// Takes a JSON string literal (quotes included, e.g. `"{\"a\":1}"`)
+    /// whose value is the payload's JSON text, checked as
+    /// [`from_json`](Self::from_json) checks it, and keeps the literal's
+    /// escaped contents too ([`escaped`](Self::escaped)). An error when the
+    /// literal is not one JSON string, or its value is not a payload.
+    pub fn from_json_string(literal: &str) -> Result<Self, EnvelopeError> {
+        let contents = literal
+            .trim_matches(JSON_WHITESPACE)
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'));
+        let (contents, text) = match contents.and_then(|c| Some((c, unescape(c)?))) {
+            Some(read) => read,
+            // serde_json says what is wrong (and reads it, should it disagree).
+            None => {
+                let text: String = serde_json::from_str(literal).map_err(EnvelopeError::Payload)?;
+                return Self::from_json(text);
+            }
+        };
+        let mut payload = Self::from_json(text)?;
+        payload.escaped = Some(Box::from(contents));
+        Ok(payload)
     }
 
     /// The compact JSON text of `value`; an error only when it is nested
@@ -65,7 +99,7 @@ impl Payload {
     fn checked(raw: Box<RawValue>) -> Result<Self, EnvelopeError> {
         // Each level takes two bytes (`[` and `]`): shorter text cannot be too deep.
         if raw.get().len() <= 2 * MAX_PAYLOAD_DEPTH {
-            return Ok(Self(raw));
+            return Ok(Self::from_raw(raw));
         }
         let depth = nesting_depth(raw.get());
         if depth > MAX_PAYLOAD_DEPTH {
@@ -77,17 +111,29 @@ impl Payload {
                 ),
             });
         }
-        Ok(Self(raw))
+        Ok(Self::from_raw(raw))
+    }
+
+    fn from_raw(text: Box<RawValue>) -> Self {
+        Self { text, escaped: None }
     }
 
     /// `null`.
     pub fn null() -> Self {
-        Self(RawValue::NULL.to_owned())
+        Self::from_raw(RawValue::NULL.to_owned())
     }
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        self.0.get()
+        self.text.get()
+    }
+
+    /// The JSON text escaped as the inside of a JSON string, as it was read
+    /// ([`from_json_string`](Self::from_json_string)); `None` for a payload
+    /// made otherwise. The escaping is the writer's (any valid JSON escape,
+    /// `\u0041` for `A` included): it reads back as [`as_str`](Self::as_str).
+    pub fn escaped(&self) -> Option<&str> {
+        self.escaped.as_deref()
     }
 
     /// Whether the payload is the JSON `null`.
@@ -129,7 +175,7 @@ impl fmt::Display for Payload {
 
 impl Serialize for Payload {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        self.text.serialize(serializer)
     }
 }
 
@@ -138,6 +184,70 @@ impl<'de> Deserialize<'de> for Payload {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
         Self::checked(raw).map_err(D::Error::custom)
     }
+}
+
+/// The characters JSON allows around a value.
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// The value of a JSON string whose contents (between the quotes) are
+/// `contents`; `None` when they are not valid contents: an unescaped quote
+/// or control character, an unknown escape, a bad or lone surrogate.
+/// serde_json's reading of a string, without its per-escape costs (a payload
+/// stored as an `S` has a `\"` every few bytes).
+fn unescape(contents: &str) -> Option<String> {
+    let bytes = contents.as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    let (mut i, mut start) = (0, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                // `\\` is ASCII, so `i` and `start` are character boundaries.
+                out.push_str(&contents[start..i]);
+                let c = match *bytes.get(i + 1)? {
+                    b'"' => '"',
+                    b'\\' => '\\',
+                    b'/' => '/',
+                    b'b' => '\u{8}',
+                    b'f' => '\u{c}',
+                    b'n' => '\n',
+                    b'r' => '\r',
+                    b't' => '\t',
+                    b'u' => {
+                        let first = hex4(bytes.get(i + 2..i + 6)?)?;
+                        i += 4;
+                        match first {
+                            0xD800..=0xDBFF => {
+                                let rest = bytes.get(i + 2..i + 8)?;
+                                let second = hex4(rest.strip_prefix(b"\\u")?)?;
+                                if !(0xDC00..=0xDFFF).contains(&second) {
+                                    return None;
+                                }
+                                i += 6;
+                                char::from_u32(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))?
+                            }
+                            0xDC00..=0xDFFF => return None,
+                            _ => char::from_u32(first)?,
+                        }
+                    }
+                    _ => return None,
+                };
+                out.push(c);
+                i += 2;
+                start = i;
+            }
+            b'"' | 0..0x20 => return None,
+            _ => i += 1,
+        }
+    }
+    out.push_str(&contents[start..]);
+    Some(out)
+}
+
+/// Four hex digits.
+fn hex4(digits: &[u8]) -> Option<u32> {
+    digits
+        .iter()
+        .try_fold(0u32, |n, &d| Some(n * 16 + char::from(d).to_digit(16)?))
 }
 
 /// The deepest nesting of arrays and objects in valid JSON text: one pass
@@ -247,6 +357,94 @@ mod tests {
         let back: Wrapper = serde_json::from_str(&wrapped).unwrap();
         assert_eq!(back.payload.as_str(), deep);
         assert!(back.payload.to_value().is_err(), "a Value tree has a depth limit");
+    }
+
+    #[test]
+    fn a_payload_read_from_a_json_string_keeps_its_escaped_text() {
+        let literal = r#" "{\"a\":\"\u0041\/\u00e9\ud83d\ude00\\\"\"}" "#;
+        let payload = Payload::from_json_string(literal).unwrap();
+        assert_eq!(payload.as_str(), r#"{"a":"A/é😀\""}"#);
+        let escaped = payload.escaped().unwrap();
+        assert_eq!(escaped, r#"{\"a\":\"\u0041\/\u00e9\ud83d\ude00\\\"\"}"#);
+        // The escaped text, made a JSON string again, reads back as the payload.
+        let back: String = serde_json::from_str(&format!("\"{escaped}\"")).unwrap();
+        assert_eq!(back, payload.as_str());
+        assert_eq!(payload, Payload::from_json(payload.as_str()).unwrap());
+        assert_eq!(Payload::from_json("{}").unwrap().escaped(), None);
+    }
+
+    #[test]
+    fn a_json_string_that_is_not_a_payload_is_refused() {
+        for bad in [
+            r#"{"a":1}"#,                                          // not a string
+            r#""{\"a\":}""#,                                       // a string, but not JSON inside
+            r#""\ud800""#,                                         // a lone surrogate
+            r#""[1]" "x""#,                                        // two values
+            "\u{c}\"1\"",                                          // a form feed is not JSON whitespace
+            r#""1\""#,                                             // the closing quote escaped
+            &format!("\"{}\"", "[".repeat(MAX_PAYLOAD_DEPTH + 1)), // too deep (and unclosed)
+        ] {
+            assert!(Payload::from_json_string(bad).is_err(), "{bad}");
+        }
+        let nested = format!(
+            "{}{}",
+            "[".repeat(MAX_PAYLOAD_DEPTH + 1),
+            "]".repeat(MAX_PAYLOAD_DEPTH + 1)
+        );
+        let err = Payload::from_json_string(&format!("\"{nested}\"")).unwrap_err();
+        assert!(format!("{err:?}").contains("1000 levels deep"), "{err:?}");
+    }
+
+    #[test]
+    fn unescaping_edges_are_serde_jsons() {
+        let edges = [
+            r"\ud800\udc00",
+            r"\udbff\udfff",
+            r"\ud800\udbff",
+            r"\ud800\ue000",
+            r"\ud800\ud7ff",
+            r"\udbff",
+            r"\udc00",
+            r"\udfff\ud800",
+            r"\ud7ff",
+            r"\ue000",
+            r"\uffff",
+            r"\u0000",
+            r"\ud800\u",
+            r"\ud800\",
+            r"\ud800x",
+            r"\uDBFF\uDFFF",
+            r"\u00E9",
+            r"\",
+            r"a\",
+            "\u{7f}",
+        ];
+        for contents in edges {
+            let serde = serde_json::from_str::<String>(&format!("\"{contents}\"")).ok();
+            assert_eq!(unescape(contents), serde, "{contents:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The unescaping is serde_json's, on escape-heavy contents (the
+        /// pieces JSON strings are made of, and broken ones) and on any text.
+        #[test]
+        fn unescaping_reads_a_string_as_serde_json_does(
+            pieces in proptest::collection::vec(proptest::prop_oneof![
+                4 => proptest::string::string_regex("[a-z/é😀]{0,3}").unwrap(),
+                4 => proptest::string::string_regex("\\\\[\"\\\\/bfnrtu]").unwrap(),
+                2 => proptest::string::string_regex("\\\\u[0-9a-fA-FdD]{4}").unwrap(),
+                2 => proptest::string::string_regex("\\\\u[dD][89abAB][0-9a-f]{2}(\\\\u[dD][c-fC-F0-9][0-9a-f]{2})?").unwrap(),
+                1 => proptest::string::string_regex("[\"\\\\\u{1}\u{1f}]|\\\\[xu]|\\\\u[0-9a-g]{0,3}").unwrap(),
+            ], 0..12),
+            any_text in proptest::prelude::any::<String>(),
+        ) {
+            for contents in [pieces.concat(), any_text] {
+                let serde = serde_json::from_str::<String>(&format!("\"{contents}\"")).ok();
+                proptest::prop_assert_eq!(unescape(&contents), serde, "{:?}", contents);
+            }
+        }
     }
 
     #[test]

@@ -276,20 +276,13 @@ impl OutboxSchema {
                 });
             }
         }
-        let id_text = string(item, ATTR_EVENT_ID)?;
-        let id = Uuid::parse_str(id_text).map_err(|e| invalid(ATTR_EVENT_ID, format!("not a UUID: {e}")))?;
-        let sequence = number(item, ATTR_SEQUENCE)?
-            .parse::<u64>()
-            .map_err(|e| invalid(ATTR_SEQUENCE, format!("not an unsigned 64-bit integer: {e}")))?;
-        let occurred_text = string(item, ATTR_OCCURRED_AT)?;
-        let occurred_at = DateTime::parse_from_rfc3339(occurred_text)
-            .map_err(|e| invalid(ATTR_OCCURRED_AT, format!("not an RFC 3339 timestamp: {e}")))?
-            .with_timezone(&Utc);
+        let id = parse_event_id(string(item, ATTR_EVENT_ID)?)?;
+        let sequence = parse_sequence(number(item, ATTR_SEQUENCE)?)?;
+        let occurred_at = parse_occurred_at(string(item, ATTR_OCCURRED_AT)?)?;
         let payload = match payload {
-            Some(text) => Payload::from_json(text),
-            None => Payload::from_json(string(item, ATTR_PAYLOAD)?),
-        }
-        .map_err(|e| invalid(ATTR_PAYLOAD, outbox_core::error_chain(&e)))?;
+            Some(text) => parse_payload(text),
+            None => parse_payload(string(item, ATTR_PAYLOAD)?.to_owned()),
+        }?;
         let trace_parent = match item.get(ATTR_TRACE_PARENT) {
             None | Some(AttributeValue::Null(_)) => None,
             Some(AttributeValue::S(s)) => Some(s.clone()),
@@ -320,6 +313,70 @@ impl OutboxSchema {
         })
         .map_err(DecodeError::from)
     }
+
+    /// Decodes the attributes of an outbox item that were read straight
+    /// from a stream record, every one present with its schema's type (the
+    /// caller checked the types and the marker): the values are checked in
+    /// the order, and with the words, of [`decode_item`](Self::decode_item),
+    /// so an invalid value is the same error either way.
+    pub(crate) fn decode_fields(&self, fields: OutboxFields<'_>) -> Result<OutboxEvent, DecodeError> {
+        let id = parse_event_id(fields.event_id)?;
+        let sequence = parse_sequence(fields.sequence)?;
+        let occurred_at = parse_occurred_at(fields.occurred_at)?;
+        let payload = fields
+            .payload
+            .map_err(|e| invalid(ATTR_PAYLOAD, outbox_core::error_chain(&e)))?;
+        OutboxEvent::try_from(OutboxEventParts {
+            id,
+            source: fields.source,
+            event_type: fields.event_type,
+            aggregate_type: fields.aggregate_type,
+            aggregate_id: fields.aggregate_id,
+            sequence,
+            occurred_at,
+            payload,
+            trace_parent: fields.trace_parent,
+            metadata: fields.metadata,
+        })
+        .map_err(DecodeError::from)
+    }
+}
+
+/// An outbox item's attributes, read from a stream record with the types
+/// the schema gives them (see [`OutboxSchema::decode_fields`]). The texts
+/// that become the event's are owned, so they move into it without a copy.
+#[derive(Debug)]
+pub(crate) struct OutboxFields<'a> {
+    pub(crate) event_id: &'a str,
+    pub(crate) source: String,
+    pub(crate) event_type: String,
+    pub(crate) aggregate_type: String,
+    pub(crate) aggregate_id: String,
+    pub(crate) sequence: &'a str,
+    pub(crate) occurred_at: &'a str,
+    /// Made first (see `OutboxImage::to_event`), reported in its turn.
+    pub(crate) payload: Result<Payload, outbox_core::EnvelopeError>,
+    pub(crate) trace_parent: Option<String>,
+    pub(crate) metadata: BTreeMap<String, String>,
+}
+
+fn parse_event_id(text: &str) -> Result<Uuid, DecodeError> {
+    Uuid::parse_str(text).map_err(|e| invalid(ATTR_EVENT_ID, format!("not a UUID: {e}")))
+}
+
+fn parse_sequence(text: &str) -> Result<u64, DecodeError> {
+    text.parse::<u64>()
+        .map_err(|e| invalid(ATTR_SEQUENCE, format!("not an unsigned 64-bit integer: {e}")))
+}
+
+fn parse_occurred_at(text: &str) -> Result<DateTime<Utc>, DecodeError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| invalid(ATTR_OCCURRED_AT, format!("not an RFC 3339 timestamp: {e}")))
+}
+
+fn parse_payload(text: String) -> Result<Payload, DecodeError> {
+    Payload::from_json(text).map_err(|e| invalid(ATTR_PAYLOAD, outbox_core::error_chain(&e)))
 }
 
 fn type_name(value: &AttributeValue) -> &'static str {

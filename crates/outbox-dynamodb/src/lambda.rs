@@ -15,12 +15,17 @@ use std::borrow::Cow;
 use std::fmt;
 
 use aws_lambda_events::event::dynamodb::{Event as LambdaEvent, EventRecord as LambdaRecord};
-use serde::de::{self, MapAccess, Visitor};
+use serde::de::{self, Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_dynamo::AttributeValue as LambdaValue;
 use serde_json::value::RawValue;
 
-use crate::{DecodeError, Item};
+use crate::item::{
+    ATTR_AGGREGATE_ID, ATTR_AGGREGATE_TYPE, ATTR_EVENT_ID, ATTR_EVENT_TYPE, ATTR_METADATA, ATTR_OCCURRED_AT,
+    ATTR_PAYLOAD, ATTR_SEQUENCE, ATTR_SOURCE, ATTR_TRACE_PARENT, MARKER_VALUE, OutboxFields,
+};
+use crate::{DecodeError, Item, OutboxSchema};
+use outbox_core::OutboxEvent;
 
 /// Lambda's DynamoDB Streams event (`{"Records": [...]}`), each record kept
 /// as its JSON text until [`DynamoDbStreamDecoder::decode_lambda_batch`]
@@ -91,6 +96,10 @@ impl Text<'_> {
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
+
+    fn into_string(self) -> String {
+        self.0.into_owned()
+    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
@@ -117,9 +126,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 
 /// One record of the event: the fields the decoder reads; the others
 /// (`eventSourceARN`, `awsRegion`, ...) are skipped unread. `N` is how the
-/// new image is read: [`TypedImage`] (every value parsed in the same pass,
-/// the fast path) or [`ImageView`] (each value kept as text and parsed only
-/// when needed, so that a bad value is an error naming its attribute).
+/// new image is read, in the order the decoder tries them: [`OutboxImage`]
+/// (straight into the outbox schema's attributes, the fast path),
+/// [`TypedImage`] (every value parsed as DynamoDB JSON in the same pass) or
+/// [`ImageView`] (each value kept as text and parsed only when needed, so
+/// that a bad value is an error naming its attribute).
 #[derive(Debug, Deserialize)]
 #[serde(bound(deserialize = "N: Deserialize<'de>"))]
 pub(crate) struct RecordView<'a, N> {
@@ -154,6 +165,331 @@ pub(crate) trait NewImage {
     /// The attributes `names` as a DynamoDB SDK item, taken out of the
     /// image where that saves a copy (the decoder asks for them last).
     fn to_item(&mut self, names: &[&str]) -> Result<Item, DecodeError>;
+
+    /// The outbox event this image holds ([`OutboxSchema::decode_item`] on
+    /// the schema's attributes), or `None` when the record is to be read
+    /// again the general way, which knows better. Asked for last, as `to_item`.
+    fn to_event(&mut self, schema: &OutboxSchema) -> Option<Result<OutboxEvent, DecodeError>> {
+        Some(
+            self.to_item(&schema.decoded_attributes())
+                .and_then(|item| schema.decode_item_owned(item)),
+        )
+    }
+}
+
+/// A DynamoDB attribute value of one of the types the outbox schema uses,
+/// its texts borrowed from the event where they had no escapes. Any other
+/// type (or a map that is not of strings) fails the parse.
+#[derive(Debug)]
+enum SchemaValue<'a> {
+    S(Text<'a>),
+    /// An `S` kept as its JSON string literal (the payload: see
+    /// [`Payload::from_json_string`](outbox_core::Payload::from_json_string)).
+    Literal(&'a RawValue),
+    N(Text<'a>),
+    Null(bool),
+    /// A map of strings (the metadata).
+    M(Vec<(Text<'a>, Text<'a>)>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for SchemaValue<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = SchemaValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a DynamoDB attribute value of type S, N, NULL or M of S")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let Some(tag) = map.next_key::<Text<'de>>()? else {
+                    return Err(A::Error::custom("an attribute value without a type"));
+                };
+                let value = match tag.as_str() {
+                    "S" => SchemaValue::S(map.next_value()?),
+                    "N" => SchemaValue::N(map.next_value()?),
+                    "NULL" => SchemaValue::Null(map.next_value()?),
+                    "M" => SchemaValue::M(map.next_value::<StringMap<'de>>()?.0),
+                    other => return Err(A::Error::custom(format_args!("type {other} is not read here"))),
+                };
+                match map.next_key::<de::IgnoredAny>()? {
+                    None => Ok(value),
+                    Some(_) => Err(A::Error::custom("an attribute value with two types")),
+                }
+            }
+        }
+        deserializer.deserialize_map(ValueVisitor)
+    }
+}
+
+/// The inside of an `M` whose values are all `S`.
+struct StringMap<'a>(Vec<(Text<'a>, Text<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for StringMap<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor;
+        impl<'de> Visitor<'de> for MapVisitor {
+            type Value = StringMap<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of names to S attribute values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some((name, value)) = map.next_entry::<Text<'de>, SchemaValue<'de>>()? {
+                    match value {
+                        SchemaValue::S(text) => entries.push((name, text)),
+                        _ => return Err(A::Error::custom("a map value that is not an S")),
+                    }
+                }
+                Ok(StringMap(entries))
+            }
+        }
+        deserializer.deserialize_map(MapVisitor)
+    }
+}
+
+/// An `S` attribute value whose string is kept as its JSON literal.
+struct LiteralS<'a>(&'a RawValue);
+
+impl<'de: 'a, 'a> Deserialize<'de> for LiteralS<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LiteralVisitor;
+        impl<'de> Visitor<'de> for LiteralVisitor {
+            type Value = LiteralS<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an S attribute value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let tag = map.next_key::<Text<'de>>()?;
+                if tag.as_ref().map(Text::as_str) != Some("S") {
+                    return Err(A::Error::custom("not an S"));
+                }
+                let literal: &'de RawValue = map.next_value()?;
+                if !literal.get().starts_with('"') {
+                    return Err(A::Error::custom("an S that is not a string"));
+                }
+                match map.next_key::<de::IgnoredAny>()? {
+                    None => Ok(LiteralS(literal)),
+                    Some(_) => Err(A::Error::custom("an attribute value with two types")),
+                }
+            }
+        }
+        deserializer.deserialize_map(LiteralVisitor)
+    }
+}
+
+impl SchemaValue<'_> {
+    fn into_attribute(self, name: &str) -> Result<aws_sdk_dynamodb::types::AttributeValue, DecodeError> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        Ok(match self {
+            SchemaValue::S(text) => AttributeValue::S(text.into_string()),
+            SchemaValue::Literal(literal) => {
+                AttributeValue::S(serde_json::from_str(literal.get()).map_err(|e| {
+                    DecodeError::InvalidValue {
+                        name: name.to_owned(),
+                        reason: format!("not a DynamoDB attribute value: {e}"),
+                    }
+                })?)
+            }
+            SchemaValue::N(text) => AttributeValue::N(text.into_string()),
+            SchemaValue::Null(null) => AttributeValue::Null(null),
+            SchemaValue::M(entries) => AttributeValue::M(
+                entries
+                    .into_iter()
+                    .map(|(name, text)| (name.into_string(), AttributeValue::S(text.into_string())))
+                    .collect(),
+            ),
+        })
+    }
+}
+
+/// The attributes of the outbox schema that are not configurable, in
+/// [`OutboxImage`]'s slots.
+const SLOTS: [&str; 10] = [
+    ATTR_EVENT_ID,
+    ATTR_SOURCE,
+    ATTR_EVENT_TYPE,
+    ATTR_AGGREGATE_TYPE,
+    ATTR_AGGREGATE_ID,
+    ATTR_SEQUENCE,
+    ATTR_OCCURRED_AT,
+    ATTR_PAYLOAD,
+    ATTR_TRACE_PARENT,
+    ATTR_METADATA,
+];
+const PAYLOAD_SLOT: usize = 7;
+
+/// A new image read in one pass straight into the outbox schema's
+/// attributes (the fast path): each of them parsed as [`SchemaValue`], the
+/// others (keys, marker, TTL) kept as text. An attribute of the schema of
+/// another type fails the parse, and the decoder reads the record again as
+/// a [`TypedImage`].
+///
+/// [`to_event`](NewImage::to_event) makes the event from the slots, moving
+/// their texts into it, without building an SDK item: an outbox item whose
+/// marker is `v1` and whose attributes all have their schema's type.
+/// Anything else (an attribute missing or mistyped, another marker) goes
+/// through [`OutboxSchema::decode_item`], whose errors name it.
+#[derive(Debug, Default)]
+pub(crate) struct OutboxImage<'a> {
+    slots: [Option<SchemaValue<'a>>; SLOTS.len()],
+    others: Vec<(Text<'a>, &'a RawValue)>,
+}
+
+impl<'a> OutboxImage<'a> {
+    fn slot(&self, name: &str) -> Option<&SchemaValue<'a>> {
+        SLOTS
+            .iter()
+            .position(|s| *s == name)
+            .and_then(|i| self.slots[i].as_ref())
+    }
+
+    fn other(&self, name: &str) -> Option<&'a RawValue> {
+        // A name given twice: the last, as in any JSON object read into a map.
+        self.others
+            .iter()
+            .rfind(|(n, _)| n.as_str() == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// Whether every attribute has its schema's type and the marker is `v1`:
+    /// then [`OutboxSchema::decode_fields`] can take the slots.
+    fn has_schema_types(&self, schema: &OutboxSchema) -> bool {
+        let marker = self.other(schema.marker_attribute()).map(|raw| {
+            serde_json::from_str::<SchemaValue<'_>>(raw.get())
+                .is_ok_and(|v| matches!(v, SchemaValue::S(text) if text.as_str() == MARKER_VALUE))
+        });
+        let [
+            id,
+            source,
+            event_type,
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            occurred_at,
+            payload,
+            trace,
+            metadata,
+        ] = &self.slots;
+        let s = |slot: &Option<SchemaValue<'_>>| matches!(slot, Some(SchemaValue::S(_)));
+        marker == Some(true)
+            && [id, source, event_type, aggregate_type, aggregate_id, occurred_at]
+                .into_iter()
+                .all(s)
+            && matches!(payload, Some(SchemaValue::Literal(_)))
+            && matches!(sequence, Some(SchemaValue::N(_)))
+            && matches!(trace, None | Some(SchemaValue::S(_) | SchemaValue::Null(_)))
+            && matches!(metadata, None | Some(SchemaValue::M(_) | SchemaValue::Null(_)))
+    }
+}
+
+impl<'a> NewImage for OutboxImage<'a> {
+    fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none) && self.others.is_empty()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.slot(name).is_some() || self.other(name).is_some()
+    }
+
+    fn to_item(&mut self, names: &[&str]) -> Result<Item, DecodeError> {
+        let mut item = Item::with_capacity(names.len());
+        for (name, slot) in SLOTS.iter().zip(&mut self.slots) {
+            if names.contains(name)
+                && let Some(value) = slot.take()
+            {
+                item.insert((*name).to_owned(), value.into_attribute(name)?);
+            }
+        }
+        let mut others = ImageView(std::mem::take(&mut self.others));
+        for (name, value) in others.to_item(names)? {
+            item.insert(name, value);
+        }
+        Ok(item)
+    }
+
+    fn to_event(&mut self, schema: &OutboxSchema) -> Option<Result<OutboxEvent, DecodeError>> {
+        if !self.has_schema_types(schema) {
+            return None;
+        }
+        let Some(SchemaValue::Literal(literal)) = self.slots[PAYLOAD_SLOT] else {
+            return None;
+        };
+        // The payload first, while the slots are whole: a literal that does
+        // not unescape (a lone surrogate) is for the general reading.
+        let payload = outbox_core::Payload::from_json_string(literal.get());
+        if payload.is_err() && serde_json::from_str::<String>(literal.get()).is_err() {
+            return None;
+        }
+        let [
+            id,
+            source,
+            event_type,
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            occurred_at,
+            _,
+            trace,
+            metadata,
+        ] = std::mem::take(&mut self.slots);
+        let text = |slot: Option<SchemaValue<'a>>| match slot {
+            Some(SchemaValue::S(text) | SchemaValue::N(text)) => text,
+            // Not reached: the types were checked.
+            _ => Text(Cow::Borrowed("")),
+        };
+        let (id, sequence, occurred_at) = (text(id), text(sequence), text(occurred_at));
+        Some(
+            schema.decode_fields(OutboxFields {
+                event_id: id.as_str(),
+                source: text(source).into_string(),
+                event_type: text(event_type).into_string(),
+                aggregate_type: text(aggregate_type).into_string(),
+                aggregate_id: text(aggregate_id).into_string(),
+                sequence: sequence.as_str(),
+                occurred_at: occurred_at.as_str(),
+                payload,
+                trace_parent: match trace {
+                    Some(SchemaValue::S(text)) => Some(text.into_string()),
+                    _ => None,
+                },
+                metadata: match metadata {
+                    Some(SchemaValue::M(entries)) => entries
+                        .into_iter()
+                        .map(|(k, v)| (k.into_string(), v.into_string()))
+                        .collect(),
+                    _ => Default::default(),
+                },
+            }),
+        )
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for OutboxImage<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OutboxVisitor;
+        impl<'de> Visitor<'de> for OutboxVisitor {
+            type Value = OutboxImage<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of attribute names to DynamoDB attribute values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut image = OutboxImage::default();
+                while let Some(name) = map.next_key::<Text<'de>>()? {
+                    match SLOTS.iter().position(|s| *s == name.as_str()) {
+                        // A name given twice: the last wins.
+                        Some(PAYLOAD_SLOT) => {
+                            image.slots[PAYLOAD_SLOT] =
+                                Some(SchemaValue::Literal(map.next_value::<LiteralS<'de>>()?.0));
+                        }
+                        Some(i) => image.slots[i] = Some(map.next_value()?),
+                        None => image.others.push((name, map.next_value()?)),
+                    }
+                }
+                Ok(image)
+            }
+        }
+        deserializer.deserialize_map(OutboxVisitor)
+    }
 }
 
 /// A new image read in one pass, every value parsed as DynamoDB JSON. A

@@ -11,12 +11,13 @@ use aws_lambda_events::event::dynamodb::{Event as LambdaEvent, EventRecord as La
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamsValue, Record as StreamsRecord};
-use outbox_core::{Decoded, RelayRecord, SkipReason};
+use outbox_core::{Decoded, OutboxEvent, RelayRecord, SkipReason};
 use serde_dynamo::AttributeValue as LambdaValue;
 use serde_json::{Map, Value, json};
 
 use crate::lambda::{
-    ChangeView, ImageView, NewImage, PositionView, RawText, RecordView, Text, TypedImage, record_text,
+    ChangeView, ImageView, NewImage, OutboxImage, PositionView, RawText, RecordView, Text, TypedImage,
+    record_text,
 };
 use crate::{DecodeError, Item, LambdaStreamBatch, OutboxSchema};
 
@@ -128,22 +129,23 @@ impl DynamoDbStreamDecoder {
     /// wrong type, an attribute value that is not DynamoDB JSON) is poison
     /// with exactly this text, as long as it has a `SequenceNumber`.
     pub fn decode_lambda_json(&self, record: &str) -> Result<RelayRecord, StreamError> {
-        // One pass over the record, its new image parsed as it is read. When
-        // that fails, a second reading keeps each value as text until it is
+        // One pass over the record, its new image read straight into the
+        // outbox schema's attributes. When an attribute of the schema has
+        // another type, a second pass parses every value as DynamoDB JSON;
+        // when that fails too, a third keeps each value as text until it is
         // needed: it names a bad schema attribute and ignores the others.
-        if let Ok(mut view) = serde_json::from_str::<RecordView<'_, TypedImage>>(record) {
-            return LambdaChange {
-                view: &mut view,
-                text: record,
+        if let Ok(mut view) = serde_json::from_str::<RecordView<'_, OutboxImage<'_>>>(record) {
+            let mut change = LambdaChange::new(&mut view, record);
+            let decoded = change.decode(&self.schema);
+            if !change.read_again {
+                return decoded;
             }
-            .decode(&self.schema);
+        }
+        if let Ok(mut view) = serde_json::from_str::<RecordView<'_, TypedImage>>(record) {
+            return LambdaChange::new(&mut view, record).decode(&self.schema);
         }
         match serde_json::from_str::<RecordView<'_, ImageView<'_>>>(record) {
-            Ok(mut view) => LambdaChange {
-                view: &mut view,
-                text: record,
-            }
-            .decode(&self.schema),
+            Ok(mut view) => LambdaChange::new(&mut view, record).decode(&self.schema),
             Err(error) => unreadable_lambda_record(record, &error),
         }
     }
@@ -185,6 +187,11 @@ trait Change {
     /// The new image as a DynamoDB SDK item: at least the attributes
     /// `names`, maybe more. Asked for last: it may take them out of the record.
     fn new_item(&mut self, names: &[&str]) -> Result<Item, DecodeError>;
+    /// The outbox event of the new image. Asked for last, as `new_item`.
+    fn new_event(&mut self, schema: &OutboxSchema) -> Result<OutboxEvent, DecodeError> {
+        self.new_item(&schema.decoded_attributes())
+            .and_then(|item| schema.decode_item_owned(item))
+    }
     /// The whole record as JSON text.
     fn raw(&self) -> String;
 }
@@ -204,10 +211,7 @@ fn decode(schema: &OutboxSchema, change: &mut impl Change) -> Result<RelayRecord
                 return Err(StreamError::MissingNewImage { position });
             }
             if change.new_image_has(schema.marker_attribute()) {
-                match change
-                    .new_item(&schema.decoded_attributes())
-                    .and_then(|item| schema.decode_item_owned(item))
-                {
+                match change.new_event(schema) {
                     Ok(event) => Decoded::Event(Box::new(event)),
                     Err(error) => Decoded::Poison {
                         reason: error.to_string(),
@@ -245,6 +249,19 @@ fn decode(schema: &OutboxSchema, change: &mut impl Change) -> Result<RelayRecord
 struct LambdaChange<'a, N> {
     view: &'a mut RecordView<'a, N>,
     text: &'a str,
+    /// Set when the new image asked for the record to be read again the
+    /// general way ([`NewImage::to_event`] gave `None`).
+    read_again: bool,
+}
+
+impl<'a, N> LambdaChange<'a, N> {
+    fn new(view: &'a mut RecordView<'a, N>, text: &'a str) -> Self {
+        Self {
+            view,
+            text,
+            read_again: false,
+        }
+    }
 }
 
 impl<N> LambdaChange<'_, N> {
@@ -303,6 +320,20 @@ impl<N: NewImage> Change for LambdaChange<'_, N> {
             .as_mut()
             .and_then(|c| c.new_image.as_mut())
             .map_or_else(|| Ok(Item::new()), |image| image.to_item(names))
+    }
+    fn new_event(&mut self, schema: &OutboxSchema) -> Result<OutboxEvent, DecodeError> {
+        let event = match self.view.dynamodb.as_mut().and_then(|c| c.new_image.as_mut()) {
+            Some(image) => image.to_event(schema),
+            // Not reached: an INSERT without a new image is a batch error.
+            None => Some(schema.decode_item_owned(Item::new())),
+        };
+        event.unwrap_or_else(|| {
+            self.read_again = true;
+            // Not reported: the record is decoded again.
+            Err(DecodeError::MissingAttribute {
+                name: schema.marker_attribute().to_owned(),
+            })
+        })
     }
     fn raw(&self) -> String {
         self.text.to_owned()
@@ -613,10 +644,7 @@ mod tests {
     ) -> R {
         let text = record_text(record);
         let mut view: RecordView<'_, ImageView<'_>> = serde_json::from_str(text.get()).unwrap();
-        f(&mut LambdaChange {
-            view: &mut view,
-            text: text.get(),
-        })
+        f(&mut LambdaChange::new(&mut view, text.get()))
     }
 
     fn decoder() -> DynamoDbStreamDecoder {
@@ -985,14 +1013,7 @@ mod tests {
     /// text until needed), which the decoder falls back to.
     fn decode_lazily(text: &str) -> RelayRecord {
         let mut view: RecordView<'_, ImageView<'_>> = serde_json::from_str(text).unwrap();
-        decode(
-            decoder().schema(),
-            &mut LambdaChange {
-                view: &mut view,
-                text,
-            },
-        )
-        .unwrap()
+        decode(decoder().schema(), &mut LambdaChange::new(&mut view, text)).unwrap()
     }
 
     #[test]
@@ -1035,6 +1056,138 @@ mod tests {
             event(&decoded).payload_json(),
             r#"{"currency":"EUR","lines":[{"qty":2,"sku":"SKU-1"}],"orderId":"o-1","total":1999}"#
         );
+    }
+
+    /// The record decoded through the one-pass reading that parses every
+    /// value as DynamoDB JSON, when it reads that way.
+    fn decode_typed(text: &str) -> Option<RelayRecord> {
+        let mut view: RecordView<'_, TypedImage> = serde_json::from_str(text).ok()?;
+        Some(decode(decoder().schema(), &mut LambdaChange::new(&mut view, text)).unwrap())
+    }
+
+    #[test]
+    fn the_fast_reading_decodes_odd_images_as_the_general_ones_do() {
+        let insert = json(
+            LambdaStreamBatch::from_json(INSERT)
+                .unwrap()
+                .records()
+                .next()
+                .unwrap(),
+        );
+        // The INSERT with `attribute` set to `value` (removed when null), its
+        // `"PAYLOAD"` then replaced by `payload` as it is in the record's text.
+        let variant = |attribute: &str, value: Value, payload: &str| {
+            let mut record = insert.clone();
+            let image = record["dynamodb"]["NewImage"].as_object_mut().unwrap();
+            if value.is_null() {
+                image.remove(attribute);
+            } else {
+                image.insert(attribute.to_owned(), value);
+            }
+            record.to_string().replace("\"PAYLOAD\"", payload)
+        };
+        let escaped = r#""[\"\u0041\/\u00e9\ud83d\ude00\"]""#;
+        let cases = [
+            (
+                "escapes kept",
+                variant("payload", json!({"S": "PAYLOAD"}), escaped),
+                true,
+            ),
+            (
+                "lone surrogate",
+                variant("payload", json!({"S": "PAYLOAD"}), r#""[\"\ud800\"]""#),
+                false,
+            ),
+            (
+                "payload not JSON",
+                variant("payload", json!({"S": "{"}), ""),
+                false,
+            ),
+            ("payload an N", variant("payload", json!({"N": "1"}), ""), false),
+            (
+                "payload two types",
+                variant("payload", json!({"S": "1", "N": "1"}), ""),
+                false,
+            ),
+            ("source an N", variant("source", json!({"N": "5"}), ""), false),
+            ("source missing", variant("source", Value::Null, ""), false),
+            ("source empty", variant("source", json!({"S": ""}), ""), false),
+            ("sequence an S", variant("sequence", json!({"S": "1"}), ""), false),
+            (
+                "sequence negative",
+                variant("sequence", json!({"N": "-1"}), ""),
+                false,
+            ),
+            ("marker v2", variant("outbox", json!({"S": "v2"}), ""), false),
+            ("marker an N", variant("outbox", json!({"N": "1"}), ""), false),
+            (
+                "metadata of N",
+                variant("metadata", json!({"M": {"a": {"N": "1"}}}), ""),
+                false,
+            ),
+            (
+                "metadata NULL",
+                variant("metadata", json!({"NULL": true}), ""),
+                true,
+            ),
+            (
+                "metadata of S",
+                variant("metadata", json!({"M": {"tenant": {"S": "t-1"}}}), ""),
+                true,
+            ),
+            (
+                "trace NULL",
+                variant("trace_parent", json!({"NULL": true}), ""),
+                true,
+            ),
+            (
+                "trace a BOOL",
+                variant("trace_parent", json!({"BOOL": true}), ""),
+                false,
+            ),
+            ("id not a UUID", variant("event_id", json!({"S": "x"}), ""), false),
+            (
+                "time not RFC 3339",
+                variant("occurred_at", json!({"S": "yesterday"}), ""),
+                false,
+            ),
+            (
+                "a foreign attribute of any shape",
+                variant("extra", json!({"Q": [1, {"x": null}]}), ""),
+                true,
+            ),
+        ];
+        for (name, text, is_event) in cases {
+            let fast = decoder().decode_lambda_json(&text).unwrap();
+            assert_eq!(fast, decode_lazily(&text), "{name}");
+            if let Some(typed) = decode_typed(&text) {
+                assert_eq!(fast, typed, "{name}");
+            }
+            assert_eq!(
+                matches!(fast.decoded, Decoded::Event(_)),
+                is_event,
+                "{name}: {fast:?}"
+            );
+        }
+        let fast = decoder()
+            .decode_lambda_json(&variant("payload", json!({"S": "PAYLOAD"}), escaped))
+            .unwrap();
+        assert_eq!(event(&fast).payload_json(), r#"["A/é😀"]"#);
+        assert_eq!(
+            event(&fast).payload().escaped(),
+            Some(&escaped[1..escaped.len() - 1])
+        );
+        // Two faults: the first in the schema's order is the one reported.
+        let mut two = insert.clone();
+        two["dynamodb"]["NewImage"]["event_id"] = json!({"S": "x"});
+        two["dynamodb"]["NewImage"]["payload"] = json!({"S": "{"});
+        let two = two.to_string();
+        let fast = decoder().decode_lambda_json(&two).unwrap();
+        assert_eq!(fast, decode_lazily(&two));
+        let Decoded::Poison { reason, .. } = &fast.decoded else {
+            panic!("{fast:?}")
+        };
+        assert!(reason.contains("event_id"), "{reason}");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! field.
 
 use aws_sdk_eventbridge::primitives::{DateTime, DateTimeFormat};
-use outbox_core::OutboxEvent;
+use outbox_core::{OutboxEvent, Payload};
 
 /// Why a request body could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,11 @@ pub fn put_events_body(events: &[&OutboxEvent], bus: &str) -> Result<Vec<u8>, Re
         // The envelope is written straight into the escaped string: no
         // intermediate copy of its text.
         out.extend_from_slice(b",\"Detail\":\"");
-        serde_json::to_writer(Escaping(&mut out), event)
+        let escaping = Escaping {
+            out: &mut out,
+            payload: event.payload(),
+        };
+        serde_json::to_writer(escaping, event)
             .map_err(|e| RequestBodyError(format!("event {}: Detail: {e}", event.id())))?;
         out.push(b'"');
         field(&mut out, "EventBusName", bus);
@@ -106,11 +110,24 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// A writer that appends what it is given escaped as the inside of a JSON
 /// string, so that a value can be serialised directly as a string's content.
-struct Escaping<'a>(&'a mut Vec<u8>);
+struct Escaping<'a> {
+    out: &'a mut Vec<u8>,
+    /// The event's payload: serde_json writes a raw value's text in one
+    /// piece, the payload's own bytes; when those come and the payload
+    /// keeps its text already escaped (as the stream delivered it), that
+    /// is copied instead of escaped again. Either way the `Detail` reads
+    /// back as the same envelope.
+    payload: &'a Payload,
+}
 
 impl std::io::Write for Escaping<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        escape_into(self.0, buf);
+        match self.payload.escaped() {
+            Some(escaped) if std::ptr::eq(buf, self.payload.as_str().as_bytes()) => {
+                self.out.extend_from_slice(escaped.as_bytes());
+            }
+            _ => escape_into(self.out, buf),
+        }
         Ok(buf.len())
     }
 
@@ -242,6 +259,33 @@ mod tests {
         }
     }
 
+    /// `e` with its payload read from the JSON string `literal`, as the
+    /// stream decoder reads it.
+    fn with_literal_payload(e: &OutboxEvent, literal: &str) -> OutboxEvent {
+        let mut parts = e.clone().into_parts();
+        parts.payload = Payload::from_json_string(literal).unwrap();
+        OutboxEvent::try_from(parts).unwrap()
+    }
+
+    #[test]
+    fn a_payload_kept_escaped_is_copied_into_the_detail_and_reads_back_the_same() {
+        // `\u0041` is `A` and `\/` is `/`: the body keeps the stream's
+        // escapes, which only a copy would.
+        let literal = r#""{\"k\":\"\u0041\/\\\"\u00e9\ud83d\ude00\",\"n\":[1,2.50]}""#;
+        let plain = event(1, &json!({}), true);
+        let kept = with_literal_payload(&plain, literal);
+        let ours = put_events_body(&[&kept, &plain], "bus").unwrap();
+        let text = String::from_utf8(ours.clone()).unwrap();
+        let escaped = kept.payload().escaped().unwrap();
+        assert!(text.contains(escaped), "{text}");
+        assert_eq!(parse(&ours), parse(&sdk_body(&[&kept, &plain], "bus")));
+        assert_eq!(parse(&ours)["Entries"][0]["Detail"], json!(kept.to_json()));
+        assert_eq!(
+            OutboxEvent::from_json(parse(&ours)["Entries"][0]["Detail"].as_str().unwrap()).unwrap(),
+            kept
+        );
+    }
+
     #[test]
     fn an_empty_chunk_has_no_entries() {
         assert_eq!(parse(&put_events_body(&[], "b").unwrap()), json!({"Entries": []}));
@@ -257,6 +301,26 @@ mod tests {
             let ours = put_events_body(&[&e], &bus).unwrap();
             let sdk = sdk_body(&[&e], &bus);
             prop_assert_eq!(parse(&ours), parse(&sdk));
+        }
+
+        #[test]
+        fn any_payload_kept_escaped_matches_the_sdk(text in any::<String>(), ascii in any::<bool>()) {
+            // The literal as serde_json writes it, or with every non-ASCII
+            // character as a `\u` escape (surrogate pairs included).
+            let payload = serde_json::to_string(&json!({ "text": text })).unwrap();
+            let mut literal = serde_json::to_string(&payload).unwrap();
+            if ascii {
+                literal = literal
+                    .chars()
+                    .map(|c| if c.is_ascii() { c.to_string() } else {
+                        c.encode_utf16(&mut [0; 2]).iter().map(|u| format!("\\u{u:04x}")).collect()
+                    })
+                    .collect();
+            }
+            let e = with_literal_payload(&event(4, &json!(null), false), &literal);
+            prop_assert_eq!(e.payload().as_str(), payload.as_str());
+            let ours = put_events_body(&[&e], "bus").unwrap();
+            prop_assert_eq!(parse(&ours), parse(&sdk_body(&[&e], "bus")));
         }
     }
 }
