@@ -196,26 +196,34 @@ const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 /// stored as an `S` has a `\"` every few bytes).
 fn unescape(contents: &str) -> Option<String> {
     let bytes = contents.as_bytes();
-    let mut out = String::with_capacity(bytes.len());
-    let (mut i, mut start) = (0, 0);
-    while i < bytes.len() {
-        match bytes[i] {
+    // Byte by byte into a buffer of the text's length (the value is never
+    // longer): the runs between escapes are a few bytes long, shorter than
+    // what a copy call costs.
+    let mut out = vec![0u8; bytes.len()];
+    let mut o = 0;
+    let mut put = |b: u8| {
+        if let Some(slot) = out.get_mut(o) {
+            *slot = b;
+        }
+        o += 1;
+    };
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
             b'\\' => {
-                // `\\` is ASCII, so `i` and `start` are character boundaries.
-                out.push_str(&contents[start..i]);
                 let c = match *bytes.get(i + 1)? {
-                    b'"' => '"',
-                    b'\\' => '\\',
-                    b'/' => '/',
-                    b'b' => '\u{8}',
-                    b'f' => '\u{c}',
-                    b'n' => '\n',
-                    b'r' => '\r',
-                    b't' => '\t',
+                    b'"' => b'"',
+                    b'\\' => b'\\',
+                    b'/' => b'/',
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
                     b'u' => {
                         let first = hex4(bytes.get(i + 2..i + 6)?)?;
                         i += 4;
-                        match first {
+                        let c = match first {
                             0xD800..=0xDBFF => {
                                 let rest = bytes.get(i + 2..i + 8)?;
                                 let second = hex4(rest.strip_prefix(b"\\u")?)?;
@@ -227,20 +235,26 @@ fn unescape(contents: &str) -> Option<String> {
                             }
                             0xDC00..=0xDFFF => return None,
                             _ => char::from_u32(first)?,
-                        }
+                        };
+                        c.encode_utf8(&mut [0; 4]).bytes().for_each(&mut put);
+                        i += 2;
+                        continue;
                     }
                     _ => return None,
                 };
-                out.push(c);
+                put(c);
                 i += 2;
-                start = i;
             }
             b'"' | 0..0x20 => return None,
-            _ => i += 1,
+            _ => {
+                put(b);
+                i += 1;
+            }
         }
     }
-    out.push_str(&contents[start..]);
-    Some(out)
+    out.truncate(o);
+    // Valid: the text was, and what replaced its escapes is whole characters.
+    String::from_utf8(out).ok()
 }
 
 /// Four hex digits.
