@@ -59,7 +59,41 @@ pub struct OutboxEvent {
 }
 
 fn serialize_time<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_time(time))
+    // Written on the stack: the relay writes every event's time twice (its
+    // entry size, its `Detail`).
+    match write_time(time, &mut [0; TIME_LEN]) {
+        Some(text) => s.serialize_str(text),
+        None => s.serialize_str(&format_time(time)),
+    }
+}
+
+/// Length of [`format_time`]'s text for years 0 to 9999.
+const TIME_LEN: usize = "2026-01-01T00:00:00.000Z".len();
+
+/// [`format_time`] into `buf`, without allocating: `None` for a year past
+/// 9999 (chrono writes it with a sign and more digits).
+fn write_time<'b>(time: &DateTime<Utc>, buf: &'b mut [u8; TIME_LEN]) -> Option<&'b str> {
+    use chrono::{Datelike, Timelike};
+    let year = u32::try_from(time.year()).ok().filter(|y| *y <= 9999)?;
+    // chrono's milliseconds: a leap second (nanoseconds past 1e9) counts from 1000.
+    let millis = time.nanosecond() / 1_000_000;
+    let fields: [(usize, u32, usize); 7] = [
+        (0, year, 4),
+        (5, time.month(), 2),
+        (8, time.day(), 2),
+        (11, time.hour(), 2),
+        (14, time.minute(), 2),
+        (17, time.second() + millis / 1000, 2),
+        (20, millis % 1000, 3),
+    ];
+    buf.copy_from_slice(b"0000-00-00T00:00:00.000Z");
+    for (at, mut value, digits) in fields {
+        for slot in buf[at..at + digits].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    }
+    std::str::from_utf8(buf).ok()
 }
 
 /// RFC 3339 with milliseconds and a `Z`, the form used everywhere in the envelope.
@@ -577,6 +611,26 @@ mod tests {
     use crate::{FixedClock, MAX_PAYLOAD_DEPTH};
     use chrono::TimeZone;
     use serde_json::json;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn the_time_written_on_the_stack_is_chronos(
+            seconds in -70_000_000_000i64..300_000_000_000, nanos in 0u32..2_000_000_000
+        ) {
+            // Nanoseconds past 1e9 are a leap second, which chrono allows in second 59 only.
+            let nanos = if nanos >= 1_000_000_000 { nanos } else { nanos % 1_000_000_000 };
+            let seconds = if nanos >= 1_000_000_000 { seconds - seconds.rem_euclid(60) + 59 } else { seconds };
+            if let Some(time) = DateTime::from_timestamp(seconds, nanos) {
+                let on_stack = write_time(&time, &mut [0; TIME_LEN]).map(str::to_owned);
+                if (0..=9999).contains(&chrono::Datelike::year(&time)) {
+                    proptest::prop_assert_eq!(on_stack, Some(format_time(&time)));
+                } else {
+                    proptest::prop_assert_eq!(on_stack, None);
+                }
+            }
+        }
+    }
 
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 

@@ -151,7 +151,8 @@ pub(crate) struct ChangeView<'a, N> {
     #[serde(rename = "SequenceNumber", default, borrow)]
     pub(crate) sequence_number: Option<Text<'a>>,
     #[serde(rename = "Keys", default, borrow)]
-    pub(crate) keys: Option<ImageView<'a>>,
+    /// Read only for the changes that are not inserts (see `string_key`).
+    pub(crate) keys: Option<&'a RawValue>,
     #[serde(rename = "NewImage", default)]
     pub(crate) new_image: Option<N>,
     #[serde(rename = "OldImage", default, borrow)]

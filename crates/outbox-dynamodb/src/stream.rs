@@ -312,7 +312,10 @@ impl<N: NewImage> Change for LambdaChange<'_, N> {
             .is_some_and(|image| image.contains(attribute))
     }
     fn string_key(&self, attribute: &str) -> Option<String> {
-        self.change()?.keys.as_ref()?.string(attribute)
+        let keys = self.change()?.keys?;
+        serde_json::from_str::<ImageView<'_>>(keys.get())
+            .ok()?
+            .string(attribute)
     }
     fn new_item(&mut self, names: &[&str]) -> Result<Item, DecodeError> {
         self.view
