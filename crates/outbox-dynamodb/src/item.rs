@@ -50,6 +50,19 @@ pub const ATTR_PAYLOAD: &str = "payload";
 pub const ATTR_TRACE_PARENT: &str = "trace_parent";
 /// Attribute holding the optional metadata map.
 pub const ATTR_METADATA: &str = "metadata";
+/// The attributes of the event, whose names are not configurable.
+pub(crate) const EVENT_ATTRIBUTES: [&str; 10] = [
+    ATTR_EVENT_ID,
+    ATTR_SOURCE,
+    ATTR_EVENT_TYPE,
+    ATTR_AGGREGATE_TYPE,
+    ATTR_AGGREGATE_ID,
+    ATTR_SEQUENCE,
+    ATTR_OCCURRED_AT,
+    ATTR_PAYLOAD,
+    ATTR_TRACE_PARENT,
+    ATTR_METADATA,
+];
 /// Value of the marker attribute: the version of this schema.
 pub const MARKER_VALUE: &str = "v1";
 
@@ -158,19 +171,9 @@ impl OutboxSchema {
     /// The attributes [`decode_item`](Self::decode_item) reads; the others
     /// (keys, TTL, the caller's own) are never looked at.
     pub(crate) fn decoded_attributes(&self) -> [&str; 11] {
-        [
-            &self.marker_attribute,
-            ATTR_EVENT_ID,
-            ATTR_SOURCE,
-            ATTR_EVENT_TYPE,
-            ATTR_AGGREGATE_TYPE,
-            ATTR_AGGREGATE_ID,
-            ATTR_SEQUENCE,
-            ATTR_OCCURRED_AT,
-            ATTR_PAYLOAD,
-            ATTR_TRACE_PARENT,
-            ATTR_METADATA,
-        ]
+        let mut names = [self.marker_attribute.as_str(); 11];
+        names[1..].copy_from_slice(&EVENT_ATTRIBUTES);
+        names
     }
 
     /// The TTL attribute name.

@@ -20,10 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_dynamo::AttributeValue as LambdaValue;
 use serde_json::value::RawValue;
 
-use crate::item::{
-    ATTR_AGGREGATE_ID, ATTR_AGGREGATE_TYPE, ATTR_EVENT_ID, ATTR_EVENT_TYPE, ATTR_METADATA, ATTR_OCCURRED_AT,
-    ATTR_PAYLOAD, ATTR_SEQUENCE, ATTR_SOURCE, ATTR_TRACE_PARENT, MARKER_VALUE, OutboxFields,
-};
+use crate::item::{EVENT_ATTRIBUTES, MARKER_VALUE, OutboxFields};
 use crate::{DecodeError, Item, OutboxSchema};
 use outbox_core::OutboxEvent;
 
@@ -304,19 +301,9 @@ impl SchemaValue<'_> {
 }
 
 /// The attributes of the outbox schema that are not configurable, in
-/// [`OutboxImage`]'s slots.
-const SLOTS: [&str; 10] = [
-    ATTR_EVENT_ID,
-    ATTR_SOURCE,
-    ATTR_EVENT_TYPE,
-    ATTR_AGGREGATE_TYPE,
-    ATTR_AGGREGATE_ID,
-    ATTR_SEQUENCE,
-    ATTR_OCCURRED_AT,
-    ATTR_PAYLOAD,
-    ATTR_TRACE_PARENT,
-    ATTR_METADATA,
-];
+/// [`OutboxImage`]'s slots (in this order: `to_event` takes them apart).
+const SLOTS: [&str; 10] = EVENT_ATTRIBUTES;
+/// The slot of [`ATTR_PAYLOAD`](crate::ATTR_PAYLOAD).
 const PAYLOAD_SLOT: usize = 7;
 
 /// A new image read in one pass straight into the outbox schema's
@@ -648,5 +635,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for ImageView<'a> {
             }
         }
         deserializer.deserialize_map(ImageVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::{ATTR_EVENT_ID, ATTR_METADATA, ATTR_PAYLOAD, ATTR_SEQUENCE, ATTR_TRACE_PARENT};
+
+    #[test]
+    fn the_slots_are_in_the_order_the_image_takes_them_apart() {
+        assert_eq!(SLOTS[0], ATTR_EVENT_ID);
+        assert_eq!(SLOTS[5], ATTR_SEQUENCE);
+        assert_eq!(SLOTS[PAYLOAD_SLOT], ATTR_PAYLOAD);
+        assert_eq!(SLOTS[8], ATTR_TRACE_PARENT);
+        assert_eq!(SLOTS[9], ATTR_METADATA);
     }
 }
