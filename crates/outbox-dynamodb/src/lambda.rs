@@ -160,18 +160,35 @@ pub(crate) struct ChangeView<'a, N> {
 pub(crate) trait NewImage {
     fn is_empty(&self) -> bool;
     fn contains(&self, name: &str) -> bool;
-    /// The attributes `names` as a DynamoDB SDK item, taken out of the
-    /// image where that saves a copy (the decoder asks for them last).
-    fn to_item(&mut self, names: &[&str]) -> Result<Item, DecodeError>;
-
     /// The outbox event this image holds ([`OutboxSchema::decode_item`] on
     /// the schema's attributes), or `None` when the record is to be read
-    /// again the general way, which knows better. Asked for last, as `to_item`.
-    fn to_event(&mut self, schema: &OutboxSchema) -> Option<Result<OutboxEvent, DecodeError>> {
-        Some(
-            self.to_item(&schema.decoded_attributes())
-                .and_then(|item| schema.decode_item_owned(item)),
-        )
+    /// again the general way, which knows better. Asked for last: it may
+    /// take the attributes out of the image.
+    fn to_event(&mut self, schema: &OutboxSchema) -> Option<Result<OutboxEvent, DecodeError>>;
+}
+
+/// The event of an image read as an SDK item (the general readings).
+fn item_event(
+    item: Result<Item, DecodeError>,
+    schema: &OutboxSchema,
+) -> Option<Result<OutboxEvent, DecodeError>> {
+    Some(item.and_then(|item| schema.decode_item_owned(item)))
+}
+
+/// Reads a DynamoDB attribute value (`{"<type>": value}`, one type) with
+/// `read`, given the type's name; a value without a type or with two is an
+/// error.
+fn one_typed<'de, A: MapAccess<'de>, T>(
+    mut map: A,
+    read: impl FnOnce(&str, &mut A) -> Result<T, A::Error>,
+) -> Result<T, A::Error> {
+    let Some(tag) = map.next_key::<Text<'de>>()? else {
+        return Err(A::Error::custom("an attribute value without a type"));
+    };
+    let value = read(tag.as_str(), &mut map)?;
+    match map.next_key::<de::IgnoredAny>()? {
+        None => Ok(value),
+        Some(_) => Err(A::Error::custom("an attribute value with two types")),
     }
 }
 
@@ -185,7 +202,8 @@ enum SchemaValue<'a> {
     /// [`Payload::from_json_string`](outbox_core::Payload::from_json_string)).
     Literal(&'a RawValue),
     N(Text<'a>),
-    Null(bool),
+    /// A `NULL` (its value a boolean, as DynamoDB JSON has it).
+    Null,
     /// A map of strings (the metadata).
     M(Vec<(Text<'a>, Text<'a>)>),
 }
@@ -198,21 +216,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for SchemaValue<'a> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a DynamoDB attribute value of type S, N, NULL or M of S")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let Some(tag) = map.next_key::<Text<'de>>()? else {
-                    return Err(A::Error::custom("an attribute value without a type"));
-                };
-                let value = match tag.as_str() {
-                    "S" => SchemaValue::S(map.next_value()?),
-                    "N" => SchemaValue::N(map.next_value()?),
-                    "NULL" => SchemaValue::Null(map.next_value()?),
-                    "M" => SchemaValue::M(map.next_value::<StringMap<'de>>()?.0),
-                    other => return Err(A::Error::custom(format_args!("type {other} is not read here"))),
-                };
-                match map.next_key::<de::IgnoredAny>()? {
-                    None => Ok(value),
-                    Some(_) => Err(A::Error::custom("an attribute value with two types")),
-                }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                one_typed(map, |tag, map| match tag {
+                    "S" => Ok(SchemaValue::S(map.next_value()?)),
+                    "N" => Ok(SchemaValue::N(map.next_value()?)),
+                    "NULL" => map.next_value::<bool>().map(|_| SchemaValue::Null),
+                    "M" => Ok(SchemaValue::M(map.next_value::<StringMap<'de>>()?.0)),
+                    other => Err(A::Error::custom(format_args!("type {other} is not read here"))),
+                })
             }
         }
         deserializer.deserialize_map(ValueVisitor)
@@ -256,54 +267,26 @@ impl<'de: 'a, 'a> Deserialize<'de> for LiteralS<'a> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an S attribute value")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let tag = map.next_key::<Text<'de>>()?;
-                if tag.as_ref().map(Text::as_str) != Some("S") {
-                    return Err(A::Error::custom("not an S"));
-                }
-                let literal: &'de RawValue = map.next_value()?;
-                if !literal.get().starts_with('"') {
-                    return Err(A::Error::custom("an S that is not a string"));
-                }
-                match map.next_key::<de::IgnoredAny>()? {
-                    None => Ok(LiteralS(literal)),
-                    Some(_) => Err(A::Error::custom("an attribute value with two types")),
-                }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                one_typed(map, |tag, map| {
+                    if tag != "S" {
+                        return Err(A::Error::custom("not an S"));
+                    }
+                    let literal: &'de RawValue = map.next_value()?;
+                    if !literal.get().starts_with('"') {
+                        return Err(A::Error::custom("an S that is not a string"));
+                    }
+                    Ok(LiteralS(literal))
+                })
             }
         }
         deserializer.deserialize_map(LiteralVisitor)
     }
 }
 
-impl SchemaValue<'_> {
-    fn into_attribute(self, name: &str) -> Result<aws_sdk_dynamodb::types::AttributeValue, DecodeError> {
-        use aws_sdk_dynamodb::types::AttributeValue;
-        Ok(match self {
-            SchemaValue::S(text) => AttributeValue::S(text.into_string()),
-            SchemaValue::Literal(literal) => {
-                AttributeValue::S(serde_json::from_str(literal.get()).map_err(|e| {
-                    DecodeError::InvalidValue {
-                        name: name.to_owned(),
-                        reason: format!("not a DynamoDB attribute value: {e}"),
-                    }
-                })?)
-            }
-            SchemaValue::N(text) => AttributeValue::N(text.into_string()),
-            SchemaValue::Null(null) => AttributeValue::Null(null),
-            SchemaValue::M(entries) => AttributeValue::M(
-                entries
-                    .into_iter()
-                    .map(|(name, text)| (name.into_string(), AttributeValue::S(text.into_string())))
-                    .collect(),
-            ),
-        })
-    }
-}
-
-/// The attributes of the outbox schema that are not configurable, in
-/// [`OutboxImage`]'s slots (in this order: `to_event` takes them apart).
-const SLOTS: [&str; 10] = EVENT_ATTRIBUTES;
-/// The slot of [`ATTR_PAYLOAD`](crate::ATTR_PAYLOAD).
+/// The slot of [`ATTR_PAYLOAD`](crate::ATTR_PAYLOAD) in [`OutboxImage`],
+/// whose slots are the [`EVENT_ATTRIBUTES`] in their order (`to_event` takes
+/// them apart in it).
 const PAYLOAD_SLOT: usize = 7;
 
 /// A new image read in one pass straight into the outbox schema's
@@ -313,19 +296,20 @@ const PAYLOAD_SLOT: usize = 7;
 /// a [`TypedImage`].
 ///
 /// [`to_event`](NewImage::to_event) makes the event from the slots, moving
-/// their texts into it, without building an SDK item: an outbox item whose
-/// marker is `v1` and whose attributes all have their schema's type.
-/// Anything else (an attribute missing or mistyped, another marker) goes
-/// through [`OutboxSchema::decode_item`], whose errors name it.
+/// their texts into it, without building an SDK item, for an outbox item
+/// whose marker is `v1` and whose attributes all have their schema's type.
+/// For anything else (an attribute missing or mistyped, another marker, a
+/// payload that does not unescape) it asks for the record to be read again
+/// the general way, whose errors name the attribute.
 #[derive(Debug, Default)]
 pub(crate) struct OutboxImage<'a> {
-    slots: [Option<SchemaValue<'a>>; SLOTS.len()],
+    slots: [Option<SchemaValue<'a>>; EVENT_ATTRIBUTES.len()],
     others: Vec<(Text<'a>, &'a RawValue)>,
 }
 
 impl<'a> OutboxImage<'a> {
     fn slot(&self, name: &str) -> Option<&SchemaValue<'a>> {
-        SLOTS
+        EVENT_ATTRIBUTES
             .iter()
             .position(|s| *s == name)
             .and_then(|i| self.slots[i].as_ref())
@@ -339,34 +323,12 @@ impl<'a> OutboxImage<'a> {
             .map(|(_, v)| *v)
     }
 
-    /// Whether every attribute has its schema's type and the marker is `v1`:
-    /// then [`OutboxSchema::decode_fields`] can take the slots.
-    fn has_schema_types(&self, schema: &OutboxSchema) -> bool {
-        let marker = self.other(schema.marker_attribute()).map(|raw| {
+    /// Whether the marker attribute is an `S` of this schema's version.
+    fn has_current_marker(&self, schema: &OutboxSchema) -> bool {
+        self.other(schema.marker_attribute()).is_some_and(|raw| {
             serde_json::from_str::<SchemaValue<'_>>(raw.get())
                 .is_ok_and(|v| matches!(v, SchemaValue::S(text) if text.as_str() == MARKER_VALUE))
-        });
-        let [
-            id,
-            source,
-            event_type,
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            occurred_at,
-            payload,
-            trace,
-            metadata,
-        ] = &self.slots;
-        let s = |slot: &Option<SchemaValue<'_>>| matches!(slot, Some(SchemaValue::S(_)));
-        marker == Some(true)
-            && [id, source, event_type, aggregate_type, aggregate_id, occurred_at]
-                .into_iter()
-                .all(s)
-            && matches!(payload, Some(SchemaValue::Literal(_)))
-            && matches!(sequence, Some(SchemaValue::N(_)))
-            && matches!(trace, None | Some(SchemaValue::S(_) | SchemaValue::Null(_)))
-            && matches!(metadata, None | Some(SchemaValue::M(_) | SchemaValue::Null(_)))
+        })
     }
 }
 
@@ -379,76 +341,59 @@ impl<'a> NewImage for OutboxImage<'a> {
         self.slot(name).is_some() || self.other(name).is_some()
     }
 
-    fn to_item(&mut self, names: &[&str]) -> Result<Item, DecodeError> {
-        let mut item = Item::with_capacity(names.len());
-        for (name, slot) in SLOTS.iter().zip(&mut self.slots) {
-            if names.contains(name)
-                && let Some(value) = slot.take()
-            {
-                item.insert((*name).to_owned(), value.into_attribute(name)?);
-            }
-        }
-        let mut others = ImageView(std::mem::take(&mut self.others));
-        for (name, value) in others.to_item(names)? {
-            item.insert(name, value);
-        }
-        Ok(item)
-    }
-
     fn to_event(&mut self, schema: &OutboxSchema) -> Option<Result<OutboxEvent, DecodeError>> {
-        if !self.has_schema_types(schema) {
+        use SchemaValue::{Literal, M, N, Null, S};
+        if !self.has_current_marker(schema) {
             return None;
         }
-        let Some(SchemaValue::Literal(literal)) = self.slots[PAYLOAD_SLOT] else {
-            return None;
-        };
-        // The payload first, while the slots are whole: a literal that does
-        // not unescape (a lone surrogate) is for the general reading.
-        let payload = outbox_core::Payload::from_json_string(literal.get());
-        if payload.is_err() && serde_json::from_str::<String>(literal.get()).is_err() {
-            return None;
-        }
+        // Taken whatever comes: when they do not fit, the record is read again.
         let [
-            id,
-            source,
-            event_type,
-            aggregate_type,
-            aggregate_id,
-            sequence,
-            occurred_at,
-            _,
+            Some(S(id)),
+            Some(S(source)),
+            Some(S(event_type)),
+            Some(S(aggregate_type)),
+            Some(S(aggregate_id)),
+            Some(N(sequence)),
+            Some(S(occurred_at)),
+            Some(Literal(payload)),
             trace,
             metadata,
-        ] = std::mem::take(&mut self.slots);
-        let text = |slot: Option<SchemaValue<'a>>| match slot {
-            Some(SchemaValue::S(text) | SchemaValue::N(text)) => text,
-            // Not reached: the types were checked.
-            _ => Text(Cow::Borrowed("")),
+        ] = std::mem::take(&mut self.slots)
+        else {
+            return None;
         };
-        let (id, sequence, occurred_at) = (text(id), text(sequence), text(occurred_at));
-        Some(
-            schema.decode_fields(OutboxFields {
-                event_id: id.as_str(),
-                source: text(source).into_string(),
-                event_type: text(event_type).into_string(),
-                aggregate_type: text(aggregate_type).into_string(),
-                aggregate_id: text(aggregate_id).into_string(),
-                sequence: sequence.as_str(),
-                occurred_at: occurred_at.as_str(),
-                payload,
-                trace_parent: match trace {
-                    Some(SchemaValue::S(text)) => Some(text.into_string()),
-                    _ => None,
-                },
-                metadata: match metadata {
-                    Some(SchemaValue::M(entries)) => entries
-                        .into_iter()
-                        .map(|(k, v)| (k.into_string(), v.into_string()))
-                        .collect(),
-                    _ => Default::default(),
-                },
-            }),
-        )
+        let trace_parent = match trace {
+            None | Some(Null) => None,
+            Some(S(text)) => Some(text.into_string()),
+            Some(_) => return None,
+        };
+        let metadata = match metadata {
+            None | Some(Null) => Default::default(),
+            Some(M(entries)) => entries
+                .into_iter()
+                .map(|(k, v)| (k.into_string(), v.into_string()))
+                .collect(),
+            Some(_) => return None,
+        };
+        // A payload that is not JSON is the decoder's error to report in its
+        // turn; one that does not unescape (a lone surrogate) is for the
+        // general reading.
+        let payload_event = outbox_core::Payload::from_json_string(payload.get());
+        if payload_event.is_err() && serde_json::from_str::<String>(payload.get()).is_err() {
+            return None;
+        }
+        Some(schema.decode_fields(OutboxFields {
+            event_id: id.as_str(),
+            source: source.into_string(),
+            event_type: event_type.into_string(),
+            aggregate_type: aggregate_type.into_string(),
+            aggregate_id: aggregate_id.into_string(),
+            sequence: sequence.as_str(),
+            occurred_at: occurred_at.as_str(),
+            payload: payload_event,
+            trace_parent,
+            metadata,
+        }))
     }
 }
 
@@ -463,7 +408,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for OutboxImage<'a> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut image = OutboxImage::default();
                 while let Some(name) = map.next_key::<Text<'de>>()? {
-                    match SLOTS.iter().position(|s| *s == name.as_str()) {
+                    match EVENT_ATTRIBUTES.iter().position(|s| *s == name.as_str()) {
                         // A name given twice: the last wins.
                         Some(PAYLOAD_SLOT) => {
                             image.slots[PAYLOAD_SLOT] =
@@ -486,7 +431,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for OutboxImage<'a> {
 /// [`ImageView`], which names the attribute, or ignores it when it is not
 /// one of the schema's.
 ///
-/// [`to_item`](NewImage::to_item) moves the attributes it returns out of
+/// [`to_event`](NewImage::to_event) moves the attributes it reads out of
 /// the image: no copy of the payload's text.
 #[derive(Debug, Default)]
 pub(crate) struct TypedImage(Vec<(String, LambdaValue)>);
@@ -500,7 +445,14 @@ impl NewImage for TypedImage {
         self.0.iter().any(|(n, _)| n == name)
     }
 
-    fn to_item(&mut self, names: &[&str]) -> Result<Item, DecodeError> {
+    fn to_event(&mut self, schema: &OutboxSchema) -> Option<Result<OutboxEvent, DecodeError>> {
+        item_event(self.take_item(&schema.decoded_attributes()), schema)
+    }
+}
+
+impl TypedImage {
+    /// The attributes `names` as a DynamoDB SDK item, moved out of the image.
+    fn take_item(&mut self, names: &[&str]) -> Result<Item, DecodeError> {
         let mut item = Item::with_capacity(names.len());
         for (name, value) in self.0.iter_mut().filter(|(n, _)| names.contains(&n.as_str())) {
             // A name given twice: the last wins, as in any JSON object read into a map.
@@ -602,9 +554,15 @@ impl NewImage for ImageView<'_> {
         self.get(name).is_some()
     }
 
+    fn to_event(&mut self, schema: &OutboxSchema) -> Option<Result<OutboxEvent, DecodeError>> {
+        item_event(self.to_item(&schema.decoded_attributes()), schema)
+    }
+}
+
+impl ImageView<'_> {
     /// The attributes `names` (the others are not read at all); an attribute
     /// whose value is not DynamoDB JSON is an error naming it.
-    fn to_item(&mut self, names: &[&str]) -> Result<Item, DecodeError> {
+    pub(crate) fn to_item(&self, names: &[&str]) -> Result<Item, DecodeError> {
         let mut item = Item::with_capacity(names.len());
         for (name, value) in self.0.iter().filter(|(n, _)| names.contains(&n.as_str())) {
             let value =
@@ -645,10 +603,10 @@ mod tests {
 
     #[test]
     fn the_slots_are_in_the_order_the_image_takes_them_apart() {
-        assert_eq!(SLOTS[0], ATTR_EVENT_ID);
-        assert_eq!(SLOTS[5], ATTR_SEQUENCE);
-        assert_eq!(SLOTS[PAYLOAD_SLOT], ATTR_PAYLOAD);
-        assert_eq!(SLOTS[8], ATTR_TRACE_PARENT);
-        assert_eq!(SLOTS[9], ATTR_METADATA);
+        assert_eq!(EVENT_ATTRIBUTES[0], ATTR_EVENT_ID);
+        assert_eq!(EVENT_ATTRIBUTES[5], ATTR_SEQUENCE);
+        assert_eq!(EVENT_ATTRIBUTES[PAYLOAD_SLOT], ATTR_PAYLOAD);
+        assert_eq!(EVENT_ATTRIBUTES[8], ATTR_TRACE_PARENT);
+        assert_eq!(EVENT_ATTRIBUTES[9], ATTR_METADATA);
     }
 }

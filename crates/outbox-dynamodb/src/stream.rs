@@ -184,14 +184,9 @@ trait Change {
     fn old_image_has(&self, attribute: &str) -> bool;
     /// The string value of the key attribute `attribute`, if it is an S.
     fn string_key(&self, attribute: &str) -> Option<String>;
-    /// The new image as a DynamoDB SDK item: at least the attributes
-    /// `names`, maybe more. Asked for last: it may take them out of the record.
-    fn new_item(&mut self, names: &[&str]) -> Result<Item, DecodeError>;
-    /// The outbox event of the new image. Asked for last, as `new_item`.
-    fn new_event(&mut self, schema: &OutboxSchema) -> Result<OutboxEvent, DecodeError> {
-        self.new_item(&schema.decoded_attributes())
-            .and_then(|item| schema.decode_item_owned(item))
-    }
+    /// The outbox event of the new image ([`OutboxSchema::decode_item`]).
+    /// Asked for last: it may take the attributes out of the record.
+    fn new_event(&mut self, schema: &OutboxSchema) -> Result<OutboxEvent, DecodeError>;
     /// The whole record as JSON text.
     fn raw(&self) -> String;
 }
@@ -317,13 +312,6 @@ impl<N: NewImage> Change for LambdaChange<'_, N> {
             .ok()?
             .string(attribute)
     }
-    fn new_item(&mut self, names: &[&str]) -> Result<Item, DecodeError> {
-        self.view
-            .dynamodb
-            .as_mut()
-            .and_then(|c| c.new_image.as_mut())
-            .map_or_else(|| Ok(Item::new()), |image| image.to_item(names))
-    }
     fn new_event(&mut self, schema: &OutboxSchema) -> Result<OutboxEvent, DecodeError> {
         let event = match self.view.dynamodb.as_mut().and_then(|c| c.new_image.as_mut()) {
             Some(image) => image.to_event(schema),
@@ -413,7 +401,17 @@ impl Change for StreamsChange<'_> {
             _ => None,
         }
     }
-    fn new_item(&mut self, _names: &[&str]) -> Result<Item, DecodeError> {
+    fn new_event(&mut self, schema: &OutboxSchema) -> Result<OutboxEvent, DecodeError> {
+        self.new_item().and_then(|item| schema.decode_item_owned(item))
+    }
+    fn raw(&self) -> String {
+        streams_record_json(self.0).to_string()
+    }
+}
+
+impl StreamsChange<'_> {
+    /// The new image as a DynamoDB SDK item.
+    fn new_item(&self) -> Result<Item, DecodeError> {
         // The SDK has typed the whole image already: convert all of it.
         let Some(image) = self.0.dynamodb().and_then(|change| change.new_image()) else {
             return Ok(Item::new());
@@ -428,9 +426,6 @@ impl Change for StreamsChange<'_> {
                 Ok((name.clone(), value))
             })
             .collect()
-    }
-    fn raw(&self) -> String {
-        streams_record_json(self.0).to_string()
     }
 }
 
@@ -648,6 +643,17 @@ mod tests {
         let text = record_text(record);
         let mut view: RecordView<'_, ImageView<'_>> = serde_json::from_str(text.get()).unwrap();
         f(&mut LambdaChange::new(&mut view, text.get()))
+    }
+
+    impl LambdaChange<'_, ImageView<'_>> {
+        /// The new image's attributes `names` as an SDK item.
+        fn new_item(&mut self, names: &[&str]) -> Result<Item, DecodeError> {
+            self.view
+                .dynamodb
+                .as_ref()
+                .and_then(|c| c.new_image.as_ref())
+                .map_or_else(|| Ok(Item::new()), |image| image.to_item(names))
+        }
     }
 
     fn decoder() -> DynamoDbStreamDecoder {
@@ -1477,7 +1483,7 @@ mod tests {
         let twin = lambda_twin(&record);
         assert_eq!(
             lambda_change(&twin, |c| c.new_item(EVERY_ATTRIBUTE)).unwrap(),
-            StreamsChange(&record).new_item(EVERY_ATTRIBUTE).unwrap()
+            StreamsChange(&record).new_item().unwrap()
         );
     }
 
