@@ -1,0 +1,666 @@
+//! JSON text inside JSON strings: escaping it, and checking a payload while
+//! it is still escaped.
+//!
+//! The relay's hot path reads a payload out of one JSON string (the stream's
+//! `S` attribute) and writes it into another (the `PutEvents` `Detail`).
+//! Both strings escape the payload the same way, so the relay never needs
+//! the payload's own text: it checks the escaped text once
+//! ([`validate_escaped`]) and copies it. [`escape_into`] writes everything
+//! else of the `Detail`.
+
+/// What a byte becomes inside a JSON string: 0 for itself, `u` for a
+/// `\u00XX` escape, or the letter of its two-character escape. serde_json
+/// escapes the same bytes the same way.
+const ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Appends `bytes` (UTF-8 text) escaped as the inside of a JSON string, as
+/// serde_json escapes a string (`"`, `\` and control characters; nothing
+/// else). Only ASCII bytes are escaped, so text may come in any pieces, even
+/// cut inside a character.
+pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = ESCAPE[usize::from(b)];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if escape == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.push(b'\\');
+            out.push(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// The length of what [`escape_into`] appends for `bytes`.
+pub fn escaped_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .map(|&b| match ESCAPE[usize::from(b)] {
+            0 => 1,
+            b'u' => 6,
+            _ => 2,
+        })
+        .sum()
+}
+
+/// Whether [`escape_into`] would copy `bytes` unchanged.
+pub(crate) fn needs_no_escape(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| ESCAPE[usize::from(b)] == 0)
+}
+
+/// The end of the escaped text, for [`Unescaper::next`].
+const END: u32 = 0x100;
+/// Any byte of a character past ASCII, for [`Unescaper::next`]: JSON gives
+/// them no meaning outside strings (where they are an error) and allows them
+/// inside.
+const NON_ASCII: u32 = 0x80;
+
+/// Reads the value of a JSON string from its escaped contents, one byte at
+/// a time, counting the value's bytes, without writing it anywhere.
+struct Unescaper<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    /// Bytes of the value read so far.
+    len: usize,
+}
+
+impl Unescaper<'_> {
+    /// The next byte of the value (a byte past ASCII as itself, or a
+    /// character written as a `\u` escape as [`NON_ASCII`]), or [`END`] at
+    /// the end of the contents and on anything a JSON string may not hold
+    /// (a raw `"` or control character, an unknown escape, a lone
+    /// surrogate), which the caller cannot tell from a premature end: both
+    /// make the text invalid.
+    #[inline(always)]
+    fn next(&mut self) -> u32 {
+        match self.bytes.get(self.at) {
+            Some(&b) if b != b'\\' && b != b'"' && b >= 0x20 => {
+                self.at += 1;
+                self.len += 1;
+                u32::from(b)
+            }
+            // The escape most common by far: a quote of the text.
+            Some(b'\\') if self.bytes.get(self.at + 1) == Some(&b'"') => {
+                self.at += 2;
+                self.len += 1;
+                0x22
+            }
+            Some(b'\\') => self.escape(),
+            _ => END,
+        }
+    }
+
+    /// Steps over the bytes that stand for themselves in a string of the
+    /// text (not `\`, `"` nor a control character), all at once.
+    #[inline(always)]
+    fn skip_plain(&mut self) {
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        let run = rest
+            .iter()
+            .position(|&b| ESCAPE[usize::from(b)] != 0)
+            .unwrap_or(rest.len());
+        self.at += run;
+        self.len += run;
+    }
+
+    #[inline(never)]
+    fn escape(&mut self) -> u32 {
+        let Some(&letter) = self.bytes.get(self.at + 1) else {
+            return END;
+        };
+        let b = match letter {
+            b'"' | b'\\' | b'/' => letter,
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => return self.unicode(),
+            _ => return END,
+        };
+        self.at += 2;
+        self.len += 1;
+        u32::from(b)
+    }
+
+    /// A `\uXXXX` escape (a surrogate pair, two of them).
+    fn unicode(&mut self) -> u32 {
+        let Some(first) = self.hex4(self.at + 2) else {
+            return END;
+        };
+        let (code, escape_len) = match first {
+            0xD800..=0xDBFF => match self.hex4(self.at + 8) {
+                Some(second @ 0xDC00..=0xDFFF)
+                    if self.bytes.get(self.at + 6..self.at + 8) == Some(b"\\u") =>
+                {
+                    (0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00), 12)
+                }
+                _ => return END,
+            },
+            0xDC00..=0xDFFF => return END,
+            _ => (first, 6),
+        };
+        self.at += escape_len;
+        match char::from_u32(code) {
+            Some(c) if c.is_ascii() => {
+                self.len += 1;
+                code
+            }
+            Some(c) => {
+                self.len += c.len_utf8();
+                NON_ASCII
+            }
+            None => END,
+        }
+    }
+
+    fn hex4(&self, at: usize) -> Option<u32> {
+        self.bytes
+            .get(at..at + 4)?
+            .iter()
+            .try_fold(0u32, |n, &d| Some(n * 16 + char::from(d).to_digit(16)?))
+    }
+
+    /// The next byte that is not JSON whitespace.
+    #[inline(always)]
+    fn next_token(&mut self) -> u32 {
+        loop {
+            let b = self.next();
+            if !matches!(b, 0x20 | 0x09 | 0x0a | 0x0d) {
+                return b;
+            }
+        }
+    }
+
+    /// The rest of a string of the JSON text, its opening quote read.
+    fn string(&mut self) -> Option<()> {
+        loop {
+            self.skip_plain();
+            match self.next() {
+                0x22 => return Some(()),
+                0x5c => match self.next() {
+                    0x22 | 0x5c | 0x2f | 0x62 | 0x66 | 0x6e | 0x72 | 0x74 => {}
+                    0x75 => {
+                        for _ in 0..4 {
+                            if !char::from_u32(self.next()).is_some_and(|c| c.is_ascii_hexdigit()) {
+                                return None;
+                            }
+                        }
+                    }
+                    _ => return None,
+                },
+                END => return None,
+                b if b < 0x20 => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// The rest of a number whose first byte is `first`; the byte after it.
+    fn number(&mut self, first: u32) -> Option<u32> {
+        let digit = |b: u32| (0x30..=0x39).contains(&b);
+        let mut b = first;
+        if b == 0x2d {
+            b = self.next();
+        }
+        match b {
+            0x30 => b = self.next(),
+            0x31..=0x39 => {
+                b = self.next();
+                while digit(b) {
+                    b = self.next();
+                }
+            }
+            _ => return None,
+        }
+        if b == 0x2e {
+            b = self.next();
+            if !digit(b) {
+                return None;
+            }
+            while digit(b) {
+                b = self.next();
+            }
+        }
+        if b == 0x65 || b == 0x45 {
+            b = self.next();
+            if b == 0x2b || b == 0x2d {
+                b = self.next();
+            }
+            if !digit(b) {
+                return None;
+            }
+            while digit(b) {
+                b = self.next();
+            }
+        }
+        Some(b)
+    }
+
+    /// The rest of `true`, `false` or `null`, its first letter read.
+    fn literal(&mut self, rest: &[u8]) -> Option<()> {
+        rest.iter()
+            .all(|&expected| self.next() == u32::from(expected))
+            .then_some(())
+    }
+}
+
+/// Open arrays and objects, one bit each (set for an object), up to
+/// `MAX_DEPTH` of them.
+struct Nesting<const WORDS: usize> {
+    bits: [u64; WORDS],
+    depth: usize,
+}
+
+impl<const WORDS: usize> Nesting<WORDS> {
+    fn push(&mut self, object: bool) -> Option<()> {
+        let (word, bit) = (self.depth / 64, self.depth % 64);
+        let slot = self.bits.get_mut(word)?;
+        *slot = (*slot & !(1 << bit)) | (u64::from(object) << bit);
+        self.depth += 1;
+        Some(())
+    }
+
+    /// Whether the innermost open container is an object.
+    fn in_object(&self) -> bool {
+        let top = self.depth - 1;
+        self.bits[top / 64] >> (top % 64) & 1 == 1
+    }
+}
+
+/// The length of the JSON text that the JSON string contents `escaped`
+/// (the text between the quotes) hold, when that text is exactly one JSON
+/// value, without whitespace around it, nested at most `max_depth` deep:
+/// a text serde_json accepts as a `RawValue` and keeps whole (it trims
+/// whitespace around a value). Checked in one pass over the escaped bytes,
+/// without writing the text out.
+///
+/// `None` when it is not: the contents are not a valid string (a lone
+/// surrogate included), the text is not JSON, or has whitespace around it.
+/// Callers read it again the slow way to learn which.
+pub(crate) fn validate_escaped(escaped: &str, max_depth: usize) -> Option<usize> {
+    // 1,024 levels; deeper is refused whatever `max_depth` says.
+    let mut nesting = Nesting::<16> {
+        bits: [0; 16],
+        depth: 0,
+    };
+    let mut text = Unescaper {
+        bytes: escaped.as_bytes(),
+        at: 0,
+        len: 0,
+    };
+    // Around the outermost value, no whitespace: `next`, not `next_token`.
+    let after_value = |text: &mut Unescaper<'_>, depth: usize| {
+        if depth == 0 {
+            text.next()
+        } else {
+            text.next_token()
+        }
+    };
+    let mut b = text.next();
+    loop {
+        // A value starts at `b`.
+        match b {
+            0x7b | 0x5b => {
+                let object = b == 0x7b;
+                if nesting.depth >= max_depth {
+                    return None;
+                }
+                nesting.push(object)?;
+                b = text.next_token();
+                if b == if object { 0x7d } else { 0x5d } {
+                    nesting.depth -= 1;
+                    b = after_value(&mut text, nesting.depth);
+                } else {
+                    if object {
+                        b = key(&mut text, b)?;
+                    }
+                    continue;
+                }
+            }
+            0x22 => {
+                text.string()?;
+                b = after_value(&mut text, nesting.depth);
+            }
+            0x2d | 0x30..=0x39 => {
+                b = text.number(b)?;
+                if nesting.depth > 0 && matches!(b, 0x20 | 0x09 | 0x0a | 0x0d) {
+                    b = text.next_token();
+                }
+            }
+            0x74 => {
+                text.literal(b"rue")?;
+                b = after_value(&mut text, nesting.depth);
+            }
+            0x66 => {
+                text.literal(b"alse")?;
+                b = after_value(&mut text, nesting.depth);
+            }
+            0x6e => {
+                text.literal(b"ull")?;
+                b = after_value(&mut text, nesting.depth);
+            }
+            _ => return None,
+        }
+        // A value has ended; `b` follows it.
+        loop {
+            if nesting.depth == 0 {
+                return (b == END && text.at == text.bytes.len()).then_some(text.len);
+            }
+            let object = nesting.in_object();
+            match b {
+                0x2c => {
+                    b = text.next_token();
+                    if object {
+                        b = key(&mut text, b)?;
+                    }
+                    break;
+                }
+                0x7d if object => {}
+                0x5d if !object => {}
+                _ => return None,
+            }
+            nesting.depth -= 1;
+            b = after_value(&mut text, nesting.depth);
+        }
+    }
+}
+
+/// An object's key and colon, its first byte `b`; the byte that starts the
+/// value.
+fn key(text: &mut Unescaper<'_>, b: u32) -> Option<u32> {
+    if b != 0x22 {
+        return None;
+    }
+    text.string()?;
+    if text.next_token() != 0x3a {
+        return None;
+    }
+    Some(text.next_token())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::value::RawValue;
+
+    /// What serde_json says of the text that `escaped` holds: its length
+    /// when it reads it as a JSON string whose value is one JSON value
+    /// without whitespace around it.
+    fn serde(escaped: &str) -> Option<usize> {
+        let text: String = serde_json::from_str(&format!("\"{escaped}\"")).ok()?;
+        let len = text.len();
+        RawValue::from_string(text)
+            .ok()
+            .map(|raw| raw.get().len())
+            .filter(|n| *n == len)
+    }
+
+    fn escaped(text: &str) -> String {
+        let mut out = Vec::new();
+        escape_into(&mut out, text.as_bytes());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn valid_texts_are_accepted_with_their_length() {
+        for text in [
+            "0",
+            "-0",
+            "-12.5e+3",
+            "1E9",
+            "0.0",
+            "[ \t\n\r null \n]",
+            "true",
+            "false",
+            r#""""#,
+            r#""a\"b\\c\/\b\f\n\r\t\u00e9\uD800""#,
+            "[]",
+            "{}",
+            r#"{"a":[1,{"b":[]},"c"],"d":{"e":null}}"#,
+            r#"{ "k" : [ 1 , 2 ] , "l" : { } }"#,
+            r#"{"orderId":"o-1","note":"ü € 😀 </script>","n":12345678901234567890123}"#,
+            "[[[[[[[[[[]]]]]]]]]]",
+        ] {
+            assert_eq!(
+                validate_escaped(&escaped(text), 999),
+                Some(text.len()),
+                "{text:?}"
+            );
+            assert_eq!(serde(&escaped(text)), Some(text.len()), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn escapes_of_the_outer_string_are_read_as_what_they_stand_for() {
+        // `{"a":"é😀"}` with every character escaped.
+        let escaped = r#"\u007b\u0022a\u0022:\u0022\u00e9\ud83d\ude00\u0022\u007D"#;
+        assert_eq!(validate_escaped(escaped, 999), Some(r#"{"a":"é😀"}"#.len()));
+        assert_eq!(validate_escaped(r"[1,\/2]", 999), None);
+        assert_eq!(validate_escaped(r"[\n1\r]", 999), Some(5));
+    }
+
+    #[test]
+    fn invalid_texts_and_contents_are_refused() {
+        for escaped in [
+            "",
+            " ",
+            "{",
+            "[1,]",
+            r#"{\"a\":1,}"#,
+            r#"{\"a\" 1}"#,
+            r#"{1:2}"#,
+            "[1 2]",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "-",
+            "+1",
+            "nul",
+            "nulll",
+            "tru",
+            "[1]]",
+            "{}}",
+            "[}",
+            "{]",
+            "1 2",
+            r#"\"a"#,
+            r#"\"\\x\""#,
+            r#"\"\\u12G4\""#,
+            r#"\"\u0001\""#,
+            "\"",
+            "[\u{1}]",
+            r"\ud800",
+            r"\udc00",
+            r"[\",
+            r"\x",
+            "\u{c}1",
+            " 1",
+            "1 ",
+            r"\n[]",
+            r"[]\t",
+            r"\u0020{}",
+        ] {
+            assert_eq!(validate_escaped(escaped, 999), None, "{escaped:?}");
+            assert_eq!(serde(escaped), None, "serde_json too: {escaped:?}");
+        }
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let nested = |d: usize| format!("{}0{}", "[".repeat(d), "]".repeat(d));
+        assert_eq!(validate_escaped(&nested(999), 999), Some(2 * 999 + 1));
+        assert_eq!(validate_escaped(&nested(1000), 999), None);
+        assert_eq!(validate_escaped(&nested(3), 2), None);
+        assert_eq!(validate_escaped(&nested(1024), 5000), Some(2 * 1024 + 1));
+        assert_eq!(validate_escaped(&nested(1025), 5000), None);
+        let objects = format!("{}1{}", r#"{\"a\":"#.repeat(999), "}".repeat(999));
+        assert!(validate_escaped(&objects, 999).is_some());
+    }
+
+    #[test]
+    fn escaping_reads_back_as_the_same_text_in_any_pieces() {
+        let text = "a\"b\\c\u{0}\u{1f} \n\r\t\u{8}\u{c} ü€😀 \u{7f}/";
+        for cut in 0..=text.len() {
+            let mut out = b"\"".to_vec();
+            escape_into(&mut out, &text.as_bytes()[..cut]);
+            escape_into(&mut out, &text.as_bytes()[cut..]);
+            out.push(b'"');
+            let back: String = serde_json::from_slice(&out).unwrap();
+            assert_eq!(back, text, "cut at {cut}");
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "as serde_json escapes it");
+        }
+    }
+
+    #[test]
+    fn lengths_count_what_escape_into_writes() {
+        for text in ["", "abc", "a\"b\\c\u{0}\u{1f}\n\r\t\u{8}\u{c}\u{7f}é😀"] {
+            assert_eq!(escaped_len(text.as_bytes()), escaped(text).len(), "{text:?}");
+            assert_eq!(needs_no_escape(text.as_bytes()), escaped(text) == text);
+        }
+    }
+
+    /// Pieces of JSON texts, valid and broken.
+    fn json_piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                "{", "}", "[", "]", ",", ":", " ", "\n", "\"", "\"k\"", "\"k\":", "1", "-0.5e+7",
+                "0", "true", "false", "null", "\"\\\"\"", "\"\\u00e9\"", "\"é😀\"", "\"\\ud800\"",
+            ]).prop_map(str::to_owned),
+            1 => "[0-9eE.+\\-]{1,4}",
+            1 => "\\\\[\"\\\\/bfnrtux]",
+            1 => "[\u{0}-\u{7f}]",
+            1 => any::<char>().prop_map(String::from),
+        ]
+    }
+
+    /// A JSON text: any value, some with whitespace between tokens.
+    fn json_text() -> impl Strategy<Value = String> {
+        let ws = prop::sample::select(vec!["", "", "", " ", "\n\t", "\r "]);
+        let leaf = prop_oneof![
+            prop::sample::select(vec!["null", "true", "false"]).prop_map(str::to_owned),
+            "-?(0|[1-9][0-9]{0,5})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,2})?",
+            any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+            "[a-z\\\\\"/]{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        ];
+        leaf.prop_recursive(6, 48, 5, move |inner| {
+            let ws = ws.clone();
+            prop_oneof![
+                (prop::collection::vec((inner.clone(), ws.clone()), 0..5)).prop_map(|items| {
+                    let items: Vec<String> = items.into_iter().map(|(v, w)| format!("{w}{v}{w}")).collect();
+                    format!("[{}]", items.join(","))
+                }),
+                (prop::collection::vec(("[a-z\"\\\\é]{0,4}", inner, ws), 0..5)).prop_map(|entries| {
+                    let entries: Vec<String> = entries
+                        .into_iter()
+                        .map(|(k, v, w)| format!("{w}{}{w}:{w}{v}", serde_json::to_string(&k).unwrap()))
+                        .collect();
+                    format!("{{{}}}", entries.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// A JSON text, half the time broken in one place (a character taken
+    /// out, or a piece put in), or pieces of JSON put together.
+    fn nearly_json() -> impl Strategy<Value = String> {
+        prop_oneof![
+            2 => json_text(),
+            2 => (json_text(), any::<prop::sample::Index>(), json_piece(), any::<bool>()).prop_map(
+                |(text, at, piece, remove)| {
+                    let chars: Vec<char> = text.chars().collect();
+                    let at = at.index(chars.len() + 1);
+                    let mut out: String = chars[..at].iter().collect();
+                    if !remove {
+                        out.push_str(&piece);
+                    }
+                    out.extend(chars.iter().skip(if remove { at + 1 } else { at }));
+                    out
+                }
+            ),
+            1 => prop::collection::vec(json_piece(), 0..12).prop_map(|p| p.concat()),
+        ]
+    }
+
+    /// A generated text, escaped by serde_json, or with some of its
+    /// characters as `\u` escapes.
+    fn escaped_texts() -> impl Strategy<Value = String> {
+        (nearly_json(), any::<u8>()).prop_map(|(text, mask)| {
+            let literal = serde_json::to_string(&text).unwrap();
+            let contents = &literal[1..literal.len() - 1];
+            if mask % 3 != 0 {
+                return contents.to_owned();
+            }
+            contents
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if c != '\\' && (i as u8) & mask & 0x0c != 0 {
+                        c.encode_utf16(&mut [0; 2])
+                            .iter()
+                            .map(|u| format!("\\u{u:04x}"))
+                            .collect()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn the_generated_texts_are_valid_often_and_invalid_often() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let strategy = escaped_texts();
+        let valid = (0..2_000)
+            .filter(|_| {
+                let escaped = strategy.new_tree(&mut runner).unwrap().current();
+                validate_escaped(&escaped, 999).is_some()
+            })
+            .count();
+        assert!((600..=1_400).contains(&valid), "{valid} of 2,000 valid");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        /// Accepted is what serde_json accepts, with the same length: on
+        /// generated texts (pieces of JSON, escaped in several ways) and on
+        /// any contents at all.
+        #[test]
+        fn it_accepts_exactly_what_serde_json_accepts(
+            generated in escaped_texts(),
+            any_contents in any::<String>(),
+            pieces in prop::collection::vec(json_piece(), 0..12),
+        ) {
+            for escaped in [generated, any_contents, pieces.concat()] {
+                prop_assert_eq!(validate_escaped(&escaped, 999), serde(&escaped), "{:?}", escaped);
+            }
+        }
+    }
+}
