@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use uuid::{ContextV7, Timestamp, Uuid};
 
-use crate::{Clock, EnvelopeError, Payload};
+use crate::{Clock, EnvelopeError, Payload, json};
 
 /// CloudEvents attribute names that metadata keys may not take.
 pub(crate) const RESERVED_ATTRIBUTES: &[&str] = &[
@@ -192,25 +192,62 @@ impl OutboxEvent {
         14 + self.source.len() + self.event_type.len() + self.json_len()
     }
 
-    /// The length of [`to_json`](Self::to_json), counted while serialising,
-    /// without building the text.
+    /// The length of [`to_json`](Self::to_json), counted without writing
+    /// the text (nor making the text of a payload kept escaped).
     fn json_len(&self) -> usize {
-        struct ByteCounter(usize);
-        impl std::io::Write for ByteCounter {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0 += buf.len();
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
+        let mut counter = Counter(0);
+        self.write_json(&mut counter);
+        counter.0
+    }
+
+    /// Appends the envelope's JSON text ([`to_json`](Self::to_json), byte
+    /// for byte) escaped as the inside of a JSON string: the `Detail` of a
+    /// `PutEvents` request body, written without making the text first. A
+    /// payload kept escaped ([`Payload::escaped`]) is copied as it is, so
+    /// its text is never made.
+    pub fn write_json_escaped(&self, out: &mut Vec<u8>) {
+        self.write_json(&mut Escaped(out));
+    }
+
+    /// The envelope's JSON text, as serde writes this type (the tests hold
+    /// them equal), piece by piece into `out`.
+    fn write_json(&self, out: &mut impl JsonOut) {
+        out.plain("{\"id\":\"");
+        out.plain(self.id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        out.plain("\",\"source\":");
+        out.string(&self.source);
+        out.plain(",\"event_type\":");
+        out.string(&self.event_type);
+        out.plain(",\"aggregate_type\":");
+        out.string(&self.aggregate_type);
+        out.plain(",\"aggregate_id\":");
+        out.string(&self.aggregate_id);
+        out.plain(",\"sequence\":");
+        out.plain(write_u64(self.sequence, &mut [0; 20]));
+        out.plain(",\"occurred_at\":");
+        match write_time(&self.occurred_at, &mut [0; TIME_LEN]) {
+            Some(time) => out.string(time),
+            None => out.string(&format_time(&self.occurred_at)),
         }
-        let mut counter = ByteCounter(0);
-        // Serialising an event cannot fail (see `to_json`).
-        match serde_json::to_writer(&mut counter, self) {
-            Ok(()) => counter.0,
-            Err(_) => self.to_json().len(),
+        out.plain(",\"payload\":");
+        out.payload(&self.payload);
+        if let Some(trace) = &self.trace_parent {
+            out.plain(",\"trace_parent\":");
+            out.string(trace.as_str());
         }
+        if !self.metadata.is_empty() {
+            out.plain(",\"metadata\":{");
+            for (i, (key, value)) in self.metadata.iter().enumerate() {
+                if i > 0 {
+                    out.plain(",");
+                }
+                out.string(key);
+                out.plain(":");
+                out.string(value);
+            }
+            out.plain("}");
+        }
+        out.plain("}");
     }
 
     /// The payload alone, as JSON text (how the DynamoDB item and the Cosmos
@@ -218,6 +255,80 @@ impl OutboxEvent {
     pub fn payload_json(&self) -> &str {
         self.payload.as_str()
     }
+}
+
+/// Where [`OutboxEvent::write_json`] writes the envelope's JSON text.
+trait JsonOut {
+    /// JSON text written as it is: punctuation, names, digits, a UUID.
+    fn plain(&mut self, text: &str);
+    /// A JSON string (quotes included) whose value is `text`.
+    fn string(&mut self, text: &str);
+    /// The payload's JSON text.
+    fn payload(&mut self, payload: &Payload);
+}
+
+/// Counts the text's bytes.
+struct Counter(usize);
+
+impl JsonOut for Counter {
+    fn plain(&mut self, text: &str) {
+        self.0 += text.len();
+    }
+
+    fn string(&mut self, text: &str) {
+        self.0 += 2 + json::escaped_len(text.as_bytes());
+    }
+
+    fn payload(&mut self, payload: &Payload) {
+        self.0 += payload.len();
+    }
+}
+
+/// Writes the text escaped as the inside of a JSON string.
+struct Escaped<'a>(&'a mut Vec<u8>);
+
+impl JsonOut for Escaped<'_> {
+    fn plain(&mut self, text: &str) {
+        json::escape_into(self.0, text.as_bytes());
+    }
+
+    fn string(&mut self, text: &str) {
+        // Escaped twice: once as a string of the envelope, once as part of
+        // the outer string. Most texts need neither.
+        if json::needs_no_escape(text.as_bytes()) {
+            self.0.extend_from_slice(b"\\\"");
+            self.0.extend_from_slice(text.as_bytes());
+            self.0.extend_from_slice(b"\\\"");
+        } else {
+            let mut once = Vec::with_capacity(text.len() + 8);
+            once.push(b'"');
+            json::escape_into(&mut once, text.as_bytes());
+            once.push(b'"');
+            json::escape_into(self.0, &once);
+        }
+    }
+
+    fn payload(&mut self, payload: &Payload) {
+        match payload.escaped() {
+            Some(escaped) => self.0.extend_from_slice(escaped.as_bytes()),
+            None => json::escape_into(self.0, payload.as_str().as_bytes()),
+        }
+    }
+}
+
+/// `n` in decimal, into `buf`.
+fn write_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 /// Builds a validated [`OutboxEvent`]. See [`OutboxEvent::builder`].
@@ -628,6 +739,56 @@ mod tests {
                     proptest::prop_assert_eq!(on_stack, None);
                 }
             }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        /// The envelope written by hand (escaped, for the `Detail`, and
+        /// counted, for the entry size) is serde's `to_json`, byte for
+        /// byte, whatever its texts, metadata, sequence and time, and
+        /// whether its payload was read escaped or not.
+        #[test]
+        fn the_envelope_written_by_hand_is_serdes(
+            texts in proptest::collection::vec(proptest::prelude::any::<String>(), 4),
+            names in proptest::collection::vec("[a-z0-9\"\\\u{1}]{0,20}", 4),
+            metadata in proptest::collection::btree_map("[a-z0-9]{1,20}", proptest::prelude::any::<String>(), 0..3),
+            sequence in proptest::prelude::any::<u64>(),
+            millis in -62_000_000_000_000i64..300_000_000_000_000,
+            trace in proptest::prelude::any::<bool>(),
+            escaped in proptest::prelude::any::<bool>(),
+        ) {
+            let mut parts = builder().build(&clock()).unwrap().into_parts();
+            parts.source = format!("s{}", names[0]);
+            parts.event_type = format!("t{}{}", names[1], texts[0]);
+            parts.aggregate_type = format!("a{}", names[2]).replace('/', "");
+            parts.aggregate_id = format!("i{}", texts[1]);
+            parts.sequence = sequence;
+            parts.occurred_at = DateTime::from_timestamp_millis(millis).unwrap();
+            parts.trace_parent = trace.then(|| TP.to_owned());
+            parts.metadata = metadata.into_iter().filter(|(k, _)| validate_metadata_key(k).is_ok()).collect();
+            let text = serde_json::to_string(&json!({ "t": texts[2], "n": [1.5, texts[3]] })).unwrap();
+            parts.payload = if escaped {
+                Payload::from_json_string(&serde_json::to_string(&text).unwrap()).unwrap()
+            } else {
+                Payload::from_json(text).unwrap()
+            };
+            proptest::prop_assert_eq!(parts.payload.escaped().is_some(), escaped);
+            let event = OutboxEvent::try_from(parts).unwrap();
+            let mut out = b"\"".to_vec();
+            event.write_json_escaped(&mut out);
+            out.push(b'"');
+            let detail: String = serde_json::from_slice(&out).unwrap();
+            let serde = serde_json::to_string(&event).unwrap();
+            proptest::prop_assert_eq!(&detail, &serde);
+            proptest::prop_assert_eq!(event.json_len(), serde.len());
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            assert_eq!(write_u64(n, &mut [0; 20]), n.to_string());
         }
     }
 

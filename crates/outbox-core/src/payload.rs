@@ -2,12 +2,15 @@
 
 use std::fmt;
 
+use std::sync::OnceLock;
+
 use serde::de::{DeserializeOwned, Error as _};
+use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::EnvelopeError;
+use crate::{EnvelopeError, json};
 
 /// Deepest nesting of arrays and objects a payload may have.
 ///
@@ -39,15 +42,39 @@ pub const MAX_PAYLOAD_DEPTH: usize = 999;
 ///
 /// A payload read from a JSON string ([`from_json_string`](Self::from_json_string):
 /// the DynamoDB item stores it as an `S`, which the stream delivers as a
-/// JSON string) also keeps that string's escaped contents, so that writing
-/// it into another JSON string (the `Detail`) is a copy, not a second
-/// escaping ([`escaped`](Self::escaped)).
+/// JSON string) keeps that string's escaped contents instead, checked
+/// without being unescaped, so that writing it into another JSON string
+/// (the `Detail`) is a copy, not an unescaping and a second escaping
+/// ([`escaped`](Self::escaped)). Its text is made the first time it is
+/// asked for.
 #[derive(Clone)]
 pub struct Payload {
-    text: Box<RawValue>,
-    /// The inside of a JSON string whose value is `text`, when the payload
-    /// was read from one.
-    escaped: Option<Box<str>>,
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    /// Validated JSON text.
+    Text(Box<RawValue>),
+    /// The inside of a JSON string whose value is the payload's text, read
+    /// from the stream: checked by [`json::validate_escaped`], the text made
+    /// from it on first use.
+    Escaped {
+        escaped: Box<str>,
+        /// The length of the text.
+        len: usize,
+        text: OnceLock<Unescaped>,
+    },
+}
+
+/// The text of an escaped payload: valid JSON, unless the escaped text's
+/// check ([`json::validate_escaped`]) accepted what serde_json refuses, which
+/// its tests say it does not; [`Payload`]'s `Serialize` then fails rather
+/// than write it.
+#[derive(Clone)]
+enum Unescaped {
+    Json(Box<RawValue>),
+    NotJson(Box<str>, String),
 }
 
 impl Payload {
@@ -62,24 +89,59 @@ impl Payload {
     /// Takes a JSON string literal (quotes included, e.g. `"{\"a\":1}"`)
     /// whose value is the payload's JSON text, checked as
     /// [`from_json`](Self::from_json) checks it, and keeps the literal's
-    /// escaped contents too ([`escaped`](Self::escaped)). An error when the
+    /// escaped contents ([`escaped`](Self::escaped)). An error when the
     /// literal is not one JSON string, or its value is not a payload.
     pub fn from_json_string(literal: &str) -> Result<Self, EnvelopeError> {
         let contents = literal
             .trim_matches(JSON_WHITESPACE)
             .strip_prefix('"')
             .and_then(|s| s.strip_suffix('"'));
-        let (contents, text) = match contents.and_then(|c| Some((c, unescape(c)?))) {
-            Some(read) => read,
-            // serde_json says what is wrong (and reads it, should it disagree).
-            None => {
-                let text: String = serde_json::from_str(literal).map_err(EnvelopeError::Payload)?;
-                return Self::from_json(text);
-            }
+        let Some(contents) = contents else {
+            return Self::from_string_value(literal);
         };
-        let mut payload = Self::from_json(text)?;
-        payload.escaped = Some(Box::from(contents));
-        Ok(payload)
+        // One pass over the escaped text; when it says no, the text is made
+        // and read again, by serde_json, whose errors say what is wrong.
+        match json::validate_escaped(contents, MAX_PAYLOAD_DEPTH) {
+            Some(len) => Ok(Self::escaped_unchecked(contents, len)),
+            None => Self::from_string_value(literal),
+        }
+    }
+
+    /// The payload whose text is the value of the JSON string `literal`,
+    /// read by serde_json (or its error), keeping the escaped contents when
+    /// it is one.
+    fn from_string_value(literal: &str) -> Result<Self, EnvelopeError> {
+        let text: String = serde_json::from_str(literal).map_err(EnvelopeError::Payload)?;
+        let len = text.len();
+        let payload = Self::from_json(text)?;
+        let contents = literal.trim_matches(JSON_WHITESPACE);
+        match (
+            contents.strip_prefix('"').and_then(|s| s.strip_suffix('"')),
+            payload.repr,
+        ) {
+            // Whitespace around the value is not kept (serde_json trims
+            // it), so neither is the escaped text, which still has it.
+            (Some(contents), Repr::Text(raw)) if raw.get().len() == len => Ok(Self {
+                repr: Repr::Escaped {
+                    escaped: Box::from(contents),
+                    len: raw.get().len(),
+                    text: OnceLock::from(Unescaped::Json(raw)),
+                },
+            }),
+            (_, repr) => Ok(Self { repr }),
+        }
+    }
+
+    /// A payload of the escaped text `contents`, whose text is `len` bytes
+    /// long, already checked; its text is made when asked for.
+    fn escaped_unchecked(contents: &str, len: usize) -> Self {
+        Self {
+            repr: Repr::Escaped {
+                escaped: Box::from(contents),
+                len,
+                text: OnceLock::new(),
+            },
+        }
     }
 
     /// The compact JSON text of `value`; an error only when it is nested
@@ -115,7 +177,9 @@ impl Payload {
     }
 
     fn from_raw(text: Box<RawValue>) -> Self {
-        Self { text, escaped: None }
+        Self {
+            repr: Repr::Text(text),
+        }
     }
 
     /// `null`.
@@ -125,7 +189,45 @@ impl Payload {
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        self.text.get()
+        match self.text() {
+            Ok(raw) => raw.get(),
+            Err((text, _)) => text,
+        }
+    }
+
+    /// The JSON text, made from the escaped text on first use; or, should
+    /// the escaped text's check have let through what serde_json refuses,
+    /// the text and serde_json's reason.
+    fn text(&self) -> Result<&RawValue, (&str, &str)> {
+        let (escaped, unescaped) = match &self.repr {
+            Repr::Text(raw) => return Ok(raw),
+            Repr::Escaped { escaped, text, .. } => (escaped, text),
+        };
+        let made = unescaped.get_or_init(|| {
+            // The escaped text was checked: it unescapes, to valid JSON.
+            let text = unescape(escaped).unwrap_or_else(|| escaped.to_string());
+            match RawValue::from_string(text.clone()) {
+                Ok(raw) => Unescaped::Json(raw),
+                Err(e) => Unescaped::NotJson(text.into_boxed_str(), e.to_string()),
+            }
+        });
+        match made {
+            Unescaped::Json(raw) => Ok(raw),
+            Unescaped::NotJson(text, reason) => Err((text, reason)),
+        }
+    }
+
+    /// The length of the JSON text in bytes, without making it.
+    pub fn len(&self) -> usize {
+        match &self.repr {
+            Repr::Text(raw) => raw.get().len(),
+            Repr::Escaped { len, .. } => *len,
+        }
+    }
+
+    /// Whether the JSON text is empty: never, a payload is one JSON value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The JSON text escaped as the inside of a JSON string, as it was read
@@ -133,7 +235,10 @@ impl Payload {
     /// made otherwise. The escaping is the writer's (any valid JSON escape,
     /// `\u0041` for `A` included): it reads back as [`as_str`](Self::as_str).
     pub fn escaped(&self) -> Option<&str> {
-        self.escaped.as_deref()
+        match &self.repr {
+            Repr::Text(_) => None,
+            Repr::Escaped { escaped, .. } => Some(escaped),
+        }
     }
 
     /// Whether the payload is the JSON `null`.
@@ -150,6 +255,13 @@ impl Payload {
     /// The payload parsed into `T`.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_str(self.as_str())
+    }
+
+    /// An escaped payload whose text is `escaped`, unchecked: for the test
+    /// of a check that let through what serde_json refuses.
+    #[cfg(test)]
+    fn escaped_for_test(escaped: &str) -> Self {
+        Self::escaped_unchecked(escaped, escaped.len())
     }
 }
 
@@ -175,7 +287,12 @@ impl fmt::Display for Payload {
 
 impl Serialize for Payload {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.text.serialize(serializer)
+        match self.text() {
+            Ok(raw) => raw.serialize(serializer),
+            Err((_, reason)) => Err(S::Error::custom(format_args!(
+                "the payload is not JSON: {reason}"
+            ))),
+        }
     }
 }
 
@@ -385,6 +502,27 @@ mod tests {
         assert_eq!(back, payload.as_str());
         assert_eq!(payload, Payload::from_json(payload.as_str()).unwrap());
         assert_eq!(Payload::from_json("{}").unwrap().escaped(), None);
+    }
+
+    #[test]
+    fn an_escaped_payload_is_made_text_only_when_asked_for() {
+        let payload = Payload::from_json_string(r#""[1, \"\u00e9\"]""#).unwrap();
+        assert!(matches!(&payload.repr, Repr::Escaped { text, .. } if text.get().is_none()));
+        assert_eq!(payload.len(), r#"[1, "é"]"#.len());
+        assert_eq!(payload.escaped(), Some(r#"[1, \"\u00e9\"]"#));
+        assert_eq!(payload.as_str(), r#"[1, "é"]"#);
+        assert!(matches!(&payload.repr, Repr::Escaped { text, .. } if text.get().is_some()));
+        assert_eq!(serde_json::to_string(&payload).unwrap(), r#"[1, "é"]"#);
+    }
+
+    #[test]
+    fn an_escaped_text_that_is_not_json_is_never_written_as_json() {
+        // Not made by `from_json_string`, whose check refuses it: what would
+        // happen, should that check ever let through what serde_json refuses.
+        let payload = Payload::escaped_for_test("{");
+        assert_eq!(payload.as_str(), "{");
+        let err = serde_json::to_string(&Wrapper { payload }).unwrap_err();
+        assert!(err.to_string().contains("the payload is not JSON"), "{err}");
     }
 
     #[test]

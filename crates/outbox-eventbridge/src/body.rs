@@ -12,7 +12,8 @@
 //! field.
 
 use aws_sdk_eventbridge::primitives::{DateTime, DateTimeFormat};
-use outbox_core::{OutboxEvent, Payload};
+use outbox_core::OutboxEvent;
+use outbox_core::json::escape_into;
 
 /// Why a request body could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +30,7 @@ pub fn put_events_body(events: &[&OutboxEvent], bus: &str) -> Result<Vec<u8>, Re
     // envelope and the other fields take a few hundred bytes.
     let estimate: usize = events
         .iter()
-        .map(|e| e.payload_json().len() * 9 / 8 + 512 + bus.len())
+        .map(|e| e.payload().len() * 9 / 8 + 512 + bus.len())
         .sum();
     let mut out = Vec::with_capacity(estimate + 16);
     out.extend_from_slice(b"{\"Entries\":[");
@@ -45,14 +46,10 @@ pub fn put_events_body(events: &[&OutboxEvent], bus: &str) -> Result<Vec<u8>, Re
         field(&mut out, "Source", event.source());
         field(&mut out, "DetailType", event.event_type());
         // The envelope is written straight into the escaped string: no
-        // intermediate copy of its text.
+        // intermediate copy of its text, and a payload the stream delivered
+        // escaped is copied as it came.
         out.extend_from_slice(b",\"Detail\":\"");
-        let escaping = Escaping {
-            out: &mut out,
-            payload: event.payload(),
-        };
-        serde_json::to_writer(escaping, event)
-            .map_err(|e| RequestBodyError(format!("event {}: Detail: {e}", event.id())))?;
+        event.write_json_escaped(&mut out);
         out.push(b'"');
         field(&mut out, "EventBusName", bus);
         if let Some(trace) = event.trace_parent() {
@@ -62,78 +59,6 @@ pub fn put_events_body(events: &[&OutboxEvent], bus: &str) -> Result<Vec<u8>, Re
     }
     out.extend_from_slice(b"]}");
     Ok(out)
-}
-
-/// What a byte becomes inside a JSON string: 0 for itself, `u` for a
-/// `\u00XX` escape, or the letter of its two-character escape.
-const ESCAPE: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        table[b] = b'u';
-        b += 1;
-    }
-    table[0x08] = b'b';
-    table[0x09] = b't';
-    table[0x0a] = b'n';
-    table[0x0c] = b'f';
-    table[0x0d] = b'r';
-    table[b'"' as usize] = b'"';
-    table[b'\\' as usize] = b'\\';
-    table
-};
-
-/// Appends `bytes` (UTF-8 text) escaped as the inside of a JSON string.
-/// Only ASCII bytes are escaped, so text may come in any pieces, even cut
-/// inside a character.
-fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape = ESCAPE[usize::from(b)];
-        if escape == 0 {
-            continue;
-        }
-        out.extend_from_slice(&bytes[start..i]);
-        if escape == b'u' {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.push(b'\\');
-            out.push(escape);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// A writer that appends what it is given escaped as the inside of a JSON
-/// string, so that a value can be serialised directly as a string's content.
-struct Escaping<'a> {
-    out: &'a mut Vec<u8>,
-    /// The event's payload: serde_json writes a raw value's text in one
-    /// piece, the payload's own bytes; when those come and the payload
-    /// keeps its text already escaped (as the stream delivered it), that
-    /// is copied instead of escaped again. Either way the `Detail` reads
-    /// back as the same envelope.
-    payload: &'a Payload,
-}
-
-impl std::io::Write for Escaping<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self.payload.escaped() {
-            Some(escaped) if std::ptr::eq(buf, self.payload.as_str().as_bytes()) => {
-                self.out.extend_from_slice(escaped.as_bytes());
-            }
-            _ => escape_into(self.out, buf),
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Appends `,"name":"value"` with `value` escaped as a JSON string.
@@ -153,7 +78,7 @@ mod tests {
     use aws_sdk_eventbridge::config::{BehaviorVersion, Credentials, Region};
     use aws_sdk_eventbridge::{Client, Config};
     use chrono::{TimeZone, Utc};
-    use outbox_core::FixedClock;
+    use outbox_core::{FixedClock, Payload};
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
@@ -244,19 +169,6 @@ mod tests {
         assert!(ours.contains(r#""Time":1796173200,"#), "{ours}");
         assert!(ours.contains(r#""Time":1796173200.007,"#), "{ours}");
         assert!(sdk.contains(r#""Time":1796173200.007"#), "{sdk}");
-    }
-
-    #[test]
-    fn escaping_reads_back_as_the_same_text_in_any_pieces() {
-        let text = "a\"b\\c\u{0}\u{1f} \n\r\t\u{8}\u{c} ü€😀 \u{7f}/";
-        for cut in 0..=text.len() {
-            let mut out = b"\"".to_vec();
-            escape_into(&mut out, &text.as_bytes()[..cut]);
-            escape_into(&mut out, &text.as_bytes()[cut..]);
-            out.push(b'"');
-            let back: String = serde_json::from_slice(&out).unwrap();
-            assert_eq!(back, text, "cut at {cut}");
-        }
     }
 
     /// `e` with its payload read from the JSON string `literal`, as the
