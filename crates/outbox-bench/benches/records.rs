@@ -1,15 +1,17 @@
 //! Per-record costs on realistic records (1 KB and 16 KB outbox payloads):
 //! parsing Lambda's event JSON, decoding the stream records into events,
 //! the envelope JSON, an event's entry size and the PutEvents request body
-//! (which carries the envelope), decode, size and body together,
-//! and chunking a 10,000-event batch.
+//! (which carries the envelope), decode, size and body together, the
+//! payload's check while still escaped (against serde_json's scan of the
+//! same string, and its unescaping and validation), and chunking a
+//! 10,000-event batch.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // criterion's generated fns; bench setup
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use outbox_bench::batch::{BatchSpec, TABLE, generate};
-use outbox_core::{ChunkLimits, Decoded, OutboxEvent, chunk_ranges};
+use outbox_core::{ChunkLimits, Decoded, OutboxEvent, Payload, chunk_ranges};
 use outbox_dynamodb::{DynamoDbStreamDecoder, LambdaStreamBatch, OutboxSchema};
 use outbox_eventbridge::{DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, entry_size, put_events_body};
 
@@ -91,6 +93,33 @@ fn per_record(c: &mut Criterion) {
     }
 }
 
+/// The payload as the stream delivers it, a JSON string literal, read three
+/// ways: kept escaped and checked in one pass (the relay's reading); only
+/// scanned to its end by serde_json, as the record's parse skips it (a
+/// floor for any reading); unescaped and validated by serde_json.
+fn payload(c: &mut Criterion) {
+    for (label, size) in [("1KB", 1024), ("16KB", 16 * 1024)] {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let text = outbox_bench::batch::payload(size, 1, &mut rng).to_string();
+        let literal = serde_json::to_string(&text).unwrap();
+        let mut group = c.benchmark_group(format!("payload_{label}"));
+        group.throughput(Throughput::Bytes(literal.len() as u64));
+        group.bench_function("checked_escaped", |b| {
+            b.iter(|| Payload::from_json_string(black_box(&literal)).unwrap())
+        });
+        group.bench_function("serde_scan_only", |b| {
+            b.iter(|| serde_json::from_str::<&serde_json::value::RawValue>(black_box(&literal)).unwrap())
+        });
+        group.bench_function("serde_unescape_and_validate", |b| {
+            b.iter(|| {
+                let text: String = serde_json::from_str(black_box(&literal)).unwrap();
+                serde_json::value::RawValue::from_string(text).unwrap()
+            })
+        });
+        group.finish();
+    }
+}
+
 fn chunking(c: &mut Criterion) {
     let sizes: Vec<usize> = (0..10_000).map(|i| 600 + (i * 7919) % 20_000).collect();
     let limits = ChunkLimits {
@@ -105,5 +134,5 @@ fn chunking(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, per_record, chunking);
+criterion_group!(benches, per_record, payload, chunking);
 criterion_main!(benches);

@@ -302,13 +302,32 @@ impl<const WORDS: usize> Nesting<WORDS> {
 /// surrogate included), the text is not JSON, or has whitespace around it.
 /// Callers read it again the slow way to learn which.
 pub(crate) fn validate_escaped(escaped: &str, max_depth: usize) -> Option<usize> {
+    let (len, end) = validate(escaped.as_bytes(), max_depth)?;
+    (end == escaped.len()).then_some(len)
+}
+
+/// [`validate_escaped`] on the contents of the JSON string that starts
+/// `text` (its opening quote first), wherever the string ends: the length
+/// of the value's text and of the escaped contents (the closing quote at
+/// that offset, past the opening one). For reading a string out of a
+/// larger JSON text in the same pass as its check.
+pub(crate) fn validate_escaped_prefix(text: &str, max_depth: usize) -> Option<(usize, usize)> {
+    let contents = text.as_bytes().strip_prefix(b"\"")?;
+    let (len, end) = validate(contents, max_depth)?;
+    (contents.get(end) == Some(&b'"')).then_some((len, end))
+}
+
+/// The check of [`validate_escaped`]: the value's length and where its
+/// escaped text stopped (at the end of `escaped`, or at a byte a string
+/// may not hold raw: a closing quote, when `escaped` goes on past it).
+fn validate(escaped: &[u8], max_depth: usize) -> Option<(usize, usize)> {
     // 1,024 levels; deeper is refused whatever `max_depth` says.
     let mut nesting = Nesting::<16> {
         bits: [0; 16],
         depth: 0,
     };
     let mut text = Unescaper {
-        bytes: escaped.as_bytes(),
+        bytes: escaped,
         at: 0,
         len: 0,
     };
@@ -368,7 +387,7 @@ pub(crate) fn validate_escaped(escaped: &str, max_depth: usize) -> Option<usize>
         // A value has ended; `b` follows it.
         loop {
             if nesting.depth == 0 {
-                return (b == END && text.at == text.bytes.len()).then_some(text.len);
+                return (b == END).then_some((text.len, text.at));
             }
             let object = nesting.in_object();
             match b {
@@ -418,6 +437,32 @@ mod tests {
             .ok()
             .map(|raw| raw.get().len())
             .filter(|n| *n == len)
+    }
+
+    /// What serde_json says of the string that starts `text`: the lengths
+    /// of its value and of its escaped contents, when the value is one JSON
+    /// value without whitespace around it.
+    fn serde_prefix(text: &str) -> Option<(usize, usize)> {
+        let mut strings = serde_json::Deserializer::from_str(text).into_iter::<String>();
+        let value = strings.next()?.ok()?;
+        let literal_len = strings.byte_offset();
+        let len = value.len();
+        let raw = RawValue::from_string(value).ok()?;
+        (raw.get().len() == len).then_some((len, literal_len - 2))
+    }
+
+    #[test]
+    fn a_string_is_read_up_to_its_closing_quote() {
+        let text = r#""{\"a\":\"\\\"\"}","next":1}"#;
+        let contents = r#"{\"a\":\"\\\"\"}"#;
+        assert_eq!(
+            validate_escaped_prefix(text, 999),
+            Some((r#"{"a":"\""}"#.len(), contents.len()))
+        );
+        assert_eq!(serde_prefix(text), validate_escaped_prefix(text, 999));
+        for bad in [r#"{}"#, r#""{}"#, r#""{"}"#, r#""{} ""#, r#""\u0030\"#] {
+            assert_eq!(validate_escaped_prefix(bad, 999), None, "{bad}");
+        }
     }
 
     fn escaped(text: &str) -> String {
@@ -660,6 +705,10 @@ mod tests {
         ) {
             for escaped in [generated, any_contents, pieces.concat()] {
                 prop_assert_eq!(validate_escaped(&escaped, 999), serde(&escaped), "{:?}", escaped);
+                // The same contents as a string at the start of a longer
+                // text: read up to the first raw quote, as serde_json does.
+                let text = format!("\"{escaped}\",1]");
+                prop_assert_eq!(validate_escaped_prefix(&text, 999), serde_prefix(&text), "{:?}", text);
             }
         }
     }

@@ -107,6 +107,21 @@ impl Payload {
         }
     }
 
+    /// Reads the JSON string literal that starts `text` (its opening quote
+    /// the first byte; the text may go on past its closing quote), as
+    /// [`from_json_string`](Self::from_json_string) reads a literal, in one
+    /// pass: the payload and the literal's length, quotes included. `None`
+    /// when `text` does not start with a string whose value is a payload
+    /// (or whose value has whitespace around it, which is kept by neither
+    /// reading): [`from_json_string`](Self::from_json_string) on the whole
+    /// literal says why. For a reader that takes the payload out of a larger
+    /// JSON text without scanning it twice.
+    pub fn from_json_string_prefix(text: &str) -> Option<(Self, usize)> {
+        let (len, end) = json::validate_escaped_prefix(text, MAX_PAYLOAD_DEPTH)?;
+        let contents = text.get(1..1 + end)?;
+        Some((Self::escaped_unchecked(contents, len), end + 2))
+    }
+
     /// The payload whose text is the value of the JSON string `literal`,
     /// read by serde_json (or its error), keeping the escaped contents when
     /// it is one.
@@ -502,6 +517,21 @@ mod tests {
         assert_eq!(back, payload.as_str());
         assert_eq!(payload, Payload::from_json(payload.as_str()).unwrap());
         assert_eq!(Payload::from_json("{}").unwrap().escaped(), None);
+    }
+
+    #[test]
+    fn a_payload_is_read_from_the_start_of_a_longer_text() {
+        let literal = r#""[1, \"\u00e9\"]""#;
+        let (payload, len) = Payload::from_json_string_prefix(&format!("{literal}}},\"x\":2}}")).unwrap();
+        assert_eq!(len, literal.len());
+        assert_eq!(payload, Payload::from_json_string(literal).unwrap());
+        assert_eq!(payload.escaped(), Some(r#"[1, \"\u00e9\"]"#));
+        assert_eq!(payload.as_str(), r#"[1, "é"]"#);
+        // Not a payload, or not a string at the start: the caller reads it
+        // the slow way, whose error says why.
+        for bad in [r#""{""#, r#""[1] ""#, r#" "1""#, "1", r#""\ud800""#, r#""1"#] {
+            assert!(Payload::from_json_string_prefix(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]
