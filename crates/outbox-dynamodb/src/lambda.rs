@@ -89,7 +89,12 @@ pub(crate) fn record_text(record: &LambdaRecord) -> Box<RawValue> {
 #[derive(Debug)]
 pub(crate) struct Text<'a>(Cow<'a, str>);
 
-impl Text<'_> {
+impl<'a> Text<'a> {
+    /// A string of the event that had no escapes.
+    pub(crate) fn borrowed(text: &'a str) -> Self {
+        Self(Cow::Borrowed(text))
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
@@ -196,11 +201,14 @@ fn one_typed<'de, A: MapAccess<'de>, T>(
 /// its texts borrowed from the event where they had no escapes. Any other
 /// type (or a map that is not of strings) fails the parse.
 #[derive(Debug)]
-enum SchemaValue<'a> {
+pub(crate) enum SchemaValue<'a> {
     S(Text<'a>),
     /// An `S` kept as its JSON string literal (the payload: see
     /// [`Payload::from_json_string`](outbox_core::Payload::from_json_string)).
     Literal(&'a RawValue),
+    /// The payload's `S`, read and checked by the record's scan
+    /// ([`crate::scan`]) with [`Payload::from_json_string_prefix`](outbox_core::Payload::from_json_string_prefix).
+    Checked(outbox_core::Payload),
     N(Text<'a>),
     /// A `NULL` (its value a boolean, as DynamoDB JSON has it).
     Null,
@@ -287,7 +295,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for LiteralS<'a> {
 /// The slot of [`ATTR_PAYLOAD`](crate::ATTR_PAYLOAD) in [`OutboxImage`],
 /// whose slots are the [`EVENT_ATTRIBUTES`] in their order (`to_event` takes
 /// them apart in it).
-const PAYLOAD_SLOT: usize = 7;
+pub(crate) const PAYLOAD_SLOT: usize = 7;
 
 /// A new image read in one pass straight into the outbox schema's
 /// attributes (the fast path): each of them parsed as [`SchemaValue`], the
@@ -303,8 +311,9 @@ const PAYLOAD_SLOT: usize = 7;
 /// the general way, whose errors name the attribute.
 #[derive(Debug, Default)]
 pub(crate) struct OutboxImage<'a> {
-    slots: [Option<SchemaValue<'a>>; EVENT_ATTRIBUTES.len()],
-    others: Vec<(Text<'a>, &'a RawValue)>,
+    pub(crate) slots: [Option<SchemaValue<'a>>; EVENT_ATTRIBUTES.len()],
+    /// The other attributes, each value as its JSON text.
+    pub(crate) others: Vec<(Text<'a>, &'a str)>,
 }
 
 impl<'a> OutboxImage<'a> {
@@ -315,7 +324,7 @@ impl<'a> OutboxImage<'a> {
             .and_then(|i| self.slots[i].as_ref())
     }
 
-    fn other(&self, name: &str) -> Option<&'a RawValue> {
+    fn other(&self, name: &str) -> Option<&'a str> {
         // A name given twice: the last, as in any JSON object read into a map.
         self.others
             .iter()
@@ -326,7 +335,7 @@ impl<'a> OutboxImage<'a> {
     /// Whether the marker attribute is an `S` of this schema's version.
     fn has_current_marker(&self, schema: &OutboxSchema) -> bool {
         self.other(schema.marker_attribute()).is_some_and(|raw| {
-            serde_json::from_str::<SchemaValue<'_>>(raw.get())
+            serde_json::from_str::<SchemaValue<'_>>(raw)
                 .is_ok_and(|v| matches!(v, SchemaValue::S(text) if text.as_str() == MARKER_VALUE))
         })
     }
@@ -342,7 +351,7 @@ impl<'a> NewImage for OutboxImage<'a> {
     }
 
     fn to_event(&mut self, schema: &OutboxSchema) -> Option<Result<OutboxEvent, DecodeError>> {
-        use SchemaValue::{Literal, M, N, Null, S};
+        use SchemaValue::{Checked, Literal, M, N, Null, S};
         if !self.has_current_marker(schema) {
             return None;
         }
@@ -355,7 +364,7 @@ impl<'a> NewImage for OutboxImage<'a> {
             Some(S(aggregate_id)),
             Some(N(sequence)),
             Some(S(occurred_at)),
-            Some(Literal(payload)),
+            Some(payload),
             trace,
             metadata,
         ] = std::mem::take(&mut self.slots)
@@ -375,13 +384,20 @@ impl<'a> NewImage for OutboxImage<'a> {
                 .collect(),
             Some(_) => return None,
         };
-        // A payload that is not JSON is the decoder's error to report in its
-        // turn; one that does not unescape (a lone surrogate) is for the
-        // general reading.
-        let payload_event = outbox_core::Payload::from_json_string(payload.get());
-        if payload_event.is_err() && serde_json::from_str::<String>(payload.get()).is_err() {
-            return None;
-        }
+        let payload_event = match payload {
+            Checked(payload) => Ok(payload),
+            // A payload that is not JSON is the decoder's error to report in
+            // its turn; one that does not unescape (a lone surrogate) is for
+            // the general reading.
+            Literal(literal) => {
+                let payload = outbox_core::Payload::from_json_string(literal.get());
+                if payload.is_err() && serde_json::from_str::<String>(literal.get()).is_err() {
+                    return None;
+                }
+                payload
+            }
+            _ => return None,
+        };
         Some(schema.decode_fields(OutboxFields {
             event_id: id.as_str(),
             source: source.into_string(),
@@ -415,7 +431,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for OutboxImage<'a> {
                                 Some(SchemaValue::Literal(map.next_value::<LiteralS<'de>>()?.0));
                         }
                         Some(i) => image.slots[i] = Some(map.next_value()?),
-                        None => image.others.push((name, map.next_value()?)),
+                        None => image
+                            .others
+                            .push((name, map.next_value::<&'de RawValue>()?.get())),
                     }
                 }
                 Ok(image)

@@ -39,6 +39,7 @@ mod lambda;
 mod lease;
 mod limits;
 mod runner;
+mod scan;
 mod stream;
 mod writer;
 

@@ -13,13 +13,14 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamsValue, Record as StreamsRecord};
 use outbox_core::{Decoded, OutboxEvent, RelayRecord, SkipReason};
 use serde_dynamo::AttributeValue as LambdaValue;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::lambda::{
     ChangeView, ImageView, NewImage, OutboxImage, PositionView, RawText, RecordView, Text, TypedImage,
     record_text,
 };
-use crate::{DecodeError, Item, LambdaStreamBatch, OutboxSchema};
+use crate::{DecodeError, Item, LambdaStreamBatch, OutboxSchema, scan};
 
 /// The sort key prefix of outbox items (the same as the writer's, see
 /// [`OutboxSchema::sort_value`]).
@@ -121,7 +122,22 @@ impl DynamoDbStreamDecoder {
         batch
             .into_records()
             .into_iter()
-            .map(|record| self.decode_lambda_json(record.get()))
+            .map(|record| self.decode_lambda_raw(&record))
+    }
+
+    /// [`decode_lambda_json`](Self::decode_lambda_json) on text serde_json
+    /// has checked: a plain `INSERT` is read by the record's scan
+    /// ([`crate::scan`]), which reads the payload's string once, not twice;
+    /// anything else, and what the scan gives up on, as before.
+    pub(crate) fn decode_lambda_raw(&self, record: &RawValue) -> Result<RelayRecord, StreamError> {
+        if let Some(mut view) = scan::read_insert(record) {
+            let mut change = LambdaChange::new(&mut view, record.get());
+            let decoded = change.decode(&self.schema);
+            if !change.read_again {
+                return decoded;
+            }
+        }
+        self.decode_lambda_json(record.get())
     }
 
     /// Decodes one record of Lambda's DynamoDB Streams event from its JSON
@@ -162,7 +178,7 @@ impl DynamoDbStreamDecoder {
 
     /// Decodes one record of an already parsed `aws_lambda_events` event.
     pub fn decode_lambda_record(&self, record: &LambdaRecord) -> Result<RelayRecord, StreamError> {
-        self.decode_lambda_json(record_text(record).get())
+        self.decode_lambda_raw(&record_text(record))
     }
 
     /// Decodes one record read with the DynamoDB Streams API (`GetRecords`),
