@@ -71,6 +71,37 @@ pub(crate) fn needs_no_escape(bytes: &[u8]) -> bool {
     bytes.iter().all(|&b| ESCAPE[usize::from(b)] == 0)
 }
 
+/// How many bytes at the start of `bytes` a JSON string holds as
+/// themselves (not `"`, `\` nor a control character), eight at a time.
+#[inline(always)]
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let x = u64::from_le_bytes(chunk);
+        let (quote, backslash) = (x ^ (ONES * 0x22), x ^ (ONES * 0x5c));
+        // The high bit of each byte that is zero (a quote or a backslash
+        // in `x`), or below 0x20: exact up to the first such byte, which
+        // is all that is read.
+        let special = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x);
+        let special = special & (ONES * 0x80);
+        if special != 0 {
+            return at + (special.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    let rest = bytes.get(at..).unwrap_or_default();
+    at + rest
+        .iter()
+        .position(|&b| ESCAPE[usize::from(b)] != 0)
+        .unwrap_or(rest.len())
+}
+
 /// The end of the escaped text, for [`Unescaper::next`].
 const END: u32 = 0x100;
 /// Any byte of a character past ASCII, for [`Unescaper::next`]: JSON gives
@@ -83,8 +114,9 @@ const NON_ASCII: u32 = 0x80;
 struct Unescaper<'a> {
     bytes: &'a [u8],
     at: usize,
-    /// Bytes of the value read so far.
-    len: usize,
+    /// How many more bytes the escapes read so far take than the value's
+    /// bytes they stand for: the value read so far is `at - saved` long.
+    saved: usize,
 }
 
 impl Unescaper<'_> {
@@ -99,13 +131,12 @@ impl Unescaper<'_> {
         match self.bytes.get(self.at) {
             Some(&b) if b != b'\\' && b != b'"' && b >= 0x20 => {
                 self.at += 1;
-                self.len += 1;
                 u32::from(b)
             }
             // The escape most common by far: a quote of the text.
             Some(b'\\') if self.bytes.get(self.at + 1) == Some(&b'"') => {
                 self.at += 2;
-                self.len += 1;
+                self.saved += 1;
                 0x22
             }
             Some(b'\\') => self.escape(),
@@ -117,13 +148,21 @@ impl Unescaper<'_> {
     /// text (not `\`, `"` nor a control character), all at once.
     #[inline(always)]
     fn skip_plain(&mut self) {
-        let rest = self.bytes.get(self.at..).unwrap_or_default();
-        let run = rest
-            .iter()
-            .position(|&b| ESCAPE[usize::from(b)] != 0)
-            .unwrap_or(rest.len());
-        self.at += run;
-        self.len += run;
+        self.at += plain_run(self.bytes.get(self.at..).unwrap_or_default());
+    }
+
+    /// Steps over digits (of the text: one written as a `\u` escape too);
+    /// the byte after them.
+    #[inline(always)]
+    fn digits_then(&mut self) -> u32 {
+        loop {
+            let rest = self.bytes.get(self.at..).unwrap_or_default();
+            self.at += rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            let b = self.next();
+            if !(0x30..=0x39).contains(&b) {
+                return b;
+            }
+        }
     }
 
     #[inline(never)]
@@ -142,7 +181,7 @@ impl Unescaper<'_> {
             _ => return END,
         };
         self.at += 2;
-        self.len += 1;
+        self.saved += 1;
         u32::from(b)
     }
 
@@ -166,11 +205,11 @@ impl Unescaper<'_> {
         self.at += escape_len;
         match char::from_u32(code) {
             Some(c) if c.is_ascii() => {
-                self.len += 1;
+                self.saved += escape_len - 1;
                 code
             }
             Some(c) => {
-                self.len += c.len_utf8();
+                self.saved += escape_len - c.len_utf8();
                 NON_ASCII
             }
             None => END,
@@ -196,9 +235,16 @@ impl Unescaper<'_> {
     }
 
     /// The rest of a string of the JSON text, its opening quote read.
+    #[inline(always)]
     fn string(&mut self) -> Option<()> {
         loop {
             self.skip_plain();
+            // The end of the string, as it most often is written.
+            if self.bytes.get(self.at..self.at + 2) == Some(b"\\\"") {
+                self.at += 2;
+                self.saved += 1;
+                return Some(());
+            }
             match self.next() {
                 0x22 => return Some(()),
                 0x5c => match self.next() {
@@ -226,24 +272,16 @@ impl Unescaper<'_> {
         if b == 0x2d {
             b = self.next();
         }
-        match b {
-            0x30 => b = self.next(),
-            0x31..=0x39 => {
-                b = self.next();
-                while digit(b) {
-                    b = self.next();
-                }
-            }
+        b = match b {
+            0x30 => self.next(),
+            0x31..=0x39 => self.digits_then(),
             _ => return None,
-        }
+        };
         if b == 0x2e {
-            b = self.next();
-            if !digit(b) {
+            if !digit(self.next()) {
                 return None;
             }
-            while digit(b) {
-                b = self.next();
-            }
+            b = self.digits_then();
         }
         if b == 0x65 || b == 0x45 {
             b = self.next();
@@ -253,9 +291,7 @@ impl Unescaper<'_> {
             if !digit(b) {
                 return None;
             }
-            while digit(b) {
-                b = self.next();
-            }
+            b = self.digits_then();
         }
         Some(b)
     }
@@ -329,7 +365,7 @@ fn validate(escaped: &[u8], max_depth: usize) -> Option<(usize, usize)> {
     let mut text = Unescaper {
         bytes: escaped,
         at: 0,
-        len: 0,
+        saved: 0,
     };
     // Around the outermost value, no whitespace: `next`, not `next_token`.
     let after_value = |text: &mut Unescaper<'_>, depth: usize| {
@@ -387,7 +423,7 @@ fn validate(escaped: &[u8], max_depth: usize) -> Option<(usize, usize)> {
         // A value has ended; `b` follows it.
         loop {
             if nesting.depth == 0 {
-                return (b == END).then_some((text.len, text.at));
+                return (b == END).then_some((text.at - text.saved, text.at));
             }
             let object = nesting.in_object();
             match b {
@@ -410,12 +446,16 @@ fn validate(escaped: &[u8], max_depth: usize) -> Option<(usize, usize)> {
 
 /// An object's key and colon, its first byte `b`; the byte that starts the
 /// value.
+#[inline(always)]
 fn key(text: &mut Unescaper<'_>, b: u32) -> Option<u32> {
     if b != 0x22 {
         return None;
     }
     text.string()?;
-    if text.next_token() != 0x3a {
+    // The colon, most often right after the name.
+    if text.bytes.get(text.at) == Some(&b':') {
+        text.at += 1;
+    } else if text.next_token() != 0x3a {
         return None;
     }
     Some(text.next_token())
