@@ -26,11 +26,18 @@ pub struct RequestBodyError(String);
 /// `DetailType`, `Detail`, `EventBusName`, `TraceHeader`). This is the body
 /// [`EventBridgeSink`](crate::EventBridgeSink) sends.
 pub fn put_events_body(events: &[&OutboxEvent], bus: &str) -> Result<Vec<u8>, RequestBodyError> {
-    // An entry is mostly its payload, escaped once more; the rest of the
-    // envelope and the other fields take a few hundred bytes.
+    // An entry is mostly its payload, escaped once more (copied as it came
+    // when it came escaped); the rest of the envelope and the other fields
+    // take a few hundred bytes, their texts twice (once escaped).
     let estimate: usize = events
         .iter()
-        .map(|e| e.payload().len() * 9 / 8 + 512 + bus.len())
+        .map(|e| {
+            let payload = e.payload();
+            let payload = payload.escaped().map_or(payload.len() * 9 / 8, str::len);
+            let texts =
+                e.source().len() + e.event_type().len() + e.aggregate_type().len() + e.aggregate_id().len();
+            payload + 2 * texts + 512 + bus.len()
+        })
         .sum();
     let mut out = Vec::with_capacity(estimate + 16);
     out.extend_from_slice(b"{\"Entries\":[");

@@ -17,6 +17,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_eventbridge::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
@@ -25,7 +26,9 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use aws_types::SdkConfig;
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderValue, USER_AGENT};
+use http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
+};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -35,12 +38,17 @@ use hyper_util::rt::TokioExecutor;
 use outbox_core::{FailureClass, SinkError, error_chain};
 use serde::Deserialize;
 
+use crate::sigv4::{self, Signer};
+
 /// The signing name of EventBridge.
 const SERVICE: &str = "events";
 /// The content type of the AWS JSON 1.1 protocol.
 const CONTENT_TYPE_JSON_1_1: &str = "application/x-amz-json-1.1";
 /// The operation, as the AWS JSON 1.1 protocol names it.
 const TARGET: &str = "AWSEvents.PutEvents";
+const X_AMZ_TARGET: HeaderName = HeaderName::from_static("x-amz-target");
+const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
+const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
 /// How long a connection attempt may take (the SDK's default).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3_100);
 /// How long one call may take, from sending to the last byte of the answer,
@@ -135,6 +143,9 @@ struct Inner {
     credentials: SharedCredentialsProvider,
     cached: Mutex<Option<CachedIdentity>>,
     user_agent: HeaderValue,
+    /// Signs the requests when the endpoint's path is `/` (always, but for
+    /// a custom endpoint URL with a path, which `aws-sigv4` signs).
+    signer: Option<Signer>,
 }
 
 #[derive(Clone)]
@@ -226,6 +237,7 @@ impl PutEventsClient {
             .ok_or_else(|| ClientError::Endpoint(format!("{uri} has no host")))?;
 
         let user_agent = HeaderValue::from_static(concat!("outbox-relay/", env!("CARGO_PKG_VERSION")));
+        let signer = (uri.path() == "/" && uri.query().is_none()).then(|| Signer::new(&region, SERVICE));
         Ok(Self {
             inner: Arc::new(Inner {
                 http: OnceLock::new(),
@@ -235,6 +247,7 @@ impl PutEventsClient {
                 credentials,
                 cached: Mutex::new(None),
                 user_agent,
+                signer,
             }),
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
         })
@@ -331,13 +344,40 @@ impl PutEventsClient {
     ) -> Result<Request<Full<Bytes>>, SinkError> {
         let inner = &*self.inner;
         let mut request = Request::post(inner.uri.clone())
-            .header(CONTENT_TYPE, CONTENT_TYPE_JSON_1_1)
+            .header(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_JSON_1_1))
             .header(CONTENT_LENGTH, body.len())
             .header(HOST, inner.host.clone())
-            .header("x-amz-target", TARGET)
+            .header(X_AMZ_TARGET, HeaderValue::from_static(TARGET))
             .body(())
             .map_err(|e| permanent("RequestNotBuilt", e.to_string()))?;
-        sign_request(&mut request, &body, identity, &inner.region, time)?;
+        match (&inner.signer, identity.data::<Credentials>(), inner.host.to_str()) {
+            (Some(signer), Some(credentials), Ok(host)) => {
+                let signed = signer.sign(
+                    &sigv4::Request {
+                        host,
+                        content_type: CONTENT_TYPE_JSON_1_1,
+                        target: TARGET,
+                        body: &body,
+                    },
+                    &sigv4::Credentials {
+                        access_key_id: credentials.access_key_id(),
+                        secret_access_key: credentials.secret_access_key(),
+                        session_token: credentials.session_token(),
+                    },
+                    time,
+                );
+                let headers = request.headers_mut();
+                let value = |text: String| {
+                    HeaderValue::try_from(text).map_err(|e| permanent("RequestNotSigned", e.to_string()))
+                };
+                headers.insert(AUTHORIZATION, value(signed.authorization)?);
+                headers.insert(X_AMZ_DATE, value(signed.amz_date)?);
+                if let Some(token) = credentials.session_token() {
+                    headers.insert(X_AMZ_SECURITY_TOKEN, value(token.to_owned())?);
+                }
+            }
+            _ => sign_request(&mut request, &body, identity, &inner.region, time)?,
+        }
         request.headers_mut().insert(USER_AGENT, inner.user_agent.clone());
         Ok(request.map(|()| Full::new(Bytes::from(body))))
     }
@@ -755,5 +795,112 @@ mod tests {
         let e = error_answer(StatusCode::FORBIDDEN, &HeaderMap::new(), b"<html>denied</html>");
         assert_eq!((e.class, e.code.as_str()), (FailureClass::Permanent, "HTTP403"));
         assert!(e.message.contains("denied"), "{}", e.message);
+    }
+
+    /// The request's headers as `aws-sigv4` signs them (the oracle of the
+    /// client's own signer): `Authorization`, `X-Amz-Date`,
+    /// `X-Amz-Security-Token`.
+    fn aws_sigv4_headers(
+        client: &PutEventsClient,
+        body: &[u8],
+        identity: &Identity,
+        time: SystemTime,
+    ) -> [String; 3] {
+        let mut request = Request::post(client.inner.uri.clone())
+            .header(CONTENT_TYPE, CONTENT_TYPE_JSON_1_1)
+            .header(CONTENT_LENGTH, body.len())
+            .header(HOST, client.inner.host.clone())
+            .header("x-amz-target", TARGET)
+            .body(())
+            .unwrap();
+        sign_request(&mut request, body, identity, client.region(), time).unwrap();
+        ["authorization", "x-amz-date", "x-amz-security-token"].map(|h| sent(&request, h).to_owned())
+    }
+
+    fn own_headers(
+        client: &PutEventsClient,
+        body: &[u8],
+        identity: &Identity,
+        time: SystemTime,
+    ) -> [String; 3] {
+        let request = client.signed_request(body.to_vec(), identity, time).unwrap();
+        ["authorization", "x-amz-date", "x-amz-security-token"].map(|h| sent(&request, h).to_owned())
+    }
+
+    fn client_for(region: &str, endpoint: Option<&str>) -> PutEventsClient {
+        let sdk = SdkConfig::builder()
+            .region(aws_types::region::Region::new(region.to_owned()))
+            .credentials_provider(SharedCredentialsProvider::new(credentials()))
+            .build();
+        PutEventsClient::from_sdk_config(&sdk, endpoint).unwrap()
+    }
+
+    #[test]
+    fn the_own_signer_signs_as_aws_sigv4_across_days_keys_and_tokens() {
+        let client = client_for("eu-west-1", None);
+        assert!(client.inner.signer.is_some());
+        let day = 86_400;
+        let cases = [
+            (0, Some("session-token")),
+            (1, Some("session-token")),
+            // The next day: a new signing key.
+            (day + 1, Some("session-token")),
+            (day + 2, None),
+            // Back to a day signed before, other credentials.
+            (3, Some("a  token  with   runs of spaces ")),
+            (3, None),
+        ];
+        for (i, (offset, token)) in cases.into_iter().enumerate() {
+            let identity = Identity::from(Credentials::new(
+                format!("AKID{i}"),
+                format!("secret-{}", i / 2),
+                token.map(str::to_owned),
+                None,
+                "test",
+            ));
+            let time = signing_time() + Duration::from_secs(offset);
+            let body = format!("{{\"Entries\":[{i}]}}");
+            let ours = own_headers(&client, body.as_bytes(), &identity, time);
+            assert!(ours[0].starts_with("AWS4-HMAC-SHA256 Credential="), "{ours:?}");
+            assert_eq!(
+                ours,
+                aws_sigv4_headers(&client, body.as_bytes(), &identity, time),
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_endpoint_with_a_path_is_signed_by_aws_sigv4() {
+        let client = client_for("eu-west-1", Some("http://127.0.0.1:4566/prefix"));
+        assert!(client.inner.signer.is_none());
+        let identity = Identity::from(credentials());
+        let ours = own_headers(&client, BODY, &identity, signing_time());
+        assert_eq!(ours, aws_sigv4_headers(&client, BODY, &identity, signing_time()));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Whatever the body, region, endpoint, time and credentials, the
+        /// client's own signature is `aws-sigv4`'s.
+        #[test]
+        fn the_own_signature_is_aws_sigv4s_for_any_request(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3_000),
+            region in "[a-z]{2}-[a-z]{4,9}-[1-9]",
+            endpoint in proptest::option::of("http://[a-z0-9.]{1,20}(:[0-9]{2,5})?"),
+            seconds in 0u64..4_102_444_800,
+            key_id in "[A-Z0-9]{16,20}",
+            secret in "[A-Za-z0-9+/]{40}",
+            token in proptest::option::of("[A-Za-z0-9+/= ]{1,300}"),
+        ) {
+            let client = client_for(&region, endpoint.as_deref());
+            proptest::prop_assume!(client.inner.signer.is_some());
+            let identity = Identity::from(Credentials::new(key_id, secret, token, None, "test"));
+            let time = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
+            proptest::prop_assert_eq!(
+                own_headers(&client, &body, &identity, time),
+                aws_sigv4_headers(&client, &body, &identity, time)
+            );
+        }
     }
 }

@@ -46,6 +46,7 @@ mod client;
 mod entry;
 mod error;
 mod quarantine;
+mod sigv4;
 mod sink;
 
 pub use body::{RequestBodyError, put_events_body};
