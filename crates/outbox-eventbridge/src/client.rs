@@ -5,11 +5,13 @@
 //! about 10 µs per event, most of it in machinery the relay does not use
 //! (interceptors, the retry and identity wrappers, endpoint rules evaluated
 //! per call). This client keeps the parts that must be right and are the
-//! SDK's own: requests are signed by `aws-sigv4` (the SDK's signer, with the
-//! SDK's settings), credentials come from the SDK configuration's provider
-//! chain, the endpoint is the SDK's endpoint rules evaluated once, and the
-//! HTTP stack is the one the SDK's default client is built on (hyper, rustls
-//! with aws-lc, the platform's roots). Retries are the relay's
+//! SDK's own: credentials come from the SDK configuration's provider chain,
+//! the endpoint is the SDK's endpoint rules evaluated once, and the HTTP
+//! stack is the one the SDK's default client is built on (hyper, rustls with
+//! aws-lc, the platform's roots). Requests are signed with SigV4 by
+//! [`crate::sigv4`], for this one request shape, whose tests hold it to
+//! `aws-sigv4` (the SDK's signer, with the SDK's settings); `aws-sigv4`
+//! itself signs for an endpoint URL with a path. Retries are the relay's
 //! ([`outbox_core::RetryPolicy`]): every call failure is classified and
 //! returned at once.
 
