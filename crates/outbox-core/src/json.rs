@@ -5,8 +5,9 @@
 //! `S` attribute) and writes it into another (the `PutEvents` `Detail`).
 //! Both strings escape the payload the same way, so the relay never needs
 //! the payload's own text: it checks the escaped text once
-//! ([`validate_escaped`]) and copies it. [`escape_into`] writes everything
-//! else of the `Detail`.
+//! ([`Payload::from_json_string`](crate::Payload::from_json_string),
+//! [`Payload::from_json_string_prefix`](crate::Payload::from_json_string_prefix))
+//! and copies it. [`escape_into`] writes everything else of the `Detail`.
 
 /// What a byte becomes inside a JSON string: 0 for itself, `u` for a
 /// `\u00XX` escape, or the letter of its two-character escape. serde_json
