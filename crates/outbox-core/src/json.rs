@@ -73,9 +73,10 @@ pub(crate) fn needs_no_escape(bytes: &[u8]) -> bool {
 }
 
 /// How many bytes at the start of `bytes` a JSON string holds as
-/// themselves (not `"`, `\` nor a control character), eight at a time.
+/// themselves (not `"`, `\` nor a control character), eight at a time:
+/// where a string's contents end or have an escape.
 #[inline(always)]
-fn plain_run(bytes: &[u8]) -> usize {
+pub fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     let mut at = 0;
     while let Some(chunk) = bytes.get(at..at + 8) {
@@ -731,6 +732,18 @@ mod tests {
             })
             .count();
         assert!((600..=1_400).contains(&valid), "{valid} of 2,000 valid");
+    }
+
+    proptest! {
+        /// Eight bytes at a time, the run ends where a byte at a time it
+        /// does: at the first quote, backslash or control character.
+        #[test]
+        fn a_plain_run_ends_at_the_first_byte_a_string_escapes(
+            bytes in prop::collection::vec(prop_oneof![any::<u8>(), 0x20u8..0x7f, Just(b'"'), Just(b'\\')], 0..80),
+        ) {
+            let expected = bytes.iter().position(|&b| ESCAPE[usize::from(b)] != 0).unwrap_or(bytes.len());
+            prop_assert_eq!(plain_run(&bytes), expected);
+        }
     }
 
     proptest! {

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 
 use crate::item::EVENT_ATTRIBUTES;
 use crate::lambda::{ChangeView, OutboxImage, PAYLOAD_SLOT, RecordView, SchemaValue, Text};
-use outbox_core::Payload;
+use outbox_core::{Payload, json};
 
 /// The record's view, as serde_json would read it, when the record is a
 /// plain `INSERT` with a `SequenceNumber` and a `NewImage`; `None` for
@@ -103,10 +103,9 @@ impl<'a> Scan<'a> {
     fn plain_string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
-        let len = self.bytes()[start..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\')?;
-        if self.bytes()[start + len] != b'"' {
+        // In valid JSON, a string's contents end at a quote or an escape.
+        let len = json::plain_run(&self.bytes()[start..]);
+        if self.bytes().get(start + len) != Some(&b'"') {
             return None;
         }
         self.at = start + len + 1;
@@ -116,11 +115,8 @@ impl<'a> Scan<'a> {
     /// Steps over the rest of a string, its opening quote taken.
     fn skip_string_rest(&mut self) -> Option<()> {
         loop {
-            let run = self.bytes()[self.at..]
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\')?;
-            self.at += run;
-            if self.bytes()[self.at] == b'"' {
+            self.at += json::plain_run(self.bytes().get(self.at..)?);
+            if *self.bytes().get(self.at)? == b'"' {
                 self.at += 1;
                 return Some(());
             }
