@@ -167,62 +167,15 @@ impl Unescaper<'_> {
         }
     }
 
+    /// An escape other than `\"`, at `at`: its character, counted.
     #[inline(never)]
     fn escape(&mut self) -> u32 {
-        let Some(&letter) = self.bytes.get(self.at + 1) else {
+        let Some((c, len)) = decode_escape(self.bytes.get(self.at..).unwrap_or_default()) else {
             return END;
         };
-        let b = match letter {
-            b'"' | b'\\' | b'/' => letter,
-            b'b' => 0x08,
-            b'f' => 0x0c,
-            b'n' => b'\n',
-            b'r' => b'\r',
-            b't' => b'\t',
-            b'u' => return self.unicode(),
-            _ => return END,
-        };
-        self.at += 2;
-        self.saved += 1;
-        u32::from(b)
-    }
-
-    /// A `\uXXXX` escape (a surrogate pair, two of them).
-    fn unicode(&mut self) -> u32 {
-        let Some(first) = self.hex4(self.at + 2) else {
-            return END;
-        };
-        let (code, escape_len) = match first {
-            0xD800..=0xDBFF => match self.hex4(self.at + 8) {
-                Some(second @ 0xDC00..=0xDFFF)
-                    if self.bytes.get(self.at + 6..self.at + 8) == Some(b"\\u") =>
-                {
-                    (0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00), 12)
-                }
-                _ => return END,
-            },
-            0xDC00..=0xDFFF => return END,
-            _ => (first, 6),
-        };
-        self.at += escape_len;
-        match char::from_u32(code) {
-            Some(c) if c.is_ascii() => {
-                self.saved += escape_len - 1;
-                code
-            }
-            Some(c) => {
-                self.saved += escape_len - c.len_utf8();
-                NON_ASCII
-            }
-            None => END,
-        }
-    }
-
-    fn hex4(&self, at: usize) -> Option<u32> {
-        self.bytes
-            .get(at..at + 4)?
-            .iter()
-            .try_fold(0u32, |n, &d| Some(n * 16 + char::from(d).to_digit(16)?))
+        self.at += len;
+        self.saved += len - c.len_utf8();
+        if c.is_ascii() { u32::from(c) } else { NON_ASCII }
     }
 
     /// The next byte that is not JSON whitespace.
@@ -304,6 +257,79 @@ impl Unescaper<'_> {
             .all(|&expected| self.next() == u32::from(expected))
             .then_some(())
     }
+}
+
+/// The escape at the start of `bytes` (its backslash first): the character
+/// it stands for and the escape's length in bytes (12 for a surrogate pair
+/// of `\u` escapes). `None` for an unknown escape, bad hex digits, a lone
+/// surrogate, or an escape cut short.
+fn decode_escape(bytes: &[u8]) -> Option<(char, usize)> {
+    let (code, len) = match *bytes.get(1)? {
+        letter @ (b'"' | b'\\' | b'/') => (u32::from(letter), 2),
+        b'b' => (0x08, 2),
+        b'f' => (0x0c, 2),
+        b'n' => (0x0a, 2),
+        b'r' => (0x0d, 2),
+        b't' => (0x09, 2),
+        b'u' => match hex4(bytes.get(2..6)?)? {
+            first @ 0xD800..=0xDBFF => {
+                let second = hex4(bytes.get(6..12)?.strip_prefix(b"\\u")?)?;
+                if !(0xDC00..=0xDFFF).contains(&second) {
+                    return None;
+                }
+                (0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00), 12)
+            }
+            0xDC00..=0xDFFF => return None,
+            code => (code, 6),
+        },
+        _ => return None,
+    };
+    Some((char::from_u32(code)?, len))
+}
+
+/// Four hex digits.
+fn hex4(digits: &[u8]) -> Option<u32> {
+    digits
+        .iter()
+        .try_fold(0u32, |n, &d| Some(n * 16 + char::from(d).to_digit(16)?))
+}
+
+/// The value of a JSON string whose contents (between the quotes) are
+/// `contents`; `None` when they are not valid contents: an unescaped quote
+/// or control character, an unknown escape, a bad or lone surrogate.
+/// serde_json's reading of a string, without its per-escape costs (a payload
+/// stored as an `S` has a `\"` every few bytes).
+pub(crate) fn unescape(contents: &str) -> Option<String> {
+    let bytes = contents.as_bytes();
+    // Byte by byte into a buffer of the text's length (the value is never
+    // longer): the runs between escapes are a few bytes long, shorter than
+    // what a copy call costs.
+    let mut out = vec![0u8; bytes.len()];
+    let mut o = 0;
+    let mut put = |b: u8| {
+        if let Some(slot) = out.get_mut(o) {
+            *slot = b;
+        }
+        o += 1;
+    };
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'\\' => {
+                let (c, len) = decode_escape(bytes.get(i..)?)?;
+                c.encode_utf8(&mut [0; 4]).bytes().for_each(&mut put);
+                i += len;
+            }
+            b'"' | 0..0x20 => return None,
+            _ => {
+                put(b);
+                i += 1;
+            }
+        }
+    }
+    out.truncate(o);
+    // Valid: the text was, and what replaced its escapes is whole characters.
+    String::from_utf8(out).ok()
 }
 
 /// Open arrays and objects, one bit each (set for an object), up to

@@ -10,7 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::{EnvelopeError, json};
+use crate::EnvelopeError;
+use crate::json::{self, unescape};
 
 /// Deepest nesting of arrays and objects a payload may have.
 ///
@@ -220,10 +221,12 @@ impl Payload {
         };
         let made = unescaped.get_or_init(|| {
             // The escaped text was checked: it unescapes, to valid JSON.
-            let text = unescape(escaped).unwrap_or_else(|| escaped.to_string());
-            match RawValue::from_string(text.clone()) {
+            let text = || unescape(escaped).unwrap_or_else(|| escaped.to_string());
+            match RawValue::from_string(text()) {
                 Ok(raw) => Unescaped::Json(raw),
-                Err(e) => Unescaped::NotJson(text.into_boxed_str(), e.to_string()),
+                // Made again only on this path, which the check's tests say
+                // is never taken.
+                Err(e) => Unescaped::NotJson(text().into_boxed_str(), e.to_string()),
             }
         });
         match made {
@@ -320,81 +323,6 @@ impl<'de> Deserialize<'de> for Payload {
 
 /// The characters JSON allows around a value.
 const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
-
-/// The value of a JSON string whose contents (between the quotes) are
-/// `contents`; `None` when they are not valid contents: an unescaped quote
-/// or control character, an unknown escape, a bad or lone surrogate.
-/// serde_json's reading of a string, without its per-escape costs (a payload
-/// stored as an `S` has a `\"` every few bytes).
-fn unescape(contents: &str) -> Option<String> {
-    let bytes = contents.as_bytes();
-    // Byte by byte into a buffer of the text's length (the value is never
-    // longer): the runs between escapes are a few bytes long, shorter than
-    // what a copy call costs.
-    let mut out = vec![0u8; bytes.len()];
-    let mut o = 0;
-    let mut put = |b: u8| {
-        if let Some(slot) = out.get_mut(o) {
-            *slot = b;
-        }
-        o += 1;
-    };
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'\\' => {
-                let c = match *bytes.get(i + 1)? {
-                    b'"' => b'"',
-                    b'\\' => b'\\',
-                    b'/' => b'/',
-                    b'b' => 0x08,
-                    b'f' => 0x0c,
-                    b'n' => b'\n',
-                    b'r' => b'\r',
-                    b't' => b'\t',
-                    b'u' => {
-                        let first = hex4(bytes.get(i + 2..i + 6)?)?;
-                        i += 4;
-                        let c = match first {
-                            0xD800..=0xDBFF => {
-                                let rest = bytes.get(i + 2..i + 8)?;
-                                let second = hex4(rest.strip_prefix(b"\\u")?)?;
-                                if !(0xDC00..=0xDFFF).contains(&second) {
-                                    return None;
-                                }
-                                i += 6;
-                                char::from_u32(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))?
-                            }
-                            0xDC00..=0xDFFF => return None,
-                            _ => char::from_u32(first)?,
-                        };
-                        c.encode_utf8(&mut [0; 4]).bytes().for_each(&mut put);
-                        i += 2;
-                        continue;
-                    }
-                    _ => return None,
-                };
-                put(c);
-                i += 2;
-            }
-            b'"' | 0..0x20 => return None,
-            _ => {
-                put(b);
-                i += 1;
-            }
-        }
-    }
-    out.truncate(o);
-    // Valid: the text was, and what replaced its escapes is whole characters.
-    String::from_utf8(out).ok()
-}
-
-/// Four hex digits.
-fn hex4(digits: &[u8]) -> Option<u32> {
-    digits
-        .iter()
-        .try_fold(0u32, |n, &d| Some(n * 16 + char::from(d).to_digit(16)?))
-}
 
 /// The deepest nesting of arrays and objects in valid JSON text: one pass
 /// over the bytes, skipping strings.

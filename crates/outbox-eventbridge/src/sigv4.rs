@@ -42,7 +42,7 @@ pub(crate) struct Credentials<'a> {
 }
 
 /// The headers signing adds to the request.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Signed {
     pub(crate) authorization: String,
     /// `X-Amz-Date`: the signing time, `YYYYMMDDTHHMMSSZ`.
