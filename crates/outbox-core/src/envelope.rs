@@ -212,42 +212,39 @@ impl OutboxEvent {
     /// The envelope's JSON text, as serde writes this type (the tests hold
     /// them equal), piece by piece into `out`.
     fn write_json(&self, out: &mut impl JsonOut) {
-        out.plain("{\"id\":\"");
-        out.plain(self.id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
-        out.plain("\",\"source\":");
+        out.piece(&OPEN_ID);
+        out.uuid(&self.id);
+        out.piece(&SOURCE);
         out.string(&self.source);
-        out.plain(",\"event_type\":");
+        out.piece(&EVENT_TYPE);
         out.string(&self.event_type);
-        out.plain(",\"aggregate_type\":");
+        out.piece(&AGGREGATE_TYPE);
         out.string(&self.aggregate_type);
-        out.plain(",\"aggregate_id\":");
+        out.piece(&AGGREGATE_ID);
         out.string(&self.aggregate_id);
-        out.plain(",\"sequence\":");
-        out.plain(write_u64(self.sequence, &mut [0; 20]));
-        out.plain(",\"occurred_at\":");
-        match write_time(&self.occurred_at, &mut [0; TIME_LEN]) {
-            Some(time) => out.string(time),
-            None => out.string(&format_time(&self.occurred_at)),
-        }
-        out.plain(",\"payload\":");
+        out.piece(&SEQUENCE);
+        out.bare(write_u64(self.sequence, &mut [0; 20]));
+        out.piece(&OCCURRED_AT);
+        out.time(&self.occurred_at);
+        out.piece(&PAYLOAD);
         out.payload(&self.payload);
         if let Some(trace) = &self.trace_parent {
-            out.plain(",\"trace_parent\":");
+            out.piece(&TRACE_PARENT);
             out.string(trace.as_str());
         }
         if !self.metadata.is_empty() {
-            out.plain(",\"metadata\":{");
+            out.piece(&METADATA);
             for (i, (key, value)) in self.metadata.iter().enumerate() {
                 if i > 0 {
-                    out.plain(",");
+                    out.piece(&COMMA);
                 }
                 out.string(key);
-                out.plain(":");
+                out.piece(&COLON);
                 out.string(value);
             }
-            out.plain("}");
+            out.piece(&CLOSE);
         }
-        out.plain("}");
+        out.piece(&CLOSE);
     }
 
     /// The payload alone, as JSON text (how the DynamoDB item and the Cosmos
@@ -257,21 +254,102 @@ impl OutboxEvent {
     }
 }
 
+/// A constant piece of the envelope's JSON text, with the same text
+/// escaped as the inside of a JSON string (a test holds each to
+/// [`json::escape_into`]): the `Detail` copies it rather than escaping it
+/// for every event.
+struct Piece {
+    json: &'static str,
+    escaped: &'static str,
+}
+
+const OPEN_ID: Piece = Piece {
+    json: r#"{"id":""#,
+    escaped: r#"{\"id\":\""#,
+};
+const SOURCE: Piece = Piece {
+    json: r#"","source":"#,
+    escaped: r#"\",\"source\":"#,
+};
+const EVENT_TYPE: Piece = Piece {
+    json: r#","event_type":"#,
+    escaped: r#",\"event_type\":"#,
+};
+const AGGREGATE_TYPE: Piece = Piece {
+    json: r#","aggregate_type":"#,
+    escaped: r#",\"aggregate_type\":"#,
+};
+const AGGREGATE_ID: Piece = Piece {
+    json: r#","aggregate_id":"#,
+    escaped: r#",\"aggregate_id\":"#,
+};
+const SEQUENCE: Piece = Piece {
+    json: r#","sequence":"#,
+    escaped: r#",\"sequence\":"#,
+};
+const OCCURRED_AT: Piece = Piece {
+    json: r#","occurred_at":"#,
+    escaped: r#",\"occurred_at\":"#,
+};
+const PAYLOAD: Piece = Piece {
+    json: r#","payload":"#,
+    escaped: r#",\"payload\":"#,
+};
+const TRACE_PARENT: Piece = Piece {
+    json: r#","trace_parent":"#,
+    escaped: r#",\"trace_parent\":"#,
+};
+const METADATA: Piece = Piece {
+    json: r#","metadata":{"#,
+    escaped: r#",\"metadata\":{"#,
+};
+const COMMA: Piece = Piece {
+    json: ",",
+    escaped: ",",
+};
+const COLON: Piece = Piece {
+    json: ":",
+    escaped: ":",
+};
+const CLOSE: Piece = Piece {
+    json: "}",
+    escaped: "}",
+};
+
 /// Where [`OutboxEvent::write_json`] writes the envelope's JSON text.
 trait JsonOut {
-    /// JSON text written as it is: punctuation, names, digits, a UUID.
-    fn plain(&mut self, text: &str);
+    /// A constant piece of punctuation and names.
+    fn piece(&mut self, piece: &Piece);
+    /// JSON text with no character a JSON string escapes: digits.
+    fn bare(&mut self, text: &str);
     /// A JSON string (quotes included) whose value is `text`.
     fn string(&mut self, text: &str);
     /// The payload's JSON text.
     fn payload(&mut self, payload: &Payload);
+
+    /// The id, as a JSON string's contents (its quotes are in the pieces).
+    fn uuid(&mut self, id: &Uuid) {
+        self.bare(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+    }
+
+    /// The time as a JSON string ([`format_time`]).
+    fn time(&mut self, time: &DateTime<Utc>) {
+        match write_time(time, &mut [0; TIME_LEN]) {
+            Some(text) => self.string(text),
+            None => self.string(&format_time(time)),
+        }
+    }
 }
 
 /// Counts the text's bytes.
 struct Counter(usize);
 
 impl JsonOut for Counter {
-    fn plain(&mut self, text: &str) {
+    fn piece(&mut self, piece: &Piece) {
+        self.0 += piece.json.len();
+    }
+
+    fn bare(&mut self, text: &str) {
         self.0 += text.len();
     }
 
@@ -282,14 +360,30 @@ impl JsonOut for Counter {
     fn payload(&mut self, payload: &Payload) {
         self.0 += payload.len();
     }
+
+    fn uuid(&mut self, _: &Uuid) {
+        self.0 += uuid::fmt::Hyphenated::LENGTH;
+    }
+
+    fn time(&mut self, time: &DateTime<Utc>) {
+        // Quoted; its digits and punctuation need no escapes.
+        self.0 += 2 + match chrono::Datelike::year(time) {
+            0..=9999 => TIME_LEN,
+            _ => format_time(time).len(),
+        };
+    }
 }
 
 /// Writes the text escaped as the inside of a JSON string.
 struct Escaped<'a>(&'a mut Vec<u8>);
 
 impl JsonOut for Escaped<'_> {
-    fn plain(&mut self, text: &str) {
-        json::escape_into(self.0, text.as_bytes());
+    fn piece(&mut self, piece: &Piece) {
+        self.0.extend_from_slice(piece.escaped.as_bytes());
+    }
+
+    fn bare(&mut self, text: &str) {
+        self.0.extend_from_slice(text.as_bytes());
     }
 
     fn string(&mut self, text: &str) {
@@ -739,6 +833,36 @@ mod tests {
                     proptest::prop_assert_eq!(on_stack, None);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn each_pieces_escaped_text_is_its_text_escaped() {
+        let pieces = [
+            OPEN_ID,
+            SOURCE,
+            EVENT_TYPE,
+            AGGREGATE_TYPE,
+            AGGREGATE_ID,
+            SEQUENCE,
+            OCCURRED_AT,
+            PAYLOAD,
+            TRACE_PARENT,
+            METADATA,
+            COMMA,
+            COLON,
+            CLOSE,
+        ];
+        for piece in pieces {
+            let mut escaped = Vec::new();
+            json::escape_into(&mut escaped, piece.json.as_bytes());
+            assert_eq!(
+                String::from_utf8(escaped).unwrap(),
+                piece.escaped,
+                "{}",
+                piece.json
+            );
+            assert!(serde_json::from_str::<String>(&format!("\"{}\"", piece.escaped)).is_ok());
         }
     }
 

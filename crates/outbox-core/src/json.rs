@@ -33,43 +33,48 @@ const ESCAPE: [u8; 256] = {
 /// serde_json escapes a string (`"`, `\` and control characters; nothing
 /// else). Only ASCII bytes are escaped, so text may come in any pieces, even
 /// cut inside a character.
-pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
+pub fn escape_into(out: &mut Vec<u8>, mut bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape = ESCAPE[usize::from(b)];
-        if escape == 0 {
-            continue;
+    loop {
+        // The bytes up to the next one to escape, eight at a time.
+        let run = plain_run(bytes);
+        let (plain, rest) = bytes.split_at(run);
+        out.extend_from_slice(plain);
+        let Some((&b, rest)) = rest.split_first() else {
+            return;
+        };
+        match ESCAPE[usize::from(b)] {
+            b'u' => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+            escape => out.extend_from_slice(&[b'\\', escape]),
         }
-        out.extend_from_slice(&bytes[start..i]);
-        if escape == b'u' {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.push(b'\\');
-            out.push(escape);
-        }
-        start = i + 1;
+        bytes = rest;
     }
-    out.extend_from_slice(&bytes[start..]);
 }
 
 /// The length of what [`escape_into`] appends for `bytes`.
-pub fn escaped_len(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .map(|&b| match ESCAPE[usize::from(b)] {
-            0 => 1,
-            b'u' => 6,
-            _ => 2,
-        })
-        .sum()
+pub fn escaped_len(mut bytes: &[u8]) -> usize {
+    let mut len = 0;
+    loop {
+        let run = plain_run(bytes);
+        len += run;
+        let Some((&b, rest)) = bytes[run..].split_first() else {
+            return len;
+        };
+        len += if ESCAPE[usize::from(b)] == b'u' { 6 } else { 2 };
+        bytes = rest;
+    }
 }
 
 /// Whether [`escape_into`] would copy `bytes` unchanged.
 pub(crate) fn needs_no_escape(bytes: &[u8]) -> bool {
-    bytes.iter().all(|&b| ESCAPE[usize::from(b)] == 0)
+    plain_run(bytes) == bytes.len()
 }
 
 /// How many bytes at the start of `bytes` a JSON string holds as
@@ -655,6 +660,28 @@ mod tests {
         for text in ["", "abc", "a\"b\\c\u{0}\u{1f}\n\r\t\u{8}\u{c}\u{7f}é😀"] {
             assert_eq!(escaped_len(text.as_bytes()), escaped(text).len(), "{text:?}");
             assert_eq!(needs_no_escape(text.as_bytes()), escaped(text) == text);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+        /// Escaping eight bytes at a time writes and counts what serde_json
+        /// writes for any text, with the bytes to escape anywhere in it.
+        #[test]
+        fn escaping_is_serde_jsons(
+            text in prop_oneof![
+                any::<String>(),
+                proptest::collection::vec(
+                    prop::sample::select(vec!["a", "\"", "\\", "\u{0}", "\u{1f}", "\n", "\u{7f}", "é", "😀", "abcdefgh"]),
+                    0..40,
+                ).prop_map(|pieces| pieces.concat()),
+            ]
+        ) {
+            let serde = serde_json::to_string(&text).unwrap();
+            let inner = &serde[1..serde.len() - 1];
+            prop_assert_eq!(escaped(&text), inner);
+            prop_assert_eq!(escaped_len(text.as_bytes()), inner.len());
+            prop_assert_eq!(needs_no_escape(text.as_bytes()), inner == text);
         }
     }
 

@@ -45,11 +45,14 @@ pub fn put_events_body(events: &[&OutboxEvent], bus: &str) -> Result<Vec<u8>, Re
         if i > 0 {
             out.push(b',');
         }
-        let time = DateTime::from_millis(event.occurred_at().timestamp_millis())
-            .fmt(DateTimeFormat::EpochSeconds)
-            .map_err(|e| RequestBodyError(format!("event {}: Time: {e}", event.id())))?;
         out.extend_from_slice(b"{\"Time\":");
-        out.extend_from_slice(time.as_bytes());
+        let millis = event.occurred_at().timestamp_millis();
+        if !write_epoch_seconds(&mut out, millis) {
+            let time = DateTime::from_millis(millis)
+                .fmt(DateTimeFormat::EpochSeconds)
+                .map_err(|e| RequestBodyError(format!("event {}: Time: {e}", event.id())))?;
+            out.extend_from_slice(time.as_bytes());
+        }
         field(&mut out, "Source", event.source());
         field(&mut out, "DetailType", event.event_type());
         // The envelope is written straight into the escaped string: no
@@ -66,6 +69,47 @@ pub fn put_events_body(events: &[&OutboxEvent], bus: &str) -> Result<Vec<u8>, Re
     }
     out.extend_from_slice(b"]}");
     Ok(out)
+}
+
+/// Appends a time at or after 1970 given in milliseconds as the SDK writes
+/// it in epoch seconds (`1796173200`, `1796173200.5`, `1796173200.007`), and
+/// returns `true`; `false`, with nothing written, for an earlier time, which
+/// the SDK writes.
+fn write_epoch_seconds(out: &mut Vec<u8>, millis: i64) -> bool {
+    let Ok(millis) = u64::try_from(millis) else {
+        return false;
+    };
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut seconds = millis / 1000;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (seconds % 10) as u8;
+        seconds /= 10;
+        if seconds == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    let fraction = millis % 1000;
+    if fraction != 0 {
+        let decimals = [
+            b'.',
+            b'0' + (fraction / 100) as u8,
+            b'0' + (fraction / 10 % 10) as u8,
+            b'0' + (fraction % 10) as u8,
+        ];
+        // The SDK drops the fraction's trailing zeros.
+        let len = if fraction % 100 == 0 {
+            2
+        } else if fraction % 10 == 0 {
+            3
+        } else {
+            4
+        };
+        out.extend_from_slice(&decimals[..len]);
+    }
+    true
 }
 
 /// Appends `,"name":"value"` with `value` escaped as a JSON string.
@@ -176,6 +220,25 @@ mod tests {
         assert!(ours.contains(r#""Time":1796173200,"#), "{ours}");
         assert!(ours.contains(r#""Time":1796173200.007,"#), "{ours}");
         assert!(sdk.contains(r#""Time":1796173200.007"#), "{sdk}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// The body's `Time` is the SDK's epoch seconds for any time in
+        /// milliseconds, before 1970 (written by the SDK) or after.
+        #[test]
+        fn epoch_seconds_are_the_sdks(
+            millis in prop_oneof![-100_000_000_000_000i64..300_000_000_000_000, 0i64..10_000, Just(i64::MAX / 1000 * 1000)]
+        ) {
+            let sdk = DateTime::from_millis(millis).fmt(DateTimeFormat::EpochSeconds).unwrap();
+            let mut ours = Vec::new();
+            if write_epoch_seconds(&mut ours, millis) {
+                prop_assert_eq!(String::from_utf8(ours).unwrap(), sdk);
+            } else {
+                prop_assert!(millis < 0);
+                prop_assert!(ours.is_empty());
+            }
+        }
     }
 
     /// `e` with its payload read from the JSON string `literal`, as the
