@@ -223,7 +223,7 @@ impl OutboxEvent {
         out.piece(&AGGREGATE_ID);
         out.string(&self.aggregate_id);
         out.piece(&SEQUENCE);
-        out.bare(write_u64(self.sequence, &mut [0; 20]));
+        out.bare(json::write_u64(self.sequence, &mut [0; 20]));
         out.piece(&OCCURRED_AT);
         out.time(&self.occurred_at);
         out.piece(&PAYLOAD);
@@ -263,58 +263,25 @@ struct Piece {
     escaped: &'static str,
 }
 
-const OPEN_ID: Piece = Piece {
-    json: r#"{"id":""#,
-    escaped: r#"{\"id\":\""#,
-};
-const SOURCE: Piece = Piece {
-    json: r#"","source":"#,
-    escaped: r#"\",\"source\":"#,
-};
-const EVENT_TYPE: Piece = Piece {
-    json: r#","event_type":"#,
-    escaped: r#",\"event_type\":"#,
-};
-const AGGREGATE_TYPE: Piece = Piece {
-    json: r#","aggregate_type":"#,
-    escaped: r#",\"aggregate_type\":"#,
-};
-const AGGREGATE_ID: Piece = Piece {
-    json: r#","aggregate_id":"#,
-    escaped: r#",\"aggregate_id\":"#,
-};
-const SEQUENCE: Piece = Piece {
-    json: r#","sequence":"#,
-    escaped: r#",\"sequence\":"#,
-};
-const OCCURRED_AT: Piece = Piece {
-    json: r#","occurred_at":"#,
-    escaped: r#",\"occurred_at\":"#,
-};
-const PAYLOAD: Piece = Piece {
-    json: r#","payload":"#,
-    escaped: r#",\"payload\":"#,
-};
-const TRACE_PARENT: Piece = Piece {
-    json: r#","trace_parent":"#,
-    escaped: r#",\"trace_parent\":"#,
-};
-const METADATA: Piece = Piece {
-    json: r#","metadata":{"#,
-    escaped: r#",\"metadata\":{"#,
-};
-const COMMA: Piece = Piece {
-    json: ",",
-    escaped: ",",
-};
-const COLON: Piece = Piece {
-    json: ":",
-    escaped: ":",
-};
-const CLOSE: Piece = Piece {
-    json: "}",
-    escaped: "}",
-};
+impl Piece {
+    const fn new(json: &'static str, escaped: &'static str) -> Self {
+        Self { json, escaped }
+    }
+}
+
+const OPEN_ID: Piece = Piece::new(r#"{"id":""#, r#"{\"id\":\""#);
+const SOURCE: Piece = Piece::new(r#"","source":"#, r#"\",\"source\":"#);
+const EVENT_TYPE: Piece = Piece::new(r#","event_type":"#, r#",\"event_type\":"#);
+const AGGREGATE_TYPE: Piece = Piece::new(r#","aggregate_type":"#, r#",\"aggregate_type\":"#);
+const AGGREGATE_ID: Piece = Piece::new(r#","aggregate_id":"#, r#",\"aggregate_id\":"#);
+const SEQUENCE: Piece = Piece::new(r#","sequence":"#, r#",\"sequence\":"#);
+const OCCURRED_AT: Piece = Piece::new(r#","occurred_at":"#, r#",\"occurred_at\":"#);
+const PAYLOAD: Piece = Piece::new(r#","payload":"#, r#",\"payload\":"#);
+const TRACE_PARENT: Piece = Piece::new(r#","trace_parent":"#, r#",\"trace_parent\":"#);
+const METADATA: Piece = Piece::new(r#","metadata":{"#, r#",\"metadata\":{"#);
+const COMMA: Piece = Piece::new(",", ",");
+const COLON: Piece = Piece::new(":", ":");
+const CLOSE: Piece = Piece::new("}", "}");
 
 /// Where [`OutboxEvent::write_json`] writes the envelope's JSON text.
 trait JsonOut {
@@ -408,21 +375,6 @@ impl JsonOut for Escaped<'_> {
             None => json::escape_into(self.0, payload.as_str().as_bytes()),
         }
     }
-}
-
-/// `n` in decimal, into `buf`.
-fn write_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[at..]).unwrap_or("0")
 }
 
 /// Builds a validated [`OutboxEvent`]. See [`OutboxEvent::builder`].
@@ -906,13 +858,6 @@ mod tests {
             let serde = serde_json::to_string(&event).unwrap();
             proptest::prop_assert_eq!(&detail, &serde);
             proptest::prop_assert_eq!(event.json_len(), serde.len());
-        }
-    }
-
-    #[test]
-    fn numbers_are_written_in_decimal() {
-        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
-            assert_eq!(write_u64(n, &mut [0; 20]), n.to_string());
         }
     }
 

@@ -77,6 +77,21 @@ pub(crate) fn needs_no_escape(bytes: &[u8]) -> bool {
     plain_run(bytes) == bytes.len()
 }
 
+/// `n` in decimal (a JSON number's digits), written at the end of `buf`.
+pub fn write_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
+
 /// How many bytes at the start of `bytes` a JSON string holds as
 /// themselves (not `"`, `\` nor a control character), eight at a time:
 /// where a string's contents end or have an escape.
@@ -652,6 +667,13 @@ mod tests {
             let back: String = serde_json::from_slice(&out).unwrap();
             assert_eq!(back, text, "cut at {cut}");
             assert_eq!(out, serde_json::to_vec(text).unwrap(), "as serde_json escapes it");
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            assert_eq!(write_u64(n, &mut [0; 20]), n.to_string());
         }
     }
 

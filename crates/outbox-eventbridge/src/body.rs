@@ -13,7 +13,7 @@
 
 use aws_sdk_eventbridge::primitives::{DateTime, DateTimeFormat};
 use outbox_core::OutboxEvent;
-use outbox_core::json::escape_into;
+use outbox_core::json::{escape_into, write_u64};
 
 /// Why a request body could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -79,18 +79,7 @@ fn write_epoch_seconds(out: &mut Vec<u8>, millis: i64) -> bool {
     let Ok(millis) = u64::try_from(millis) else {
         return false;
     };
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut seconds = millis / 1000;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (seconds % 10) as u8;
-        seconds /= 10;
-        if seconds == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(write_u64(millis / 1000, &mut [0; 20]).as_bytes());
     let fraction = millis % 1000;
     if fraction != 0 {
         let decimals = [
