@@ -334,10 +334,7 @@ impl JsonOut for Counter {
 
     fn time(&mut self, time: &DateTime<Utc>) {
         // Quoted; its digits and punctuation need no escapes.
-        self.0 += 2 + match chrono::Datelike::year(time) {
-            0..=9999 => TIME_LEN,
-            _ => format_time(time).len(),
-        };
+        self.0 += 2 + write_time(time, &mut [0; TIME_LEN]).map_or_else(|| format_time(time).len(), str::len);
     }
 }
 

@@ -59,7 +59,7 @@ pub fn escape_into(out: &mut Vec<u8>, mut bytes: &[u8]) {
 }
 
 /// The length of what [`escape_into`] appends for `bytes`.
-pub fn escaped_len(mut bytes: &[u8]) -> usize {
+pub(crate) fn escaped_len(mut bytes: &[u8]) -> usize {
     let mut len = 0;
     loop {
         let run = plain_run(bytes);

@@ -124,28 +124,11 @@ impl Payload {
     }
 
     /// The payload whose text is the value of the JSON string `literal`,
-    /// read by serde_json (or its error), keeping the escaped contents when
-    /// it is one.
+    /// read by serde_json (or its error): for a literal the one-pass check
+    /// refused, whose error serde_json names.
     fn from_string_value(literal: &str) -> Result<Self, EnvelopeError> {
         let text: String = serde_json::from_str(literal).map_err(EnvelopeError::Payload)?;
-        let len = text.len();
-        let payload = Self::from_json(text)?;
-        let contents = literal.trim_matches(JSON_WHITESPACE);
-        match (
-            contents.strip_prefix('"').and_then(|s| s.strip_suffix('"')),
-            payload.repr,
-        ) {
-            // Whitespace around the value is not kept (serde_json trims
-            // it), so neither is the escaped text, which still has it.
-            (Some(contents), Repr::Text(raw)) if raw.get().len() == len => Ok(Self {
-                repr: Repr::Escaped {
-                    escaped: Box::from(contents),
-                    len: raw.get().len(),
-                    text: OnceLock::from(Unescaped::Json(raw)),
-                },
-            }),
-            (_, repr) => Ok(Self { repr }),
-        }
+        Self::from_json(text)
     }
 
     /// A payload of the escaped text `contents`, whose text is `len` bytes

@@ -203,12 +203,6 @@ fn one_typed<'de, A: MapAccess<'de>, T>(
 #[derive(Debug)]
 pub(crate) enum SchemaValue<'a> {
     S(Text<'a>),
-    /// An `S` kept as its JSON string literal (the payload: see
-    /// [`Payload::from_json_string`](outbox_core::Payload::from_json_string)).
-    Literal(&'a RawValue),
-    /// The payload's `S`, read and checked by the record's scan
-    /// ([`crate::scan`]) with [`Payload::from_json_string_prefix`](outbox_core::Payload::from_json_string_prefix).
-    Checked(outbox_core::Payload),
     N(Text<'a>),
     /// A `NULL` (its value a boolean, as DynamoDB JSON has it).
     Null,
@@ -292,10 +286,24 @@ impl<'de: 'a, 'a> Deserialize<'de> for LiteralS<'a> {
     }
 }
 
-/// The slot of [`ATTR_PAYLOAD`](crate::ATTR_PAYLOAD) in [`OutboxImage`],
-/// whose slots are the [`EVENT_ATTRIBUTES`] in their order (`to_event` takes
-/// them apart in it).
+/// The place of [`ATTR_PAYLOAD`](crate::ATTR_PAYLOAD) in
+/// [`EVENT_ATTRIBUTES`], whose order [`OutboxImage`]'s slots follow
+/// (`to_event` takes them apart in it); the payload is kept apart, in
+/// [`OutboxImage::payload`], and its slot stays empty.
 pub(crate) const PAYLOAD_SLOT: usize = 7;
+
+/// The payload's `S` as the fast readings take it, kept out of the slots:
+/// a checked payload is several times the size of the other values, which
+/// every slot would then take.
+#[derive(Debug)]
+pub(crate) enum PayloadValue<'a> {
+    /// Its JSON string literal, as serde_json reads it (see
+    /// [`Payload::from_json_string`](outbox_core::Payload::from_json_string)).
+    Literal(&'a RawValue),
+    /// Read and checked by the record's scan ([`crate::scan`]) with
+    /// [`Payload::from_json_string_prefix`](outbox_core::Payload::from_json_string_prefix).
+    Checked(outbox_core::Payload),
+}
 
 /// A new image read in one pass straight into the outbox schema's
 /// attributes (the fast path): each of them parsed as [`SchemaValue`], the
@@ -312,18 +320,12 @@ pub(crate) const PAYLOAD_SLOT: usize = 7;
 #[derive(Debug, Default)]
 pub(crate) struct OutboxImage<'a> {
     pub(crate) slots: [Option<SchemaValue<'a>>; EVENT_ATTRIBUTES.len()],
+    pub(crate) payload: Option<PayloadValue<'a>>,
     /// The other attributes, each value as its JSON text.
     pub(crate) others: Vec<(Text<'a>, &'a str)>,
 }
 
 impl<'a> OutboxImage<'a> {
-    fn slot(&self, name: &str) -> Option<&SchemaValue<'a>> {
-        EVENT_ATTRIBUTES
-            .iter()
-            .position(|s| *s == name)
-            .and_then(|i| self.slots[i].as_ref())
-    }
-
     fn other(&self, name: &str) -> Option<&'a str> {
         // A name given twice: the last, as in any JSON object read into a map.
         self.others
@@ -335,23 +337,33 @@ impl<'a> OutboxImage<'a> {
     /// Whether the marker attribute is an `S` of this schema's version.
     fn has_current_marker(&self, schema: &OutboxSchema) -> bool {
         self.other(schema.marker_attribute()).is_some_and(|raw| {
-            serde_json::from_str::<SchemaValue<'_>>(raw)
-                .is_ok_and(|v| matches!(v, SchemaValue::S(text) if text.as_str() == MARKER_VALUE))
+            // As DynamoDB writes it, compared as it is; any other spelling
+            // (spaces, escapes) read by serde_json.
+            let exact = raw
+                .strip_prefix(r#"{"S":""#)
+                .and_then(|rest| rest.strip_suffix(r#""}"#));
+            exact == Some(MARKER_VALUE)
+                || serde_json::from_str::<SchemaValue<'_>>(raw)
+                    .is_ok_and(|v| matches!(v, SchemaValue::S(text) if text.as_str() == MARKER_VALUE))
         })
     }
 }
 
 impl<'a> NewImage for OutboxImage<'a> {
     fn is_empty(&self) -> bool {
-        self.slots.iter().all(Option::is_none) && self.others.is_empty()
+        self.slots.iter().all(Option::is_none) && self.payload.is_none() && self.others.is_empty()
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.slot(name).is_some() || self.other(name).is_some()
+        match EVENT_ATTRIBUTES.iter().position(|s| *s == name) {
+            Some(PAYLOAD_SLOT) => self.payload.is_some(),
+            Some(i) => self.slots[i].is_some(),
+            None => self.other(name).is_some(),
+        }
     }
 
     fn to_event(&mut self, schema: &OutboxSchema) -> Option<Result<OutboxEvent, DecodeError>> {
-        use SchemaValue::{Checked, Literal, M, N, Null, S};
+        use SchemaValue::{M, N, Null, S};
         if !self.has_current_marker(schema) {
             return None;
         }
@@ -364,7 +376,7 @@ impl<'a> NewImage for OutboxImage<'a> {
             Some(S(aggregate_id)),
             Some(N(sequence)),
             Some(S(occurred_at)),
-            Some(payload),
+            _payload_slot_kept_empty,
             trace,
             metadata,
         ] = std::mem::take(&mut self.slots)
@@ -384,19 +396,18 @@ impl<'a> NewImage for OutboxImage<'a> {
                 .collect(),
             Some(_) => return None,
         };
-        let payload_event = match payload {
-            Checked(payload) => Ok(payload),
+        let payload_event = match self.payload.take()? {
+            PayloadValue::Checked(payload) => Ok(payload),
             // A payload that is not JSON is the decoder's error to report in
             // its turn; one that does not unescape (a lone surrogate) is for
             // the general reading.
-            Literal(literal) => {
+            PayloadValue::Literal(literal) => {
                 let payload = outbox_core::Payload::from_json_string(literal.get());
                 if payload.is_err() && serde_json::from_str::<String>(literal.get()).is_err() {
                     return None;
                 }
                 payload
             }
-            _ => return None,
         };
         Some(schema.decode_fields(OutboxFields {
             event_id: id.as_str(),
@@ -427,8 +438,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for OutboxImage<'a> {
                     match EVENT_ATTRIBUTES.iter().position(|s| *s == name.as_str()) {
                         // A name given twice: the last wins.
                         Some(PAYLOAD_SLOT) => {
-                            image.slots[PAYLOAD_SLOT] =
-                                Some(SchemaValue::Literal(map.next_value::<LiteralS<'de>>()?.0));
+                            image.payload = Some(PayloadValue::Literal(map.next_value::<LiteralS<'de>>()?.0));
                         }
                         Some(i) => image.slots[i] = Some(map.next_value()?),
                         None => image

@@ -22,7 +22,7 @@
 use serde_json::value::RawValue;
 
 use crate::item::EVENT_ATTRIBUTES;
-use crate::lambda::{ChangeView, OutboxImage, PAYLOAD_SLOT, RecordView, SchemaValue, Text};
+use crate::lambda::{ChangeView, OutboxImage, PAYLOAD_SLOT, PayloadValue, RecordView, SchemaValue, Text};
 use outbox_core::{Payload, json};
 
 /// The record's view, as serde_json would read it, when the record is a
@@ -42,7 +42,12 @@ pub(crate) fn read_insert(record: &RawValue) -> Option<RecordView<'_, OutboxImag
     scan.object(|scan, name| {
         match name {
             "eventID" => set_once(&mut view.event_id, Text::borrowed(scan.plain_string()?)),
-            "eventName" => set_once(&mut view.event_name, Text::borrowed(scan.plain_string()?)),
+            // Anything but an insert is serde_json's to read: given up on
+            // here, before its image is scanned.
+            "eventName" => match scan.plain_string()? {
+                "INSERT" => set_once(&mut view.event_name, Text::borrowed("INSERT")),
+                _ => None,
+            },
             "dynamodb" => set_once(&mut view.dynamodb, scan.change()?),
             // Not on inserts; serde_json reads them as records of their own.
             "userIdentity" => None,
@@ -50,7 +55,7 @@ pub(crate) fn read_insert(record: &RawValue) -> Option<RecordView<'_, OutboxImag
         }
     })?;
     let change = view.dynamodb.as_ref()?;
-    let is_plain_insert = view.event_name.as_ref()?.as_str() == "INSERT"
+    let is_plain_insert = view.event_name.is_some()
         && view.event_id.is_some()
         && change.sequence_number.is_some()
         && change.new_image.is_some();
@@ -213,7 +218,7 @@ impl<'a> Scan<'a> {
         let mut image = OutboxImage::default();
         self.object(|scan, name| {
             match EVENT_ATTRIBUTES.iter().position(|s| *s == name) {
-                Some(PAYLOAD_SLOT) => image.slots[PAYLOAD_SLOT] = Some(scan.payload()?),
+                Some(PAYLOAD_SLOT) => image.payload = Some(scan.payload()?),
                 Some(i) => image.slots[i] = Some(scan.schema_value()?),
                 None => {
                     scan.peek();
@@ -241,14 +246,14 @@ impl<'a> Scan<'a> {
     }
 
     /// The payload's `{"S": "..."}`, checked as it is read.
-    fn payload(&mut self) -> Option<SchemaValue<'a>> {
+    fn payload(&mut self) -> Option<PayloadValue<'a>> {
         self.typed(|scan, tag| {
             if tag != "S" || scan.peek() != b'"' {
                 return None;
             }
             let (payload, len) = Payload::from_json_string_prefix(scan.text.get(scan.at..)?)?;
             scan.at += len;
-            Some(SchemaValue::Checked(payload))
+            Some(PayloadValue::Checked(payload))
         })
     }
 

@@ -130,14 +130,27 @@ impl DynamoDbStreamDecoder {
     /// ([`crate::scan`]), which reads the payload's string once, not twice;
     /// anything else, and what the scan gives up on, as before.
     pub(crate) fn decode_lambda_raw(&self, record: &RawValue) -> Result<RelayRecord, StreamError> {
-        if let Some(mut view) = scan::read_insert(record) {
-            let mut change = LambdaChange::new(&mut view, record.get());
-            let decoded = change.decode(&self.schema);
-            if !change.read_again {
-                return decoded;
-            }
+        match scan::read_insert(record) {
+            // The scan's view is serde_json's (its tests hold them equal):
+            // an event it asks to read again, serde_json's would too, so
+            // the general readings come next.
+            Some(mut view) => self
+                .decode_view(&mut view, record.get())
+                .unwrap_or_else(|| self.decode_lambda_general(record.get())),
+            None => self.decode_lambda_json(record.get()),
         }
-        self.decode_lambda_json(record.get())
+    }
+
+    /// The record read from `view`; `None` when it is to be read again the
+    /// general way.
+    fn decode_view<'a, N: NewImage>(
+        &self,
+        view: &'a mut RecordView<'a, N>,
+        record: &'a str,
+    ) -> Option<Result<RelayRecord, StreamError>> {
+        let mut change = LambdaChange::new(view, record);
+        let decoded = change.decode(&self.schema);
+        (!change.read_again).then_some(decoded)
     }
 
     /// Decodes one record of Lambda's DynamoDB Streams event from its JSON
@@ -150,13 +163,16 @@ impl DynamoDbStreamDecoder {
         // another type, a second pass parses every value as DynamoDB JSON;
         // when that fails too, a third keeps each value as text until it is
         // needed: it names a bad schema attribute and ignores the others.
-        if let Ok(mut view) = serde_json::from_str::<RecordView<'_, OutboxImage<'_>>>(record) {
-            let mut change = LambdaChange::new(&mut view, record);
-            let decoded = change.decode(&self.schema);
-            if !change.read_again {
-                return decoded;
-            }
+        if let Ok(mut view) = serde_json::from_str::<RecordView<'_, OutboxImage<'_>>>(record)
+            && let Some(decoded) = self.decode_view(&mut view, record)
+        {
+            return decoded;
         }
+        self.decode_lambda_general(record)
+    }
+
+    /// The second and third readings of [`decode_lambda_json`](Self::decode_lambda_json).
+    fn decode_lambda_general(&self, record: &str) -> Result<RelayRecord, StreamError> {
         if let Ok(mut view) = serde_json::from_str::<RecordView<'_, TypedImage>>(record) {
             return LambdaChange::new(&mut view, record).decode(&self.schema);
         }

@@ -40,7 +40,7 @@ use hyper_util::rt::TokioExecutor;
 use outbox_core::{FailureClass, SinkError, error_chain};
 use serde::Deserialize;
 
-use crate::sigv4::{self, Signer};
+use crate::sigv4::{FixedHeaders, Signer};
 
 /// The signing name of EventBridge.
 const SERVICE: &str = "events";
@@ -239,7 +239,19 @@ impl PutEventsClient {
             .ok_or_else(|| ClientError::Endpoint(format!("{uri} has no host")))?;
 
         let user_agent = HeaderValue::from_static(concat!("outbox-relay/", env!("CARGO_PKG_VERSION")));
-        let signer = (uri.path() == "/" && uri.query().is_none()).then(|| Signer::new(&region, SERVICE));
+        // The client's own signer for the path `/` (`aws-sigv4` signs the others).
+        let signer = host
+            .to_str()
+            .ok()
+            .filter(|_| uri.path() == "/" && uri.query().is_none())
+            .map(|host| {
+                let headers = FixedHeaders {
+                    host,
+                    content_type: CONTENT_TYPE_JSON_1_1,
+                    target: TARGET,
+                };
+                Signer::new(&region, SERVICE, &headers)
+            });
         Ok(Self {
             inner: Arc::new(Inner {
                 http: OnceLock::new(),
@@ -352,22 +364,9 @@ impl PutEventsClient {
             .header(X_AMZ_TARGET, HeaderValue::from_static(TARGET))
             .body(())
             .map_err(|e| permanent("RequestNotBuilt", e.to_string()))?;
-        match (&inner.signer, identity.data::<Credentials>(), inner.host.to_str()) {
-            (Some(signer), Some(credentials), Ok(host)) => {
-                let signed = signer.sign(
-                    &sigv4::Request {
-                        host,
-                        content_type: CONTENT_TYPE_JSON_1_1,
-                        target: TARGET,
-                        body: &body,
-                    },
-                    &sigv4::Credentials {
-                        access_key_id: credentials.access_key_id(),
-                        secret_access_key: credentials.secret_access_key(),
-                        session_token: credentials.session_token(),
-                    },
-                    time,
-                );
+        match (&inner.signer, identity.data::<Credentials>()) {
+            (Some(signer), Some(credentials)) => {
+                let signed = signer.sign(&body, credentials, time);
                 let headers = request.headers_mut();
                 let value = |text: String| {
                     HeaderValue::try_from(text).map_err(|e| permanent("RequestNotSigned", e.to_string()))

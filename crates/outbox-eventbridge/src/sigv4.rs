@@ -5,40 +5,36 @@
 //! `aws-sigv4` signs any request: it builds the canonical request, the
 //! string to sign and the signing key from parts each time, about ninety
 //! allocations a call, and derives the key (four HMACs) every time. This
-//! request's canonical form has one shape, written here in one buffer, and
-//! the key changes once a day, so it is kept. The tests hold the result to
-//! `aws-sigv4`'s for the same request, which the client still uses for an
-//! endpoint whose path is not `/` (its path rules are not repeated here).
+//! request's canonical form has one shape, written here in one buffer with
+//! its fixed lines made once, and the key (derived and applied by
+//! `aws-sigv4`'s own functions) changes once a day, so it is kept. The tests
+//! hold the result to `aws-sigv4`'s signing of the same request, which the
+//! client still uses for an endpoint whose path is not `/` (its path rules
+//! are not repeated here).
 //!
 //! [`PutEventsClient`]: crate::PutEventsClient
 
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
+use aws_credential_types::Credentials;
+use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use hmac::{Hmac, KeyInit, Mac};
+use outbox_core::json::write_u64;
 use sha2::{Digest, Sha256};
 
 /// The signing algorithm's name.
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
-/// What the signature covers, besides the body.
-pub(crate) struct Request<'a> {
+/// The signed headers whose values are the same on every request: the
+/// endpoint's and the call's.
+pub(crate) struct FixedHeaders<'a> {
     /// The `Host` header as sent (the endpoint's authority).
     pub(crate) host: &'a str,
     /// The `Content-Type` header.
     pub(crate) content_type: &'a str,
     /// The `X-Amz-Target` header.
     pub(crate) target: &'a str,
-    /// The body.
-    pub(crate) body: &'a [u8],
-}
-
-/// The credentials to sign with.
-pub(crate) struct Credentials<'a> {
-    pub(crate) access_key_id: &'a str,
-    pub(crate) secret_access_key: &'a str,
-    pub(crate) session_token: Option<&'a str>,
 }
 
 /// The headers signing adds to the request.
@@ -49,143 +45,137 @@ pub(crate) struct Signed {
     pub(crate) amz_date: String,
 }
 
-/// Signs requests for one service in one region, keeping the last day's
-/// signing key.
+/// Signs requests for one service in one region, with the same fixed
+/// headers, keeping the last day's signing key.
 pub(crate) struct Signer {
     region: String,
     service: &'static str,
+    /// `/<region>/<service>/aws4_request`: the credential scope after the date.
+    scope_tail: String,
+    /// The canonical lines of `content-type` and `host`.
+    fixed_before_date: String,
+    /// The canonical line of `x-amz-target`.
+    fixed_last: String,
     key: Mutex<Option<DayKey>>,
 }
 
 /// A signing key and what it was derived from.
 struct DayKey {
-    secret: String,
-    date: [u8; 8],
-    key: [u8; 32],
+    credentials: Credentials,
+    date: String,
+    key: Vec<u8>,
 }
 
 impl Signer {
-    pub(crate) fn new(region: &str, service: &'static str) -> Self {
+    pub(crate) fn new(region: &str, service: &'static str, headers: &FixedHeaders<'_>) -> Self {
+        // No value here has spaces to trim or collapse: a URI's authority
+        // and two constants.
         Self {
             region: region.to_owned(),
             service,
+            scope_tail: ["/", region, "/", service, "/aws4_request"].concat(),
+            fixed_before_date: [
+                "content-type:",
+                headers.content_type,
+                "\nhost:",
+                headers.host,
+                "\n",
+            ]
+            .concat(),
+            fixed_last: ["x-amz-target:", headers.target, "\n"].concat(),
             key: Mutex::new(None),
         }
     }
 
-    /// The `Authorization` and `X-Amz-Date` of `request` signed at `time`.
-    /// The `Content-Length` signed is the body's length, and the
-    /// `X-Amz-Security-Token`, when the credentials have one, is signed too
-    /// (the caller sends both as given).
-    pub(crate) fn sign(
-        &self,
-        request: &Request<'_>,
-        credentials: &Credentials<'_>,
-        time: SystemTime,
-    ) -> Signed {
+    /// The `Authorization` and `X-Amz-Date` of a request with `body`
+    /// signed at `time`. The `Content-Length` signed is the body's length,
+    /// and the `X-Amz-Security-Token`, when the credentials have one, is
+    /// signed too (the caller sends both as given).
+    pub(crate) fn sign(&self, body: &[u8], credentials: &Credentials, time: SystemTime) -> Signed {
         let amz_date = amz_date(time);
-        let date: [u8; 8] = amz_date.as_bytes()[..8].try_into().unwrap_or([b'0'; 8]);
-        let date_str = &amz_date[..8];
-        let scope_tail = ["/", &self.region, "/", self.service, "/aws4_request"].concat();
+        let date = &amz_date[..8];
+        let token = credentials.session_token();
 
         let mut canonical = String::with_capacity(512);
-        canonical.push_str("POST\n/\n\n");
-        header_line(&mut canonical, "content-length", &request.body.len().to_string());
-        header_line(&mut canonical, "content-type", request.content_type);
-        header_line(&mut canonical, "host", request.host);
-        header_line(&mut canonical, "x-amz-date", &amz_date);
-        if let Some(token) = credentials.session_token {
+        canonical.push_str("POST\n/\n\ncontent-length:");
+        canonical.push_str(write_u64(body.len() as u64, &mut [0; 20]));
+        canonical.push('\n');
+        canonical.push_str(&self.fixed_before_date);
+        canonical.push_str("x-amz-date:");
+        canonical.push_str(&amz_date);
+        canonical.push('\n');
+        if let Some(token) = token {
             // As given, not trimmed: as `aws-sigv4` signs it (it adds the
             // header itself, after normalising the request's own).
             canonical.push_str("x-amz-security-token:");
             canonical.push_str(token);
             canonical.push('\n');
         }
-        header_line(&mut canonical, "x-amz-target", request.target);
+        canonical.push_str(&self.fixed_last);
         canonical.push('\n');
-        let signed_headers = if credentials.session_token.is_some() {
+        let signed_headers = if token.is_some() {
             "content-length;content-type;host;x-amz-date;x-amz-security-token;x-amz-target"
         } else {
             "content-length;content-type;host;x-amz-date;x-amz-target"
         };
         canonical.push_str(signed_headers);
         canonical.push('\n');
-        push_hex(&mut canonical, &Sha256::digest(request.body));
+        push_hex(&mut canonical, &Sha256::digest(body));
 
         let mut string_to_sign = String::with_capacity(160);
         string_to_sign.push_str(ALGORITHM);
         string_to_sign.push('\n');
         string_to_sign.push_str(&amz_date);
         string_to_sign.push('\n');
-        string_to_sign.push_str(date_str);
-        string_to_sign.push_str(&scope_tail);
+        string_to_sign.push_str(date);
+        string_to_sign.push_str(&self.scope_tail);
         string_to_sign.push('\n');
         push_hex(&mut string_to_sign, &Sha256::digest(canonical.as_bytes()));
 
-        let key = self.day_key(credentials.secret_access_key, date);
+        let signature = self.signature(credentials, date, time, &string_to_sign);
         let mut authorization = String::with_capacity(256);
         authorization.push_str(ALGORITHM);
         authorization.push_str(" Credential=");
-        authorization.push_str(credentials.access_key_id);
+        authorization.push_str(credentials.access_key_id());
         authorization.push('/');
-        authorization.push_str(date_str);
-        authorization.push_str(&scope_tail);
+        authorization.push_str(date);
+        authorization.push_str(&self.scope_tail);
         authorization.push_str(", SignedHeaders=");
         authorization.push_str(signed_headers);
         authorization.push_str(", Signature=");
-        push_hex(&mut authorization, &hmac(&key, string_to_sign.as_bytes()));
+        authorization.push_str(&signature);
         Signed {
             authorization,
             amz_date,
         }
     }
 
-    /// The signing key of `secret` on `date`, derived once a day.
-    fn day_key(&self, secret: &str, date: [u8; 8]) -> [u8; 32] {
+    /// The signature of `string_to_sign` with the signing key of
+    /// `credentials` on `date` (the day of `time`), which `aws-sigv4`
+    /// derives once a day.
+    fn signature(
+        &self,
+        credentials: &Credentials,
+        date: &str,
+        time: SystemTime,
+        string_to_sign: &str,
+    ) -> String {
         let mut cached = self.key.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(day) = cached.as_ref().filter(|d| d.date == date && d.secret == secret) {
-            return day.key;
-        }
-        let k_date = hmac(["AWS4", secret].concat().as_bytes(), &date);
-        let k_region = hmac(&k_date, self.region.as_bytes());
-        let k_service = hmac(&k_region, self.service.as_bytes());
-        let key = hmac(&k_service, b"aws4_request");
-        *cached = Some(DayKey {
-            secret: secret.to_owned(),
-            date,
-            key,
+        let current = cached.as_ref().is_some_and(|d| {
+            d.date == date && d.credentials.secret_access_key() == credentials.secret_access_key()
         });
-        key
-    }
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    // HMAC takes a key of any length: `new_from_slice` cannot fail.
-    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(key) else {
-        return [0; 32];
-    };
-    mac.update(data);
-    mac.finalize().into_bytes().into()
-}
-
-/// `name:value\n`, the value trimmed and its runs of spaces made one, as
-/// SigV4's canonical headers have them.
-fn header_line(out: &mut String, name: &str, value: &str) {
-    out.push_str(name);
-    out.push(':');
-    let value = value.trim_matches(' ');
-    if value.contains("  ") {
-        let mut last_space = false;
-        for c in value.chars() {
-            if !(c == ' ' && last_space) {
-                out.push(c);
-            }
-            last_space = c == ' ';
+        if !current {
+            *cached = None;
         }
-    } else {
-        out.push_str(value);
+        let day = cached.get_or_insert_with(|| DayKey {
+            credentials: credentials.clone(),
+            date: date.to_owned(),
+            key: generate_signing_key(credentials.secret_access_key(), time, &self.region, self.service)
+                .as_ref()
+                .to_vec(),
+        });
+        calculate_signature(&day.key, string_to_sign.as_bytes())
     }
-    out.push('\n');
 }
 
 fn push_hex(out: &mut String, bytes: &[u8]) {
