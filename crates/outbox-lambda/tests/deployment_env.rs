@@ -1,7 +1,8 @@
 //! The deployment templates set exactly the environment variables the binary
 //! reads: `template.yaml` (SAM) and the CDK construct
 //! (`infra/cdk/lib/outbox-relay.ts`) against [`outbox_lambda::ALL_VARIABLES`],
-//! less the two local-only endpoint overrides, which neither may mention.
+//! less the two local-only endpoint overrides, which neither may mention,
+//! and both give the allocator [`outbox_lambda::ALLOCATOR_TUNABLES`].
 //!
 //! Both files are scanned as text (no YAML or TypeScript parser): in SAM, the
 //! `Environment: Variables:` block of the resource `RelayFunction` (which must
@@ -10,10 +11,10 @@
 //! `OutboxRelay` class, by braces. Other functions (the example consumer's)
 //! are not the relay's and are not read.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use outbox_lambda::{ALL_VARIABLES, ENV_EVENTBRIDGE_ENDPOINT, ENV_SQS_ENDPOINT};
+use outbox_lambda::{ALL_VARIABLES, ALLOCATOR_TUNABLES, ENV_EVENTBRIDGE_ENDPOINT, ENV_SQS_ENDPOINT};
 
 /// Only for running the binary against local emulators.
 const LOCAL_ONLY: [&str; 2] = [ENV_EVENTBRIDGE_ENDPOINT, ENV_SQS_ENDPOINT];
@@ -117,9 +118,10 @@ fn sam_resource_by_id<'a>(lines: &'a [&'a str], logical_id: &str, resource_type:
     resource
 }
 
-/// The `OUTBOX_*` keys set on the relay function (`RelayFunction`, an
-/// `AWS::Serverless::Function`) of a SAM template.
-fn sam_function_variables(template: &str) -> BTreeSet<String> {
+/// The variables set on the relay function (`RelayFunction`, an
+/// `AWS::Serverless::Function`) of a SAM template, each with its value as
+/// written (a plain scalar, or an intrinsic function's text).
+fn sam_function_variables(template: &str) -> BTreeMap<String, String> {
     let all: Vec<&str> = template.lines().collect();
     let lines = sam_resource_by_id(&all, SAM_RELAY_FUNCTION, "AWS::Serverless::Function");
     let (env_start, env_end) =
@@ -132,12 +134,12 @@ fn sam_function_variables(template: &str) -> BTreeSet<String> {
         .filter(|l| !is_blank_or_comment(l))
         .collect();
     let Some(key_indent) = body.first().map(|l| indent(l)) else {
-        return BTreeSet::new();
+        return BTreeMap::new();
     };
     body.iter()
         .filter(|l| indent(l) == key_indent)
-        .filter_map(|l| l.trim().split_once(':').map(|(k, _)| k.trim().to_owned()))
-        .filter(|k| k.starts_with("OUTBOX_"))
+        .filter_map(|l| l.trim().split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect()
 }
 
@@ -189,10 +191,10 @@ fn braced(source: &str, from: usize, what: &str) -> (usize, usize) {
     (open + 1, close)
 }
 
-/// The `OUTBOX_*` keys of the `environment: { ... }` literal of the relay
-/// function: the one `new lambda.Function(` in the body of the `OutboxRelay`
-/// class of the CDK construct.
-fn cdk_function_variables(source: &str) -> BTreeSet<String> {
+/// The keys of the `environment: { ... }` literal of the relay function (the
+/// one `new lambda.Function(` in the body of the `OutboxRelay` class of the
+/// CDK construct), each with its value's expression, without the comma.
+fn cdk_function_variables(source: &str) -> BTreeMap<String, String> {
     let classes: Vec<usize> = source.match_indices(CDK_RELAY_CLASS).map(|(i, _)| i).collect();
     assert_eq!(classes.len(), 1, "expected exactly one `{CDK_RELAY_CLASS}`");
     let (class_start, class_end) = braced(source, classes[0], CDK_RELAY_CLASS);
@@ -219,8 +221,17 @@ fn cdk_function_variables(source: &str) -> BTreeSet<String> {
     body.lines()
         .map(str::trim)
         .filter(|l| !l.starts_with("//"))
-        .filter_map(|l| l.split_once(':').map(|(k, _)| k.trim().to_owned()))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_end_matches(',').to_owned()))
+        .collect()
+}
+
+/// The `OUTBOX_*` names among a function's variables.
+fn outbox_names(variables: &BTreeMap<String, String>) -> BTreeSet<String> {
+    variables
+        .keys()
         .filter(|k| k.starts_with("OUTBOX_"))
+        .cloned()
         .collect()
 }
 
@@ -239,13 +250,34 @@ fn assert_same_names(what: &Path, found: &BTreeSet<String>) {
 #[test]
 fn sam_template_sets_exactly_the_variables_the_binary_reads() {
     let (path, text) = repo_file("template.yaml");
-    assert_same_names(&path, &sam_function_variables(&text));
+    assert_same_names(&path, &outbox_names(&sam_function_variables(&text)));
 }
 
 #[test]
 fn cdk_construct_sets_exactly_the_variables_the_binary_reads() {
     let (path, text) = repo_file("infra/cdk/lib/outbox-relay.ts");
-    assert_same_names(&path, &cdk_function_variables(&text));
+    assert_same_names(&path, &outbox_names(&cdk_function_variables(&text)));
+}
+
+#[test]
+fn both_templates_give_the_allocator_its_setting_and_nothing_else() {
+    let (name, value) = ALLOCATOR_TUNABLES;
+    let sam = sam_function_variables(&repo_file("template.yaml").1);
+    let cdk = cdk_function_variables(&repo_file("infra/cdk/lib/outbox-relay.ts").1);
+    for (file, variables, written) in [
+        ("template.yaml", &sam, value.to_owned()),
+        ("infra/cdk/lib/outbox-relay.ts", &cdk, format!("'{value}'")),
+    ] {
+        assert_eq!(variables.get(name), Some(&written), "{file}: {name}");
+        let others: Vec<_> = variables
+            .keys()
+            .filter(|k| !k.starts_with("OUTBOX_") && *k != name)
+            .collect();
+        assert!(
+            others.is_empty(),
+            "{file}: variables neither read nor known: {others:?}"
+        );
+    }
 }
 
 #[test]
@@ -312,8 +344,13 @@ Outputs:
   RelayFunction:
     Value: !Ref RelayFunction
 ";
-    let names: Vec<String> = sam_function_variables(template).into_iter().collect();
-    assert_eq!(names, ["OUTBOX_A", "OUTBOX_B", "OUTBOX_C"]);
+    let variables: Vec<(String, String)> = sam_function_variables(template).into_iter().collect();
+    let pairs = [
+        ("OUTBOX_A", "!Ref A"),
+        ("OUTBOX_B", "!If [C, x, y]"),
+        ("OUTBOX_C", ""),
+    ];
+    assert_eq!(variables, pairs.map(|(k, v)| (k.to_owned(), v.to_owned())));
 
     let construct = "export class Consumer extends Construct {
   constructor() {
@@ -338,8 +375,9 @@ export class OutboxRelay extends Construct {
 export class After extends Construct {
   environment: { OUTBOX_AFTER: 'x' };
 }";
-    let names: Vec<String> = cdk_function_variables(construct).into_iter().collect();
-    assert_eq!(names, ["OUTBOX_A", "OUTBOX_B"]);
+    let variables: Vec<(String, String)> = cdk_function_variables(construct).into_iter().collect();
+    let pairs = [("OUTBOX_A", "this.bus.name"), ("OUTBOX_B", "String({ a: 1 }.a)")];
+    assert_eq!(variables, pairs.map(|(k, v)| (k.to_owned(), v.to_owned())));
 }
 
 #[test]
