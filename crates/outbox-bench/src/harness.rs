@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use outbox_core::BatchOutcome;
 use outbox_dynamodb::LambdaStreamBatch;
 use outbox_eventbridge::{EventBridgeSink, SqsQuarantine};
-use outbox_lambda::{ALLOCATOR_TUNABLES, Config, ConfigError, RelayHandler, build_handler};
+use outbox_lambda::{Config, ConfigError, RelayHandler, build_handler};
 
 use crate::measure::{children_usage, proc_status_kib, self_usage};
 use crate::runtime_api::{Invocation, RuntimeApi, RuntimeApiError};
@@ -159,9 +159,7 @@ pub struct LambdaRun {
 
 /// Starts the `outbox-lambda` binary at `binary` under a loopback Runtime
 /// API, publishing to `endpoint`, hands it `event` `invocations` times, and
-/// measures it. Every answer must be `{"batchItemFailures":[]}`. The
-/// process gets the allocator setting of the deployment templates
-/// ([`ALLOCATOR_TUNABLES`]).
+/// measures it. Every answer must be `{"batchItemFailures":[]}`.
 pub async fn run_lambda(
     binary: &Path,
     endpoint: &str,
@@ -188,8 +186,6 @@ pub async fn run_lambda(
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_SESSION_TOKEN", "test")
-        // As the deployment templates set it.
-        .env(ALLOCATOR_TUNABLES.0, ALLOCATOR_TUNABLES.1)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -46,18 +46,6 @@ pub const ENV_EVENTBRIDGE_ENDPOINT: &str = "OUTBOX_EVENTBRIDGE_ENDPOINT";
 /// Endpoint override for SQS (local emulators only).
 pub const ENV_SQS_ENDPOINT: &str = "OUTBOX_SQS_ENDPOINT";
 
-/// The C library's allocator setting the deployment templates give the
-/// function (not read by the binary: glibc reads it when the process starts).
-///
-/// A fixed threshold for `mmap` keeps each large buffer (the invocation's
-/// body, the records' list) in its own mapping, returned to the system when
-/// it is freed. Without it glibc raises the threshold to the size of the
-/// first large buffer freed, so later invocations' large buffers come from
-/// the heap and its fragmentation stays resident: 31.7–33.7 MiB after 3–8
-/// invocations of a 10,000-record batch, against 29.2–30.0 MiB with it
-/// (docs/PERFORMANCE.md, "Memory").
-pub const ALLOCATOR_TUNABLES: (&str, &str) = ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072");
-
 /// Every variable the function reads, for the test that compares them with
 /// the deployment templates.
 pub const ALL_VARIABLES: &[&str] = &[

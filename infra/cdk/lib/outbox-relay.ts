@@ -426,8 +426,7 @@ export class OutboxRelay extends Construct {
       applicationLogLevelV2: props.applicationLogLevel ?? lambda.ApplicationLogLevel.INFO,
       systemLogLevelV2: props.systemLogLevel ?? lambda.SystemLogLevel.WARN,
       // Exactly the variables outbox_lambda::ALL_VARIABLES names, less the two
-      // local-only endpoint overrides, and outbox_lambda::ALLOCATOR_TUNABLES
-      // (crates/outbox-lambda/tests/deployment_env.rs).
+      // local-only endpoint overrides (crates/outbox-lambda/tests/deployment_env.rs).
       environment: {
         OUTBOX_EVENT_BUS_NAME: this.eventBus.eventBusName,
         OUTBOX_QUARANTINE_QUEUE_URL: this.quarantineQueue.queueUrl,
@@ -444,9 +443,6 @@ export class OutboxRelay extends Construct {
         OUTBOX_METRICS_NAMESPACE: props.metricsNamespace ?? d.metricsNamespace,
         OUTBOX_EVENTBRIDGE_CLIENT: tuning.eventBridgeClient ?? d.eventBridgeClient,
         OUTBOX_PUT_EVENTS_TIMEOUT_MS: String((tuning.putEventsTimeout ?? d.putEventsTimeout).toMilliseconds()),
-        // outbox_lambda::ALLOCATOR_TUNABLES: large buffers in their own mappings,
-        // so that fragmentation does not build up across invocations.
-        GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=131072',
       },
     });
 

@@ -37,8 +37,6 @@ const RELAY_VARIABLES = [
   'OUTBOX_METRICS_NAMESPACE',
   'OUTBOX_EVENTBRIDGE_CLIENT',
   'OUTBOX_PUT_EVENTS_TIMEOUT_MS',
-  // Read by glibc, not the binary: outbox_lambda::ALLOCATOR_TUNABLES.
-  'GLIBC_TUNABLES',
 ];
 
 interface Synthesized {
@@ -163,7 +161,6 @@ describe('OutboxRelay (creating the table and the bus)', () => {
     assert.equal(env.OUTBOX_METRICS_NAMESPACE, 'OutboxRelay');
     assert.equal(env.OUTBOX_EVENTBRIDGE_CLIENT, 'direct');
     assert.equal(env.OUTBOX_PUT_EVENTS_TIMEOUT_MS, '10000');
-    assert.equal(env.GLIBC_TUNABLES, 'glibc.malloc.mmap_threshold=131072');
   });
 
   test('IAM: four statements, each on the exact ARNs, nothing on *', () => {
