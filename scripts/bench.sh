@@ -184,7 +184,8 @@ for r in pick("python-peer", event="dynamodb-1000x1k.json"):
 print("\nStart-up and memory")
 for r in pick("lambda"):
     print(f"  outbox-lambda: init median {r['init_ms_median']:.1f} ms (min {r['init_ms_min']:.1f}, max {r['init_ms_max']:.1f}), "
-          f"{r.get('event', '-')}: peak RSS {r.get('peak_rss_mib', float('nan')):.1f} MiB, invocations {r.get('invocation_wall_ms')}")
+          f"{r.get('event', '-')}: peak RSS {r.get('peak_rss_mib', float('nan')):.1f} MiB, "
+          f"minor faults {r.get('process_minor_faults', '-')}, invocations {r.get('invocation_wall_ms')}")
 for r in pick("python-peer-startup"):
     print(f"  Python peer: start-up median {r['init_ms_median']:.1f} ms, idle RSS {r['idle_peak_rss_mib_median']:.1f} MiB")
 for r in pick("python-peer"):

@@ -107,6 +107,10 @@ pub struct HandlerRun {
     pub wall: Duration,
     /// CPU time of this process (every thread) during it.
     pub cpu: Duration,
+    /// Minor page faults of this process during it (a page given back to
+    /// the system by the allocator and touched again; ~2.8 µs each on the
+    /// machine of docs/PERFORMANCE.md).
+    pub minor_faults: u64,
 }
 
 /// Runs `handler` on `event` `iterations` times and returns each run; fails
@@ -120,14 +124,20 @@ pub async fn measure_handler(
     let mut runs = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         let batch = event.clone();
-        let cpu = self_usage().cpu;
+        let before = self_usage();
         let started = Instant::now();
         let result = handler.handle_batch(batch, None, "outbox-bench").await;
         let wall = started.elapsed();
-        let cpu = self_usage().cpu.saturating_sub(cpu);
+        let after = self_usage();
+        let cpu = after.cpu.saturating_sub(before.cpu);
+        let minor_faults = after.minor_faults.saturating_sub(before.minor_faults);
         let (_, outcome) = result.map_err(|e| HarnessError::BadAnswer(e.to_string()))?;
         check_outcome(&outcome, event.len())?;
-        runs.push(HandlerRun { wall, cpu });
+        runs.push(HandlerRun {
+            wall,
+            cpu,
+            minor_faults,
+        });
     }
     Ok(runs)
 }
@@ -155,6 +165,8 @@ pub struct LambdaRun {
     pub peak_rss_kib: u64,
     /// CPU time of the whole process life (init and invocations).
     pub cpu: Duration,
+    /// Minor page faults of the whole process life.
+    pub minor_faults: u64,
 }
 
 /// Starts the `outbox-lambda` binary at `binary` under a loopback Runtime
@@ -192,7 +204,7 @@ pub async fn run_lambda(
     for (k, v) in bench_variables(endpoint, 4) {
         command.env(k, v);
     }
-    let cpu_before = children_usage().cpu;
+    let before = children_usage();
     let spawned = Instant::now();
     let mut child = command.spawn().map_err(|source| HarnessError::Io {
         what: format!("starting {}", binary.display()),
@@ -203,13 +215,16 @@ pub async fn run_lambda(
     // The process waits for its next invocation forever: end it.
     let _ = child.kill();
     let _ = child.wait();
-    let cpu = children_usage().cpu.saturating_sub(cpu_before);
+    let after = children_usage();
+    let cpu = after.cpu.saturating_sub(before.cpu);
+    let minor_faults = after.minor_faults.saturating_sub(before.minor_faults);
     let (init, invocations) = result?;
     Ok(LambdaRun {
         init,
         invocations,
         peak_rss_kib,
         cpu,
+        minor_faults,
     })
 }
 

@@ -14,6 +14,9 @@ pub struct Usage {
     pub cpu: Duration,
     /// Peak resident set size in KiB (`ru_maxrss`).
     pub max_rss_kib: u64,
+    /// Page faults served without I/O (`ru_minflt`): each maps a page the
+    /// process touched for the first time since it was given back.
+    pub minor_faults: u64,
 }
 
 fn usage(who: UsageWho) -> Usage {
@@ -23,6 +26,7 @@ fn usage(who: UsageWho) -> Usage {
             Usage {
                 cpu: Duration::from_micros(u64::try_from(micros).unwrap_or(0)),
                 max_rss_kib: u64::try_from(u.max_rss()).unwrap_or(0),
+                minor_faults: u64::try_from(u.minor_page_faults()).unwrap_or(0),
             }
         }
         // getrusage cannot fail for these arguments; a zero reading shows up in the figures.

@@ -5,6 +5,7 @@
 //!   [--iterations N] [--latency-ms L]`: the production handler in this
 //!   process (the endpoint runs in another, so its CPU is not counted):
 //!   wall time and CPU per batch (`getrusage`, every thread), CPU per record,
+//!   minor page faults per batch,
 //!   the time to parse the event JSON, the resident memory after reading,
 //!   parsing and decoding the event, and with `--latency-ms` the bound
 //!   `ceil(records / 10 / C) × L` and the ratio to it; also the endpoint's
@@ -17,7 +18,8 @@
 //!   [--invocations N] [--starts S]`: the real `outbox-lambda` binary under a
 //!   loopback Runtime API: init time (spawn to first `next`) over `S`
 //!   starts, then one process handed the event `N` times: wall time per
-//!   invocation and peak RSS (`VmHWM`); the binary's size.
+//!   invocation, peak RSS (`VmHWM`), and the process's CPU time and minor
+//!   page faults; the binary's size.
 #![allow(clippy::print_stdout)] // the JSON lines are this program's output
 
 use std::path::PathBuf;
@@ -163,6 +165,7 @@ async fn handler_mode(
     }
     let walls: Vec<f64> = runs.iter().map(|r| ms(r.wall)).collect();
     let cpus: Vec<f64> = runs.iter().map(|r| ms(r.cpu)).collect();
+    let faults: Vec<f64> = runs.iter().map(|r| r.minor_faults as f64).collect();
     let per_record = |v: f64| v * 1e3 / records.max(1) as f64;
     let (wall_min, wall_max) = range(&walls);
     let (cpu_min, cpu_max) = range(&cpus);
@@ -188,6 +191,7 @@ async fn handler_mode(
         "cpu_ms_min": cpu_min,
         "cpu_ms_max": cpu_max,
         "cpu_us_per_record_median": per_record(median(&cpus)),
+        "minor_faults_median": median(&faults),
         "parse_cpu_us_per_record_median": per_record(median(&parse_cpu)),
         "decode_cpu_us_per_record_median": per_record(median(&decode_cpu)),
         "put_events_cpu_us_per_record_median": per_record(median(&sink_cpu)),
@@ -254,6 +258,7 @@ async fn lambda_mode(
         line["invocation_wall_ms"] = json!(walls);
         line["peak_rss_mib"] = json!(run.peak_rss_kib as f64 / 1024.0);
         line["process_cpu_ms"] = json!(ms(run.cpu));
+        line["process_minor_faults"] = json!(run.minor_faults);
         line["run_init_ms"] = json!(ms(run.init));
     }
     println!("{line}");
