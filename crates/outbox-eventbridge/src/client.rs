@@ -8,7 +8,8 @@
 //! SDK's own: credentials come from the SDK configuration's provider chain,
 //! the endpoint is the SDK's endpoint rules evaluated once, and the HTTP
 //! stack is the one the SDK's default client is built on (hyper, rustls with
-//! aws-lc, the platform's roots). Requests are signed with SigV4 by
+//! aws-lc, the platform's roots), its keep-alive connections kept by
+//! [`crate::connections`] for the one endpoint. Requests are signed with SigV4 by
 //! [`crate::sigv4`], for this one request shape, whose tests hold it to
 //! `aws-sigv4` (the SDK's signer, with the SDK's settings); `aws-sigv4`
 //! itself signs for an endpoint URL with a path. Retries are the relay's
@@ -33,13 +34,12 @@ use http::header::{
 };
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client as HyperClient;
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use outbox_core::{FailureClass, SinkError, error_chain};
 use serde::Deserialize;
 
+use crate::connections::{Connections, SendError};
 use crate::sigv4::{FixedHeaders, Signer};
 
 /// The signing name of EventBridge.
@@ -133,12 +133,10 @@ pub struct PutEventsClient {
     attempt_timeout: Duration,
 }
 
-type Http = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 struct Inner {
     /// Built on the first call: loading the platform's roots takes a few
     /// milliseconds, which would otherwise lengthen the function's init.
-    http: OnceLock<Result<Http, String>>,
+    http: OnceLock<Result<Connections, String>>,
     uri: Uri,
     host: HeaderValue,
     region: String,
@@ -304,19 +302,15 @@ impl PutEventsClient {
         let inner = &*self.inner;
         let http = inner
             .http
-            .get_or_init(build_http)
+            .get_or_init(|| build_http(&inner.uri))
             .as_ref()
             .map_err(|e| permanent("TlsRootsNotLoaded", e.clone()))?;
         let identity = self.identity().await?;
         let request = self.signed_request(body, &identity, SystemTime::now())?;
         let exchange = async {
-            let response = http.request(request).await.map_err(|e| {
-                let code = if e.is_connect() {
-                    "ConnectFailure"
-                } else {
-                    "DispatchFailure"
-                };
-                transient(code, error_chain(&e))
+            let (response, connection) = http.send(request).await.map_err(|e| match e {
+                SendError::Connect(message) => transient("ConnectFailure", message),
+                SendError::Dispatch(message) => transient("DispatchFailure", message),
             })?;
             let (parts, body) = response.into_parts();
             let bytes = body
@@ -324,6 +318,7 @@ impl PutEventsClient {
                 .await
                 .map_err(|e| transient("ResponseError", error_chain(&e)))?
                 .to_bytes();
+            connection.release();
             Ok::<_, SinkError>((parts.status, parts.headers, bytes))
         };
         let (status, headers, bytes) = tokio::time::timeout(self.attempt_timeout, exchange)
@@ -422,9 +417,9 @@ impl PutEventsClient {
     }
 }
 
-/// The HTTP client: keep-alive connections over TCP (no Nagle) and TLS
+/// The connections to `endpoint`: kept alive, over TCP (no Nagle) and TLS
 /// with aws-lc and the platform's roots, as the SDK's default client.
-fn build_http() -> Result<Http, String> {
+fn build_http(endpoint: &Uri) -> Result<Connections, String> {
     let mut connector = HttpConnector::new();
     connector.enforce_http(false);
     connector.set_nodelay(true);
@@ -435,9 +430,7 @@ fn build_http() -> Result<Http, String> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(connector);
-    Ok(HyperClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(https))
+    Ok(Connections::new(https, endpoint.clone(), POOL_IDLE_TIMEOUT))
 }
 
 /// Signs `request` (method, URI and headers as they will be sent; `body` is

@@ -43,6 +43,7 @@
 
 mod body;
 mod client;
+mod connections;
 mod entry;
 mod error;
 mod quarantine;

@@ -1,7 +1,8 @@
 //! `PutEventsClient` against a loopback HTTP/1.1 server that plays the bus:
 //! what goes on the wire, how each kind of answer is read and classified,
-//! timeouts, dropped connections, and credentials fetched again when the
-//! service says they are stale.
+//! timeouts, dropped connections, connections kept alive and given up when
+//! the server closes them, and credentials fetched again when the service
+//! says they are stale.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -42,6 +43,10 @@ enum Answer {
     Hang(Duration),
     /// Reads the request, then closes the connection.
     Drop,
+    /// Answers, then closes the connection without saying so (no
+    /// `Connection: close`), as a server ending an idle keep-alive
+    /// connection does.
+    ReplyThenClose(String),
 }
 
 type Script = Arc<dyn Fn(usize, &Seen) -> Answer + Send + Sync>;
@@ -49,6 +54,8 @@ type Script = Arc<dyn Fn(usize, &Seen) -> Answer + Send + Sync>;
 struct Bus {
     url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections accepted.
+    connections: Arc<AtomicUsize>,
 }
 
 impl Bus {
@@ -59,14 +66,24 @@ impl Bus {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let script: Script = Arc::new(script);
-        let shared = Arc::clone(&seen);
+        let connections: Arc<AtomicUsize> = Arc::default();
+        let (shared, accepted) = (Arc::clone(&seen), Arc::clone(&connections));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (seen, script) = (Arc::clone(&shared), Arc::clone(&script));
                 std::thread::spawn(move || serve(stream, &seen, &script));
             }
         });
-        Self { url, seen }
+        Self {
+            url,
+            seen,
+            connections,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -101,26 +118,26 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, script: &Script) {
             all.push(request.clone());
             all.len() - 1
         };
-        match script(n, &request) {
-            Answer::Reply(status, headers, body) => {
-                let mut reply = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n",
-                    body.len()
-                );
-                for (k, v) in headers {
-                    reply.push_str(&format!("{k}: {v}\r\n"));
-                }
-                reply.push_str("\r\n");
-                reply.push_str(&body);
-                if stream.write_all(reply.as_bytes()).is_err() {
-                    return;
-                }
-            }
+        let (status, headers, body, close) = match script(n, &request) {
+            Answer::Reply(status, headers, body) => (status, headers, body, false),
+            Answer::ReplyThenClose(body) => (200, Vec::new(), body, true),
             Answer::Hang(how_long) => {
                 std::thread::sleep(how_long);
                 return;
             }
             Answer::Drop => return,
+        };
+        let mut reply = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            reply.push_str(&format!("{k}: {v}\r\n"));
+        }
+        reply.push_str("\r\n");
+        reply.push_str(&body);
+        if stream.write_all(reply.as_bytes()).is_err() || close {
+            return;
         }
     }
 }
@@ -364,4 +381,32 @@ async fn calls_in_flight_together_each_get_their_own_answer() {
         assert_eq!(result.unwrap(), vec![EntryResult::Published; 10]);
     }
     assert_eq!(bus.seen().len(), 4);
+}
+
+#[tokio::test]
+async fn calls_one_after_another_share_one_kept_alive_connection() {
+    let bus = Bus::start(|_, _| ok(accepted(1)));
+    let sink = EventBridgeSink::with_client(client(&bus, Counting::default()), "orders-bus");
+    let events = events(1);
+    let chunk: Vec<&OutboxEvent> = events.iter().collect();
+    for _ in 0..3 {
+        assert_eq!(sink.publish(&chunk).await.unwrap(), [EntryResult::Published]);
+    }
+    assert_eq!((bus.seen().len(), bus.connections()), (3, 1));
+}
+
+#[tokio::test]
+async fn a_connection_the_server_closed_while_idle_is_not_used_again() {
+    // The server ends each connection after its first answer, without a
+    // `Connection: close`: the client learns it only from the socket.
+    let bus = Bus::start(|_, _| Answer::ReplyThenClose(accepted(1)));
+    let sink = EventBridgeSink::with_client(client(&bus, Counting::default()), "orders-bus");
+    let events = events(1);
+    let chunk: Vec<&OutboxEvent> = events.iter().collect();
+    for _ in 0..3 {
+        assert_eq!(sink.publish(&chunk).await.unwrap(), [EntryResult::Published]);
+        // Time for the connection's task to read the server's close.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((bus.seen().len(), bus.connections()), (3, 3));
 }
