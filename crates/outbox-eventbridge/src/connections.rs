@@ -4,8 +4,7 @@
 //!
 //! hyper-util's general-purpose client did the same with more per request:
 //! its pool is keyed by scheme and authority (a hashed lookup under a lock),
-//! each request's future is boxed, the URI is rewritten, and idle
-//! connections are swept by a timer task. Here there is one endpoint, so
+//! and each request's future is boxed. Here there is one endpoint, so
 //! the pool is a list: the most recently used idle connection is taken
 //! first (its buffers are warm), a new one is opened when none is left, and
 //! one whose peer closed it or that sat idle too long is dropped when met.
