@@ -40,25 +40,105 @@ pub const MAX_METADATA_KEY_LEN: usize = 20;
 /// The JSON form ([`to_json`](Self::to_json)) is the `Detail` published to
 /// EventBridge; [`to_cloudevent`](Self::to_cloudevent) gives CloudEvents 1.0
 /// structured mode.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawEvent")]
 pub struct OutboxEvent {
     id: Uuid,
-    source: String,
-    event_type: String,
-    aggregate_type: String,
-    aggregate_id: String,
+    names: Names,
     sequence: u64,
-    #[serde(serialize_with = "serialize_time")]
     occurred_at: DateTime<Utc>,
     payload: Payload,
-    #[serde(skip_serializing_if = "Option::is_none")]
     trace_parent: Option<TraceParent>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     metadata: BTreeMap<String, String>,
 }
 
-fn serialize_time<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+/// The event's source, type, aggregate type and aggregate id, one after the
+/// other in one allocation: a decoded event makes one copy of its names,
+/// not four.
+#[derive(Clone, PartialEq, Eq)]
+struct Names {
+    text: Box<str>,
+    /// Where the source, the type and the aggregate type end in `text`.
+    ends: [usize; 3],
+}
+
+impl Names {
+    fn new(source: &str, event_type: &str, aggregate_type: &str, aggregate_id: &str) -> Self {
+        let parts = [source, event_type, aggregate_type, aggregate_id];
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0; 3];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            text.push_str(part);
+            *end = text.len();
+        }
+        text.push_str(aggregate_id);
+        Self {
+            text: text.into_boxed_str(),
+            ends,
+        }
+    }
+
+    /// The `n`-th name (0: the source, ..., 3: the aggregate id).
+    fn get(&self, n: usize) -> &str {
+        let start = n
+            .checked_sub(1)
+            .and_then(|i| self.ends.get(i))
+            .copied()
+            .unwrap_or(0);
+        let end = self.ends.get(n).copied().unwrap_or(self.text.len());
+        // Both ends are the lengths of whole strings pushed in turn: always
+        // char boundaries, in order.
+        self.text.get(start..end).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Names {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Names")
+            .field("source", &self.get(0))
+            .field("event_type", &self.get(1))
+            .field("aggregate_type", &self.get(2))
+            .field("aggregate_id", &self.get(3))
+            .finish()
+    }
+}
+
+impl Serialize for OutboxEvent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        /// The envelope's fields as they are written, borrowed.
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            id: &'a Uuid,
+            source: &'a str,
+            event_type: &'a str,
+            aggregate_type: &'a str,
+            aggregate_id: &'a str,
+            sequence: u64,
+            #[serde(serialize_with = "serialize_time")]
+            occurred_at: &'a DateTime<Utc>,
+            payload: &'a Payload,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            trace_parent: Option<&'a TraceParent>,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            metadata: &'a BTreeMap<String, String>,
+        }
+        Envelope {
+            id: &self.id,
+            source: self.source(),
+            event_type: self.event_type(),
+            aggregate_type: self.aggregate_type(),
+            aggregate_id: self.aggregate_id(),
+            sequence: self.sequence,
+            occurred_at: &self.occurred_at,
+            payload: &self.payload,
+            trace_parent: self.trace_parent.as_ref(),
+            metadata: &self.metadata,
+        }
+        .serialize(s)
+    }
+}
+
+fn serialize_time<S: Serializer>(time: &&DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     // Written on the stack: the relay writes every event's time twice (its
     // entry size, its `Detail`).
     match write_time(time, &mut [0; TIME_LEN]) {
@@ -134,19 +214,19 @@ impl OutboxEvent {
     }
     /// The producer, e.g. `com.example.orders`.
     pub fn source(&self) -> &str {
-        &self.source
+        self.names.get(0)
     }
     /// The event type, e.g. `OrderPlaced`.
     pub fn event_type(&self) -> &str {
-        &self.event_type
+        self.names.get(1)
     }
     /// The kind of aggregate that changed, e.g. `Order`.
     pub fn aggregate_type(&self) -> &str {
-        &self.aggregate_type
+        self.names.get(2)
     }
     /// The id of the aggregate that changed.
     pub fn aggregate_id(&self) -> &str {
-        &self.aggregate_id
+        self.names.get(3)
     }
     /// The aggregate's version that produced this event; orders events per aggregate.
     pub fn sequence(&self) -> u64 {
@@ -189,7 +269,7 @@ impl OutboxEvent {
     /// (the envelope JSON). Writers use it to refuse, before committing, an
     /// event that could never be published.
     pub fn bus_entry_size(&self) -> usize {
-        14 + self.source.len() + self.event_type.len() + self.json_len()
+        14 + self.source().len() + self.event_type().len() + self.json_len()
     }
 
     /// The length of [`to_json`](Self::to_json), counted without writing
@@ -215,13 +295,13 @@ impl OutboxEvent {
         out.piece(&OPEN_ID);
         out.uuid(&self.id);
         out.piece(&SOURCE);
-        out.string(&self.source);
+        out.string(self.source());
         out.piece(&EVENT_TYPE);
-        out.string(&self.event_type);
+        out.string(self.event_type());
         out.piece(&AGGREGATE_TYPE);
-        out.string(&self.aggregate_type);
+        out.string(self.aggregate_type());
         out.piece(&AGGREGATE_ID);
-        out.string(&self.aggregate_id);
+        out.string(self.aggregate_id());
         out.piece(&SEQUENCE);
         out.bare(json::write_u64(self.sequence, &mut [0; 20]));
         out.piece(&OCCURRED_AT);
@@ -472,10 +552,7 @@ impl OutboxEventBuilder {
         let trace_parent = self.trace_parent.map(|t| TraceParent::parse(&t)).transpose()?;
         validate(OutboxEvent {
             id,
-            source: self.source,
-            event_type: self.event_type,
-            aggregate_type,
-            aggregate_id,
+            names: Names::new(&self.source, &self.event_type, &aggregate_type, &aggregate_id),
             sequence,
             occurred_at,
             payload,
@@ -504,16 +581,16 @@ fn non_empty(field: &'static str, value: &str) -> Result<(), EnvelopeError> {
 
 /// Checks what the builder and the parser both require.
 pub(crate) fn validate(event: OutboxEvent) -> Result<OutboxEvent, EnvelopeError> {
-    non_empty("source", &event.source)?;
-    non_empty("event_type", &event.event_type)?;
-    non_empty("aggregate_type", &event.aggregate_type)?;
-    non_empty("aggregate_id", &event.aggregate_id)?;
-    if event.aggregate_type.contains('/') {
+    non_empty("source", event.source())?;
+    non_empty("event_type", event.event_type())?;
+    non_empty("aggregate_type", event.aggregate_type())?;
+    non_empty("aggregate_id", event.aggregate_id())?;
+    if event.aggregate_type().contains('/') {
         return Err(EnvelopeError::Invalid {
             field: "aggregate_type".into(),
             reason: format!(
                 "must not contain `/` (the CloudEvents subject is `aggregate_type/aggregate_id`): {:?}",
-                event.aggregate_type
+                event.aggregate_type()
             ),
         });
     }
@@ -571,18 +648,20 @@ impl TryFrom<RawEvent> for OutboxEvent {
         let occurred_at = raw
             .occurred_at
             .ok_or(EnvelopeError::Missing { field: "occurred_at" })?;
+        let id = raw.id.ok_or(EnvelopeError::Missing { field: "id" })?;
+        let source = raw.source.ok_or(EnvelopeError::Missing { field: "source" })?;
+        let event_type = raw
+            .event_type
+            .ok_or(EnvelopeError::Missing { field: "event_type" })?;
+        let aggregate_type = raw.aggregate_type.ok_or(EnvelopeError::Missing {
+            field: "aggregate_type",
+        })?;
+        let aggregate_id = raw.aggregate_id.ok_or(EnvelopeError::Missing {
+            field: "aggregate_id",
+        })?;
         validate(OutboxEvent {
-            id: raw.id.ok_or(EnvelopeError::Missing { field: "id" })?,
-            source: raw.source.ok_or(EnvelopeError::Missing { field: "source" })?,
-            event_type: raw
-                .event_type
-                .ok_or(EnvelopeError::Missing { field: "event_type" })?,
-            aggregate_type: raw.aggregate_type.ok_or(EnvelopeError::Missing {
-                field: "aggregate_type",
-            })?,
-            aggregate_id: raw.aggregate_id.ok_or(EnvelopeError::Missing {
-                field: "aggregate_id",
-            })?,
+            id,
+            names: Names::new(&source, &event_type, &aggregate_type, &aggregate_id),
             sequence: raw.sequence.ok_or(EnvelopeError::Missing { field: "sequence" })?,
             occurred_at: parse_time("occurred_at", &occurred_at)?,
             payload: raw.payload.0.ok_or(EnvelopeError::Missing { field: "payload" })?,
@@ -610,18 +689,22 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Present<T> {
 
 /// A parts-of constructor for the crates that store the envelope field by
 /// field (the DynamoDB item, the Cosmos document). Validates like the builder.
+///
+/// The four names are `String`s by default; a decoder that reads them out of
+/// a larger text can give them as `&str` (`OutboxEventParts<&str>`): the
+/// event copies them, together, either way.
 #[derive(Debug, Clone)]
-pub struct OutboxEventParts {
+pub struct OutboxEventParts<S = String> {
     /// See [`OutboxEvent::id`].
     pub id: Uuid,
     /// See [`OutboxEvent::source`].
-    pub source: String,
+    pub source: S,
     /// See [`OutboxEvent::event_type`].
-    pub event_type: String,
+    pub event_type: S,
     /// See [`OutboxEvent::aggregate_type`].
-    pub aggregate_type: String,
+    pub aggregate_type: S,
     /// See [`OutboxEvent::aggregate_id`].
-    pub aggregate_id: String,
+    pub aggregate_id: S,
     /// See [`OutboxEvent::sequence`].
     pub sequence: u64,
     /// See [`OutboxEvent::occurred_at`].
@@ -634,16 +717,18 @@ pub struct OutboxEventParts {
     pub metadata: BTreeMap<String, String>,
 }
 
-impl TryFrom<OutboxEventParts> for OutboxEvent {
+impl<S: AsRef<str>> TryFrom<OutboxEventParts<S>> for OutboxEvent {
     type Error = EnvelopeError;
 
-    fn try_from(p: OutboxEventParts) -> Result<Self, Self::Error> {
+    fn try_from(p: OutboxEventParts<S>) -> Result<Self, Self::Error> {
         validate(OutboxEvent {
             id: p.id,
-            source: p.source,
-            event_type: p.event_type,
-            aggregate_type: p.aggregate_type,
-            aggregate_id: p.aggregate_id,
+            names: Names::new(
+                p.source.as_ref(),
+                p.event_type.as_ref(),
+                p.aggregate_type.as_ref(),
+                p.aggregate_id.as_ref(),
+            ),
             sequence: p.sequence,
             occurred_at: p.occurred_at,
             payload: p.payload,
@@ -658,10 +743,10 @@ impl OutboxEvent {
     pub fn into_parts(self) -> OutboxEventParts {
         OutboxEventParts {
             id: self.id,
-            source: self.source,
-            event_type: self.event_type,
-            aggregate_type: self.aggregate_type,
-            aggregate_id: self.aggregate_id,
+            source: self.source().to_owned(),
+            event_type: self.event_type().to_owned(),
+            aggregate_type: self.aggregate_type().to_owned(),
+            aggregate_id: self.aggregate_id().to_owned(),
             sequence: self.sequence,
             occurred_at: self.occurred_at,
             payload: self.payload,
@@ -765,6 +850,18 @@ mod tests {
     use crate::{FixedClock, MAX_PAYLOAD_DEPTH};
     use chrono::TimeZone;
     use serde_json::json;
+
+    proptest::proptest! {
+        #[test]
+        fn the_four_names_kept_together_read_back_whole(
+            names in proptest::array::uniform4(".{0,12}")
+        ) {
+            let [a, b, c, d] = &names;
+            let kept = Names::new(a, b, c, d);
+            proptest::prop_assert_eq!([kept.get(0), kept.get(1), kept.get(2), kept.get(3)], [&**a, &**b, &**c, &**d]);
+            proptest::prop_assert_eq!(kept.text.len(), a.len() + b.len() + c.len() + d.len());
+        }
+    }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]

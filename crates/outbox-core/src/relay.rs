@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use crate::chunk::{Chunker, chunk_ranges};
 use crate::{
-    Clock, EntryResult, EventSink, FailureClass, OutboxEvent, Quarantine, QuarantinedRecord, RetryPolicy,
-    SinkError, SystemClock,
+    ChunkLimits, Clock, EntryResult, EventSink, FailureClass, OutboxEvent, Quarantine, QuarantinedRecord,
+    RetryPolicy, SinkError, SystemClock,
 };
 
 /// Why a record is skipped. Skips never fail a batch.
@@ -385,7 +385,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         chunk_ranges(&sizes, self.sink.limits())
             .into_iter()
             .map(|range| {
-                let mut chunk = Chunk::default();
+                let mut chunk = Chunk::for_limits(self.sink.limits());
                 for &i in &pending[range] {
                     if let Some(event) = slots[i].event.take() {
                         chunk.push(i, event);
@@ -497,16 +497,18 @@ struct Chunk<H> {
     events: Vec<H>,
 }
 
-impl<H> Default for Chunk<H> {
-    fn default() -> Self {
+impl<H> Chunk<H> {
+    /// An empty chunk with room for a full one of `limits` (its vectors
+    /// would otherwise grow three times on the way to ten entries).
+    fn for_limits(limits: ChunkLimits) -> Self {
+        // A sink's limit is not an allocation size.
+        let room = limits.max_entries.min(64);
         Self {
-            indices: Vec::new(),
-            events: Vec::new(),
+            indices: Vec::with_capacity(room),
+            events: Vec::with_capacity(room),
         }
     }
-}
 
-impl<H> Chunk<H> {
     fn push(&mut self, index: usize, event: H) {
         self.indices.push(index);
         self.events.push(event);
@@ -608,7 +610,10 @@ where
     /// The next complete chunk, reading records until one shows that it is
     /// complete (or the batch ends).
     fn next(&mut self) -> Option<Chunk<R::Event>> {
-        let mut chunk = self.carry.take().unwrap_or_default();
+        let mut chunk = self
+            .carry
+            .take()
+            .unwrap_or_else(|| Chunk::for_limits(self.sink.limits()));
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         while self.stopped.is_none() {
             let record = match self.source.next() {
@@ -657,7 +662,7 @@ where
                         slot.size = size;
                         slots.push(slot);
                         if self.chunker.push(size) {
-                            let mut next = Chunk::default();
+                            let mut next = Chunk::for_limits(self.sink.limits());
                             next.push(index, event);
                             self.carry = Some(next);
                             return Some(chunk);

@@ -329,7 +329,7 @@ impl OutboxSchema {
         let payload = fields
             .payload
             .map_err(|e| invalid(ATTR_PAYLOAD, outbox_core::error_chain(&e)))?;
-        OutboxEvent::try_from(OutboxEventParts {
+        OutboxEvent::try_from(OutboxEventParts::<&str> {
             id,
             source: fields.source,
             event_type: fields.event_type,
@@ -346,15 +346,15 @@ impl OutboxSchema {
 }
 
 /// An outbox item's attributes, read from a stream record with the types
-/// the schema gives them (see [`OutboxSchema::decode_fields`]). The texts
-/// that become the event's are owned, so they move into it without a copy.
+/// the schema gives them (see [`OutboxSchema::decode_fields`]). The names
+/// are borrowed: the event copies them into one allocation.
 #[derive(Debug)]
 pub(crate) struct OutboxFields<'a> {
     pub(crate) event_id: &'a str,
-    pub(crate) source: String,
-    pub(crate) event_type: String,
-    pub(crate) aggregate_type: String,
-    pub(crate) aggregate_id: String,
+    pub(crate) source: &'a str,
+    pub(crate) event_type: &'a str,
+    pub(crate) aggregate_type: &'a str,
+    pub(crate) aggregate_id: &'a str,
     pub(crate) sequence: &'a str,
     pub(crate) occurred_at: &'a str,
     /// Made first (see `OutboxImage::to_event`), reported in its turn.

@@ -13,12 +13,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use aws_lambda_events::event::dynamodb::{Event as LambdaEvent, EventRecord as LambdaRecord};
 use serde::de::{self, Error as _, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_dynamo::AttributeValue as LambdaValue;
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
 use crate::item::{EVENT_ATTRIBUTES, MARKER_VALUE, OutboxFields};
 use crate::{DecodeError, Item, OutboxSchema};
@@ -321,8 +323,9 @@ pub(crate) enum PayloadValue<'a> {
 pub(crate) struct OutboxImage<'a> {
     pub(crate) slots: [Option<SchemaValue<'a>>; EVENT_ATTRIBUTES.len()],
     pub(crate) payload: Option<PayloadValue<'a>>,
-    /// The other attributes, each value as its JSON text.
-    pub(crate) others: Vec<(Text<'a>, &'a str)>,
+    /// The other attributes, each value as its JSON text: in place for an
+    /// outbox item's usual four (its keys, marker and TTL).
+    pub(crate) others: SmallVec<[(Text<'a>, &'a str); 4]>,
 }
 
 impl<'a> OutboxImage<'a> {
@@ -411,10 +414,10 @@ impl<'a> NewImage for OutboxImage<'a> {
         };
         Some(schema.decode_fields(OutboxFields {
             event_id: id.as_str(),
-            source: source.into_string(),
-            event_type: event_type.into_string(),
-            aggregate_type: aggregate_type.into_string(),
-            aggregate_id: aggregate_id.into_string(),
+            source: source.as_str(),
+            event_type: event_type.as_str(),
+            aggregate_type: aggregate_type.as_str(),
+            aggregate_id: aggregate_id.as_str(),
             sequence: sequence.as_str(),
             occurred_at: occurred_at.as_str(),
             payload: payload_event,
@@ -426,9 +429,11 @@ impl<'a> NewImage for OutboxImage<'a> {
 
 impl<'de: 'a, 'a> Deserialize<'de> for OutboxImage<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct OutboxVisitor;
-        impl<'de> Visitor<'de> for OutboxVisitor {
-            type Value = OutboxImage<'de>;
+        // Made for `'a` itself: the in-place list of the other attributes
+        // does not shorten its lifetime the way a `Vec` would.
+        struct OutboxVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for OutboxVisitor<'a> {
+            type Value = OutboxImage<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a map of attribute names to DynamoDB attribute values")
             }
@@ -449,7 +454,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for OutboxImage<'a> {
                 Ok(image)
             }
         }
-        deserializer.deserialize_map(OutboxVisitor)
+        deserializer.deserialize_map(OutboxVisitor(PhantomData))
     }
 }
 
