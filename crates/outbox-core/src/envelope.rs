@@ -139,11 +139,16 @@ impl Serialize for OutboxEvent {
 }
 
 fn serialize_time<S: Serializer>(time: &&DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    // Written on the stack: the relay writes every event's time twice (its
-    // entry size, its `Detail`).
+    with_time_text(time, |text| s.serialize_str(text))
+}
+
+/// `use_text` given [`format_time`]'s text of `time`, written on the stack
+/// for years 0 to 9999 (the relay writes every event's time twice: its
+/// entry size, its `Detail`).
+fn with_time_text<R>(time: &DateTime<Utc>, use_text: impl FnOnce(&str) -> R) -> R {
     match write_time(time, &mut [0; TIME_LEN]) {
-        Some(text) => s.serialize_str(text),
-        None => s.serialize_str(&format_time(time)),
+        Some(text) => use_text(text),
+        None => use_text(&format_time(time)),
     }
 }
 
@@ -381,10 +386,7 @@ trait JsonOut {
 
     /// The time as a JSON string ([`format_time`]).
     fn time(&mut self, time: &DateTime<Utc>) {
-        match write_time(time, &mut [0; TIME_LEN]) {
-            Some(text) => self.string(text),
-            None => self.string(&format_time(time)),
-        }
+        with_time_text(time, |text| self.string(text));
     }
 }
 
@@ -414,7 +416,7 @@ impl JsonOut for Counter {
 
     fn time(&mut self, time: &DateTime<Utc>) {
         // Quoted; its digits and punctuation need no escapes.
-        self.0 += 2 + write_time(time, &mut [0; TIME_LEN]).map_or_else(|| format_time(time).len(), str::len);
+        self.0 += 2 + with_time_text(time, str::len);
     }
 }
 

@@ -33,18 +33,12 @@ const ESCAPE: [u8; 256] = {
 /// serde_json escapes a string (`"`, `\` and control characters; nothing
 /// else). Only ASCII bytes are escaped, so text may come in any pieces, even
 /// cut inside a character.
-pub fn escape_into(out: &mut Vec<u8>, mut bytes: &[u8]) {
+pub fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    loop {
-        // The bytes up to the next one to escape, eight at a time.
-        let run = plain_run(bytes);
-        let (plain, rest) = bytes.split_at(run);
+    each_escape(bytes, |plain, escaped| {
         out.extend_from_slice(plain);
-        let Some((&b, rest)) = rest.split_first() else {
-            return;
-        };
-        match ESCAPE[usize::from(b)] {
-            b'u' => out.extend_from_slice(&[
+        match escaped {
+            Some((b, b'u')) => out.extend_from_slice(&[
                 b'\\',
                 b'u',
                 b'0',
@@ -52,22 +46,38 @@ pub fn escape_into(out: &mut Vec<u8>, mut bytes: &[u8]) {
                 HEX[usize::from(b >> 4)],
                 HEX[usize::from(b & 0xf)],
             ]),
-            escape => out.extend_from_slice(&[b'\\', escape]),
+            Some((_, escape)) => out.extend_from_slice(&[b'\\', escape]),
+            None => {}
         }
-        bytes = rest;
-    }
+    });
 }
 
 /// The length of what [`escape_into`] appends for `bytes`.
-pub(crate) fn escaped_len(mut bytes: &[u8]) -> usize {
+pub(crate) fn escaped_len(bytes: &[u8]) -> usize {
     let mut len = 0;
+    each_escape(bytes, |plain, escaped| {
+        len += plain.len()
+            + match escaped {
+                Some((_, b'u')) => 6,
+                Some(_) => 2,
+                None => 0,
+            };
+    });
+    len
+}
+
+/// Walks `bytes` as [`escape_into`] escapes them: `step` gets each run of
+/// bytes that stand for themselves (found eight at a time) with the byte
+/// to escape after it and its [`ESCAPE`] entry (`None` after the last run).
+#[inline(always)]
+fn each_escape(mut bytes: &[u8], mut step: impl FnMut(&[u8], Option<(u8, u8)>)) {
     loop {
-        let run = plain_run(bytes);
-        len += run;
-        let Some((&b, rest)) = bytes[run..].split_first() else {
-            return len;
+        let (run, rest) = bytes.split_at(plain_run(bytes));
+        let Some((&b, rest)) = rest.split_first() else {
+            step(run, None);
+            return;
         };
-        len += if ESCAPE[usize::from(b)] == b'u' { 6 } else { 2 };
+        step(run, Some((b, ESCAPE[usize::from(b)])));
         bytes = rest;
     }
 }
