@@ -11,9 +11,11 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use outbox_bench::batch::{BatchSpec, TABLE, generate};
-use outbox_core::{ChunkLimits, Decoded, OutboxEvent, Payload, chunk_ranges};
+use outbox_core::{ChunkLimits, Decoded, OutboxEvent, chunk_ranges};
 use outbox_dynamodb::{DynamoDbStreamDecoder, LambdaStreamBatch, OutboxSchema};
-use outbox_eventbridge::{DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, entry_size, put_events_body};
+use outbox_eventbridge::{
+    DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, entry_size, to_put_events_entry,
+};
 
 const RECORDS: usize = 100;
 
@@ -54,18 +56,20 @@ fn per_record(c: &mut Criterion) {
                 }
             })
         });
-        group.bench_function("size_and_request_body", |b| {
+        group.bench_function("size_and_entries", |b| {
             let refs: Vec<&OutboxEvent> = events.iter().collect();
             b.iter(|| {
                 for e in &events {
                     black_box(entry_size(e));
                 }
                 for chunk in refs.chunks(MAX_PUT_EVENTS_ENTRIES) {
-                    black_box(put_events_body(chunk, "bench-bus").unwrap());
+                    for e in chunk {
+                        black_box(to_put_events_entry(e, "bench-bus"));
+                    }
                 }
             })
         });
-        group.bench_function("decode_size_body", |b| {
+        group.bench_function("decode_size_entries", |b| {
             b.iter_batched(
                 || event.clone(),
                 |event| {
@@ -82,8 +86,8 @@ fn per_record(c: &mut Criterion) {
                     for e in &refs {
                         black_box(entry_size(e));
                     }
-                    for chunk in refs.chunks(MAX_PUT_EVENTS_ENTRIES) {
-                        black_box(put_events_body(chunk, "bench-bus").unwrap());
+                    for e in &refs {
+                        black_box(to_put_events_entry(e, "bench-bus"));
                     }
                 },
                 criterion::BatchSize::SmallInput,
@@ -93,10 +97,10 @@ fn per_record(c: &mut Criterion) {
     }
 }
 
-/// The payload as the stream delivers it, a JSON string literal, read three
-/// ways: kept escaped and checked in one pass (the relay's reading); only
-/// scanned to its end by serde_json, as the record's parse skips it (a
-/// floor for any reading); unescaped and validated by serde_json.
+/// The payload as the stream delivers it, a JSON string literal, read two
+/// ways: only scanned to its end by serde_json, as the record's parse skips
+/// it (a floor for any reading); unescaped and validated by serde_json (the
+/// relay's reading).
 fn payload(c: &mut Criterion) {
     for (label, size) in [("1KB", 1024), ("16KB", 16 * 1024)] {
         let mut rng = fastrand::Rng::with_seed(7);
@@ -104,9 +108,6 @@ fn payload(c: &mut Criterion) {
         let literal = serde_json::to_string(&text).unwrap();
         let mut group = c.benchmark_group(format!("payload_{label}"));
         group.throughput(Throughput::Bytes(literal.len() as u64));
-        group.bench_function("checked_escaped", |b| {
-            b.iter(|| Payload::from_json_string(black_box(&literal)).unwrap())
-        });
         group.bench_function("serde_scan_only", |b| {
             b.iter(|| serde_json::from_str::<&serde_json::value::RawValue>(black_box(&literal)).unwrap())
         });

@@ -33,7 +33,6 @@ mod envelope;
 mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fakes;
-pub mod json;
 mod payload;
 mod port;
 mod relay;

@@ -50,25 +50,12 @@ pub const ATTR_PAYLOAD: &str = "payload";
 pub const ATTR_TRACE_PARENT: &str = "trace_parent";
 /// Attribute holding the optional metadata map.
 pub const ATTR_METADATA: &str = "metadata";
-/// The attributes of the event, whose names are not configurable.
-pub(crate) const EVENT_ATTRIBUTES: [&str; 10] = [
-    ATTR_EVENT_ID,
-    ATTR_SOURCE,
-    ATTR_EVENT_TYPE,
-    ATTR_AGGREGATE_TYPE,
-    ATTR_AGGREGATE_ID,
-    ATTR_SEQUENCE,
-    ATTR_OCCURRED_AT,
-    ATTR_PAYLOAD,
-    ATTR_TRACE_PARENT,
-    ATTR_METADATA,
-];
 /// Value of the marker attribute: the version of this schema.
 pub const MARKER_VALUE: &str = "v1";
 
 const SORT_KEY_PREFIX: &str = "OUTBOX#";
 /// Default largest event, as an EventBridge entry
-/// ([`OutboxEvent::bus_entry_size`]): the documented 256 KB `PutEvents`
+/// ([`published_size`](crate::published_size)): the documented 256 KB `PutEvents`
 /// request limit. A bigger event could never be published.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 256 * 1024;
 const DEFAULT_RETENTION_DAYS: i64 = 7;
@@ -138,7 +125,7 @@ impl OutboxSchema {
     }
 
     /// The largest event the writer accepts, as a bus entry
-    /// ([`OutboxEvent::bus_entry_size`]); `None` turns the check off. Set it to
+    /// ([`published_size`](crate::published_size)); `None` turns the check off. Set it to
     /// the relay's `OUTBOX_MAX_REQUEST_BYTES` when that is raised.
     #[must_use]
     pub fn with_max_event_bytes(mut self, limit: Option<usize>) -> Self {
@@ -166,14 +153,6 @@ impl OutboxSchema {
     /// The marker attribute name.
     pub fn marker_attribute(&self) -> &str {
         &self.marker_attribute
-    }
-
-    /// The attributes [`decode_item`](Self::decode_item) reads; the others
-    /// (keys, TTL, the caller's own) are never looked at.
-    pub(crate) fn decoded_attributes(&self) -> [&str; 11] {
-        let mut names = [self.marker_attribute.as_str(); 11];
-        names[1..].copy_from_slice(&EVENT_ATTRIBUTES);
-        names
     }
 
     /// The TTL attribute name.
@@ -316,51 +295,6 @@ impl OutboxSchema {
         })
         .map_err(DecodeError::from)
     }
-
-    /// Decodes the attributes of an outbox item that were read straight
-    /// from a stream record, every one present with its schema's type (the
-    /// caller checked the types and the marker): the values are checked in
-    /// the order, and with the words, of [`decode_item`](Self::decode_item),
-    /// so an invalid value is the same error either way.
-    pub(crate) fn decode_fields(&self, fields: OutboxFields<'_>) -> Result<OutboxEvent, DecodeError> {
-        let id = parse_event_id(fields.event_id)?;
-        let sequence = parse_sequence(fields.sequence)?;
-        let occurred_at = parse_occurred_at(fields.occurred_at)?;
-        let payload = fields
-            .payload
-            .map_err(|e| invalid(ATTR_PAYLOAD, outbox_core::error_chain(&e)))?;
-        OutboxEvent::try_from(OutboxEventParts::<&str> {
-            id,
-            source: fields.source,
-            event_type: fields.event_type,
-            aggregate_type: fields.aggregate_type,
-            aggregate_id: fields.aggregate_id,
-            sequence,
-            occurred_at,
-            payload,
-            trace_parent: fields.trace_parent,
-            metadata: fields.metadata,
-        })
-        .map_err(DecodeError::from)
-    }
-}
-
-/// An outbox item's attributes, read from a stream record with the types
-/// the schema gives them (see [`OutboxSchema::decode_fields`]). The names
-/// are borrowed: the event copies them into one allocation.
-#[derive(Debug)]
-pub(crate) struct OutboxFields<'a> {
-    pub(crate) event_id: &'a str,
-    pub(crate) source: &'a str,
-    pub(crate) event_type: &'a str,
-    pub(crate) aggregate_type: &'a str,
-    pub(crate) aggregate_id: &'a str,
-    pub(crate) sequence: &'a str,
-    pub(crate) occurred_at: &'a str,
-    /// Made first (see `OutboxImage::to_event`), reported in its turn.
-    pub(crate) payload: Result<Payload, outbox_core::EnvelopeError>,
-    pub(crate) trace_parent: Option<String>,
-    pub(crate) metadata: BTreeMap<String, String>,
 }
 
 fn parse_event_id(text: &str) -> Result<Uuid, DecodeError> {

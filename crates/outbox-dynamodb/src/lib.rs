@@ -1,5 +1,14 @@
-//! DynamoDB side of **outbox-relay**: the outbox item schema and the writer
-//! that commits business changes and their events in one `TransactWriteItems`.
+//! DynamoDB side of **outbox-relay**:
+//!
+//! - the outbox item schema ([`OutboxSchema`]) and the writer
+//!   ([`DynamoDbOutboxWriter`]) that commits business changes and their
+//!   events in one `TransactWriteItems`, with the service limits checked
+//!   before the call;
+//! - the relay's DynamoDB half: the stream record decoder
+//!   ([`DynamoDbStreamDecoder`], for Lambda's event and for `GetRecords`),
+//!   Lambda's batch type ([`LambdaStreamBatch`]), and the standalone stream
+//!   runner ([`DynamoDbStreamRunner`]) with its leases and checkpoints
+//!   ([`DynamoDbLeaseStore`]).
 //!
 //! ```no_run
 //! use aws_sdk_dynamodb::types::AttributeValue;
@@ -39,7 +48,6 @@ mod lambda;
 mod lease;
 mod limits;
 mod runner;
-mod scan;
 mod stream;
 mod writer;
 
@@ -56,7 +64,7 @@ pub use lease::{
 };
 pub use limits::{
     MAX_CLIENT_REQUEST_TOKEN_LEN, MAX_ITEM_SIZE_BYTES, MAX_TRANSACT_ITEMS, MAX_TRANSACTION_SIZE_BYTES,
-    item_size,
+    item_size, published_size,
 };
 pub use runner::{
     DynamoDbStreamRunner, MAX_GET_RECORDS_LIMIT, RunnerConfig, RunnerError, RunnerReport,

@@ -16,6 +16,15 @@ pub const MAX_TRANSACTION_SIZE_BYTES: usize = 4 * 1024 * 1024;
 /// Longest `ClientRequestToken` (TransactWriteItems API reference: 1 to 36 characters).
 pub const MAX_CLIENT_REQUEST_TOKEN_LEN: usize = 36;
 
+/// The size `event` counts as an Amazon EventBridge `PutEvents` entry once
+/// the relay publishes it, as AWS documents it ("Calculating PutEvents event
+/// entry size"): 14 bytes for `Time`, plus the UTF-8 bytes of `Source`,
+/// `DetailType` and `Detail` (the envelope's JSON). The writer refuses an
+/// event that could never be published before it is committed.
+pub fn published_size(event: &outbox_core::OutboxEvent) -> usize {
+    14 + event.source().len() + event.event_type().len() + event.json_len()
+}
+
 /// The size DynamoDB counts for an item: for each attribute, the UTF-8 length
 /// of its name plus the size of its value, as the developer guide's "Item
 /// sizes and formats" describes (numbers: one byte per two significant

@@ -250,7 +250,7 @@ fn build_with_keys(
     }
     if let Some(limit) = schema.max_event_bytes() {
         for (event, _) in &tx.events {
-            let size = event.bus_entry_size();
+            let size = crate::limits::published_size(event);
             if size > limit {
                 return Err(WriteError::EventTooLarge {
                     event_id: event.id().to_string(),
@@ -762,11 +762,11 @@ mod tests {
     fn an_event_that_could_never_be_published_is_refused_at_its_boundary() {
         let schema = OutboxSchema::new("orders");
         let base = event("1", 1, json!(""));
-        let overhead = base.bus_entry_size();
+        let overhead = crate::limits::published_size(&base);
         let limit = schema.max_event_bytes().unwrap();
         // a JSON string payload of n characters adds n bytes to the envelope
         let at_limit = event("1", 1, json!("x".repeat(limit - overhead)));
-        assert_eq!(at_limit.bus_entry_size(), limit);
+        assert_eq!(crate::limits::published_size(&at_limit), limit);
         build_transact_items(&schema, &OutboxTransaction::new().event(at_limit)).unwrap();
         let over = event("1", 1, json!("x".repeat(limit - overhead + 1)));
         let err = build_transact_items(&schema, &OutboxTransaction::new().event(over.clone())).unwrap_err();
