@@ -282,7 +282,7 @@ mod tests {
             .await
             .unwrap();
         let sink = EventBridgeSink::new(
-            outbox_cli::local::eventbridge_client(&endpoint.url()),
+            aws_sdk_eventbridge::Client::new(&crate::harness::sdk_config_at(&endpoint.url())),
             "bench-bus",
         );
         let events: Vec<OutboxEvent> = (0..7)

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use outbox_core::BatchOutcome;
+use outbox_core::{BatchOutcome, OutboxEvent};
 use outbox_dynamodb::LambdaStreamBatch;
 use outbox_eventbridge::{EventBridgeSink, SqsQuarantine};
 use outbox_lambda::{Config, ConfigError, RelayHandler, build_handler};
@@ -27,9 +27,6 @@ pub enum HarnessError {
     /// The relay configuration was refused.
     #[error("bad relay configuration")]
     Config(#[from] ConfigError),
-    /// The EventBridge client could not be built.
-    #[error("the EventBridge client could not be built")]
-    Client(#[from] outbox_eventbridge::ClientError),
     /// The event file is not a DynamoDB Streams event.
     #[error("the event is not a DynamoDB Streams event")]
     Event(#[source] serde_json::Error),
@@ -62,25 +59,19 @@ pub enum HarnessError {
 
 /// The configuration variables of a relay publishing to `endpoint` with
 /// `concurrency` PutEvents calls in flight (the quarantine, never used by
-/// clean batches, points at the same endpoint).
+/// clean batches, points at the same endpoint; `AWS_ENDPOINT_URL` sends a
+/// Lambda process's clients there).
 pub fn bench_variables(endpoint: &str, concurrency: usize) -> HashMap<&'static str, String> {
-    let mut vars = HashMap::from([
+    HashMap::from([
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
         (outbox_lambda::ENV_TABLE_NAME, crate::batch::TABLE.to_owned()),
         (outbox_lambda::ENV_EVENT_BUS_NAME, BUS.to_owned()),
         (
             outbox_lambda::ENV_QUARANTINE_QUEUE_URL,
             format!("{endpoint}/123456789012/quarantine"),
         ),
-        (outbox_lambda::ENV_EVENTBRIDGE_ENDPOINT, endpoint.to_owned()),
-        (outbox_lambda::ENV_SQS_ENDPOINT, endpoint.to_owned()),
         (outbox_lambda::ENV_MAX_CONCURRENCY, concurrency.to_string()),
-    ]);
-    // `OUTBOX_EVENTBRIDGE_CLIENT=sdk` in the bench's environment measures
-    // the SDK's client instead of the direct one.
-    if let Ok(client) = std::env::var(outbox_lambda::ENV_EVENTBRIDGE_CLIENT) {
-        vars.insert(outbox_lambda::ENV_EVENTBRIDGE_CLIENT, client);
-    }
-    vars
+    ])
 }
 
 /// The production handler ([`build_handler`]) publishing to `endpoint`, with
@@ -91,7 +82,39 @@ pub fn bench_handler(
 ) -> Result<RelayHandler<EventBridgeSink, SqsQuarantine>, HarnessError> {
     let vars = bench_variables(endpoint, concurrency);
     let config = Config::from_lookup(|k| vars.get(k).cloned())?;
-    Ok(build_handler(&config, &outbox_cli::local::sdk_config())?.with_metrics_writer(|_| {}))
+    Ok(build_handler(&config, &sdk_config_at(endpoint)).with_metrics_writer(|_| {}))
+}
+
+/// An SDK configuration sending every call to `endpoint`, with fixed
+/// credentials and region, so nothing probes the instance-metadata address.
+pub fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
+    let credentials = aws_credential_types::Credentials::new("test", "test", None, None, "outbox-bench");
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+            credentials,
+        ))
+        .build()
+}
+
+/// A `PutEvents` request body (AWS JSON 1.1) for `events`, as the SDK
+/// writes it: what the bench's bare HTTP round trips send.
+pub fn put_events_body(events: &[&OutboxEvent], bus: &str) -> Vec<u8> {
+    let entries: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "Source": e.source(),
+                "DetailType": e.event_type(),
+                "Detail": e.to_json(),
+                "Time": e.occurred_at().timestamp_millis() as f64 / 1000.0,
+                "EventBusName": bus,
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "Entries": entries })).unwrap_or_default()
 }
 
 /// Parses a Lambda DynamoDB Streams event as the runtime does for the

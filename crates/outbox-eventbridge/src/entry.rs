@@ -49,8 +49,7 @@ pub fn to_put_events_entry(event: &OutboxEvent, bus: &str) -> PutEventsRequestEn
 /// [`TIME_ENTRY_BYTES`] for `Time`, plus the UTF-8 bytes of `Source`,
 /// `DetailType` and `Detail` (the entry has no `Resources`).
 pub fn entry_size(event: &OutboxEvent) -> usize {
-    // The formula lives with the envelope, where the writer uses it too.
-    event.bus_entry_size()
+    TIME_ENTRY_BYTES + event.source().len() + event.event_type().len() + event.json_len()
 }
 
 /// The size of any `PutEvents` request entry, as EventBridge documents it:

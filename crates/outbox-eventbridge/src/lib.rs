@@ -4,16 +4,12 @@
 //!   `PutEvents`: one request per chunk (at most [`MAX_PUT_EVENTS_ENTRIES`]
 //!   entries and a configurable byte limit, [`DEFAULT_MAX_REQUEST_BYTES`] by
 //!   default), every per-entry result read and classified, whole-call failures
-//!   turned into [`outbox_core::SinkError`]s with their retry class.
-//! - [`PutEventsClient`] sends those calls without the SDK's orchestrator:
-//!   signed by the SDK's signer (`aws-sigv4`), with the SDK configuration's
-//!   credentials and endpoint rules, over hyper and rustls, every failure
-//!   classified and returned to the relay, which retries. The SDK's client
-//!   ([`EventBridgeSink::new`]) remains available.
-//! - [`put_events_body`], [`to_put_events_entry`] and [`entry_size`] are the
-//!   pure halves: the request body the sink sends for a chunk of events, the
-//!   SDK request entry for one event (the envelope as `Detail`; the body has
-//!   the same fields) and its size as EventBridge counts it.
+//!   turned into [`outbox_core::SinkError`]s with their retry class. The
+//!   calls go through the AWS SDK's client, with its configuration
+//!   (endpoints, credentials, retries, timeouts, trace header).
+//! - [`to_put_events_entry`] and [`entry_size`] are the pure halves: the
+//!   request entry for one event (the envelope as `Detail`) and its size as
+//!   EventBridge counts it.
 //! - [`SqsQuarantine`] implements [`outbox_core::Quarantine`]: one SQS message
 //!   per record that can never be delivered, whose body is a
 //!   [`QuarantineMessage`] that redrive tooling reads back with
@@ -41,17 +37,11 @@
 //! # }
 //! ```
 
-mod body;
-mod client;
-mod connections;
 mod entry;
 mod error;
 mod quarantine;
-mod sigv4;
 mod sink;
 
-pub use body::{RequestBodyError, put_events_body};
-pub use client::{ClientError, DEFAULT_ATTEMPT_TIMEOUT, PutEventsAnswer, PutEventsClient, ResultEntry};
 pub use entry::{
     DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, TIME_ENTRY_BYTES, entry_size, request_entry_size,
     to_put_events_entry,

@@ -12,7 +12,7 @@ use outbox_core::{
     Clock, EnvelopeError, OutboxEvent, Quarantine, QuarantineError, QuarantinedRecord, SystemClock,
 };
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::QuarantineMessageError;
 
@@ -37,7 +37,7 @@ pub const MAX_REASON_ATTRIBUTE_BYTES: usize = 256;
 /// The body of a quarantine message: a record that can never be delivered,
 /// with why and where it came from, in full. Redrive tooling reads it back
 /// with [`from_body`](Self::from_body).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct QuarantineMessage {
     /// Why the record was quarantined.
@@ -50,13 +50,27 @@ pub struct QuarantineMessage {
     /// When it was quarantined (RFC 3339).
     #[serde(serialize_with = "serialize_time")]
     pub quarantined_at: DateTime<Utc>,
-    /// The event envelope as a JSON object, when the record decoded into one
-    /// ([`outbox_event`](Self::outbox_event) parses it back).
+    /// The event envelope as a JSON object, kept as its text, when the
+    /// record decoded into one ([`outbox_event`](Self::outbox_event) parses
+    /// it back). Text rather than a `serde_json::Value`, whose recursion
+    /// limit (128) is below the payload depth the envelope allows.
     #[serde(default)]
-    pub event: Option<Value>,
+    pub event: Option<Box<RawValue>>,
     /// The full original record, as JSON text, when it did not decode.
     #[serde(default)]
     pub raw: Option<String>,
+}
+
+/// Equal when every field is, the event compared by its text.
+impl PartialEq for QuarantineMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.reason == other.reason
+            && self.position == other.position
+            && self.origin == other.origin
+            && self.quarantined_at == other.quarantined_at
+            && self.event.as_ref().map(|e| e.get()) == other.event.as_ref().map(|e| e.get())
+            && self.raw == other.raw
+    }
 }
 
 fn serialize_time<S: Serializer>(time: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -71,7 +85,7 @@ impl QuarantineMessage {
             position: record.position.clone(),
             origin: origin.map(str::to_owned),
             quarantined_at: at,
-            event: record.event.as_ref().map(envelope_value),
+            event: record.event.as_ref().map(envelope_text),
             raw: record.raw.clone(),
         }
     }
@@ -81,7 +95,7 @@ impl QuarantineMessage {
     /// are written as JSON escapes).
     pub fn to_body(&self) -> String {
         // Serialising cannot fail: every key is a string and `event` is
-        // already a `serde_json::Value`.
+        // already JSON text.
         let json = serde_json::to_string(self).unwrap_or_default();
         if json.contains(['\u{FFFE}', '\u{FFFF}']) {
             // These can only occur inside JSON strings, where an escape means
@@ -99,16 +113,13 @@ impl QuarantineMessage {
 
     /// The quarantined event, parsed and validated, when there is one.
     pub fn outbox_event(&self) -> Option<Result<OutboxEvent, EnvelopeError>> {
-        self.event
-            .as_ref()
-            .map(|value| OutboxEvent::from_json(&value.to_string()))
+        self.event.as_ref().map(|text| OutboxEvent::from_json(text.get()))
     }
 }
 
-fn envelope_value(event: &OutboxEvent) -> Value {
-    // An `OutboxEvent` always serialises to a JSON object; keep the text if
-    // that ever changed rather than drop the event.
-    serde_json::to_value(event).unwrap_or_else(|_| Value::String(event.to_json()))
+fn envelope_text(event: &OutboxEvent) -> Box<RawValue> {
+    // The envelope is always one JSON object.
+    RawValue::from_string(event.to_json()).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 /// Keeps records that can never be delivered in an SQS queue, one message
@@ -306,6 +317,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use outbox_core::FixedClock;
+    use serde_json::Value;
 
     fn event() -> OutboxEvent {
         OutboxEvent::builder("com.example.orders", "OrderPlaced")
@@ -317,6 +329,30 @@ mod tests {
                 Utc.with_ymd_and_hms(2025, 5, 6, 7, 8, 9).unwrap(),
             ))
             .unwrap()
+    }
+
+    #[test]
+    fn an_event_nested_deeper_than_a_value_tree_reads_back_whole() {
+        let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
+        let event = OutboxEvent::builder("com.example.orders", "OrderPlaced")
+            .aggregate("Order", "o-42")
+            .sequence(2)
+            .payload_json(deep.clone())
+            .build(&FixedClock::new(
+                Utc.with_ymd_and_hms(2025, 5, 6, 7, 8, 9).unwrap(),
+            ))
+            .unwrap();
+        let record = QuarantinedRecord {
+            position: "7".into(),
+            reason: "refused".into(),
+            event: Some(event.clone()),
+            raw: None,
+        };
+        let body = QuarantineMessage::new(&record, None, at()).to_body();
+        let back = QuarantineMessage::from_body(&body).unwrap();
+        let read = back.outbox_event().unwrap().unwrap();
+        assert_eq!(read.payload().as_str(), deep);
+        assert_eq!(read.to_json(), event.to_json());
     }
 
     fn at() -> DateTime<Utc> {

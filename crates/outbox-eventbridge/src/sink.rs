@@ -3,17 +3,20 @@
 
 use std::error::Error as StdError;
 
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::config::http::HttpResponse;
 use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_smithy_types::body::SdkBody;
+use aws_sdk_eventbridge::types::PutEventsResultEntry;
+use aws_smithy_types::retry::ProvideErrorKind;
 use outbox_core::{ChunkLimits, EntryResult, EventSink, FailureClass, OutboxEvent, SinkError};
 
-use crate::body::put_events_body;
-use crate::client::{PutEventsAnswer, PutEventsClient, ResultEntry, call_error_class};
-use crate::entry::{DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, classify_entry_error, entry_size};
+use crate::entry::{
+    DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, classify_entry_error, entry_size, to_put_events_entry,
+};
 
-/// Publishes outbox events to one EventBridge event bus with `PutEvents`.
+/// Publishes outbox events to one EventBridge event bus with `PutEvents`,
+/// through the AWS SDK's client.
 ///
 /// Each [`publish`](EventSink::publish) sends one `PutEvents` request (at most
 /// [`MAX_PUT_EVENTS_ENTRIES`] entries, at most
@@ -22,64 +25,39 @@ use crate::entry::{DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, classify_e
 /// HTTP 200 can still carry `FailedEntryCount > 0`:
 ///
 /// - an entry without an error code is [`EntryResult::Published`];
-/// - `ThrottlingException`, `InternalFailure`, `InternalException`,
-///   `ServiceUnavailable` are transient: the relay retries the entry;
-/// - `InvalidArgument`, `MalformedDetail`, `ValidationException`,
-///   `NotAuthorizedForSourceException`, `NotAuthorizedForDetailTypeException`
-///   (and the other non-retryable codes of the API reference), or a code or
-///   message saying the entry is too large, are permanent: the relay
+/// - `ThrottlingException` and `InternalFailure` (the codes the
+///   `PutEventsResultEntry` reference calls retryable) are transient: the
+///   relay retries the entry;
+/// - `InvalidArgument`, `MalformedDetail`, the authorisation codes, or a code
+///   or message saying the entry is too large, are permanent: the relay
 ///   quarantines the event;
-/// - a code this build does not know is transient: the relay retries it a
-///   bounded number of times, then the record fails and the host's failure
-///   path (batch retry, then the on-failure destination) keeps it. Guessing
-///   permanent instead would quarantine events that a later try might deliver;
+/// - a code this build does not know is transient: the relay retries it
+///   within its time budget, then the record fails and the host's failure
+///   path keeps it. Guessing permanent instead would quarantine events that
+///   a later try might deliver;
 /// - a result entry missing from the response is transient too.
 ///
-/// A failure of the whole call is a [`SinkError`]: timeouts, connection and
-/// response errors, throttling, HTTP 429 and 5xx are transient; anything
-/// else (access denied, missing bus, validation) is permanent, which fails
-/// the records without quarantining them (the events are fine, the setup is
-/// not). The client's own retry configuration applies before that, and its
-/// timeout configuration bounds each call.
-///
-/// Two clients can send the calls: the AWS SDK's ([`new`](Self::new)), or
-/// [`PutEventsClient`] ([`with_client`](Self::with_client)), which signs and
-/// sends the same request itself for a fraction of the CPU. Both send the
-/// body [`put_events_body`] writes, and their answers are read and
-/// classified alike.
+/// A failure of the whole call is a [`SinkError`], classified from the
+/// SDK's error metadata after the SDK's own retries: timeouts, connection
+/// and response errors, the SDK's throttling and transient error codes,
+/// errors the SDK models as retryable, HTTP 429 and 5xx are transient;
+/// anything else (access denied, missing bus, validation) is permanent,
+/// which fails the records without quarantining them (the events are fine,
+/// the setup is not). The client's configuration (endpoint, credentials,
+/// retries, timeouts, HTTP client) applies to every call.
 #[derive(Debug, Clone)]
 pub struct EventBridgeSink {
-    client: Transport,
+    client: Client,
     bus: String,
     max_request_bytes: usize,
 }
 
-/// Who sends the `PutEvents` calls.
-#[derive(Debug, Clone)]
-enum Transport {
-    Sdk(Client),
-    Direct(PutEventsClient),
-}
-
 impl EventBridgeSink {
-    /// A sink publishing to the event bus `bus` (name or ARN) with the SDK
-    /// client `client` (its retry and timeout configuration apply to each
-    /// call).
+    /// A sink publishing to the event bus `bus` (name or ARN) with `client`.
     pub fn new(client: Client, bus: impl Into<String>) -> Self {
-        Self::over(Transport::Sdk(client), bus.into())
-    }
-
-    /// A sink publishing to the event bus `bus` (name or ARN) with
-    /// `client`: no retries below the relay's, each call bounded by the
-    /// client's attempt timeout.
-    pub fn with_client(client: PutEventsClient, bus: impl Into<String>) -> Self {
-        Self::over(Transport::Direct(client), bus.into())
-    }
-
-    fn over(client: Transport, bus: String) -> Self {
         Self {
             client,
-            bus,
+            bus: bus.into(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
     }
@@ -130,26 +108,14 @@ impl EventSink for EventBridgeSink {
                 ),
             });
         }
-        let body = match put_events_body(events, &self.bus) {
-            Ok(body) => body,
-            Err(error) => {
-                return Err(SinkError {
-                    class: FailureClass::Permanent,
-                    code: "RequestNotWritten".into(),
-                    message: error.to_string(),
-                });
-            }
-        };
-        let answer = match &self.client {
-            Transport::Sdk(client) => sdk_put_events(client, body).await,
-            Transport::Direct(client) => client.put_events(body).await,
-        };
-        let PutEventsAnswer {
-            failed_entry_count,
-            entries,
-        } = match answer {
-            Ok(answer) => answer,
-            Err(error) => {
+        let entries = events
+            .iter()
+            .map(|event| to_put_events_entry(event, &self.bus))
+            .collect();
+        let output = match self.client.put_events().set_entries(Some(entries)).send().await {
+            Ok(output) => output,
+            Err(err) => {
+                let error = classify_call_error(err);
                 tracing::warn!(
                     bus = %self.bus,
                     entries = events.len(),
@@ -161,15 +127,15 @@ impl EventSink for EventBridgeSink {
                 return Err(error);
             }
         };
-        let results = read_results(events, &entries);
+        let results = read_results(events, output.entries());
         let failed = results
             .iter()
             .filter(|r| matches!(r, EntryResult::Failed { .. }))
             .count();
-        if usize::try_from(failed_entry_count).ok() != Some(failed) {
+        if usize::try_from(output.failed_entry_count()).ok() != Some(failed) {
             tracing::warn!(
                 bus = %self.bus,
-                reported = failed_entry_count,
+                reported = output.failed_entry_count(),
                 counted = failed,
                 "FailedEntryCount disagrees with the result entries"
             );
@@ -181,7 +147,7 @@ impl EventSink for EventBridgeSink {
 
 /// Turns the response's result entries (positionally aligned with the
 /// request entries) into one [`EntryResult`] per event.
-fn read_results(events: &[&OutboxEvent], results: &[ResultEntry]) -> Vec<EntryResult> {
+fn read_results(events: &[&OutboxEvent], results: &[PutEventsResultEntry]) -> Vec<EntryResult> {
     if results.len() > events.len() {
         tracing::warn!(
             requested = events.len(),
@@ -205,10 +171,10 @@ fn read_results(events: &[&OutboxEvent], results: &[ResultEntry]) -> Vec<EntryRe
                     ),
                 }
             }
-            Some(result) => match result.error_code.as_deref() {
+            Some(result) => match result.error_code() {
                 None => EntryResult::Published,
                 Some(code) => {
-                    let message = result.error_message.as_deref().unwrap_or_default();
+                    let message = result.error_message().unwrap_or_default();
                     let class = classify_entry_error(code, message);
                     tracing::debug!(
                         event_id = %event.id(),
@@ -229,50 +195,17 @@ fn read_results(events: &[&OutboxEvent], results: &[ResultEntry]) -> Vec<EntryRe
         .collect()
 }
 
-/// Sends `body` through the SDK client: the SDK serialises an empty request
-/// and its body is replaced with `body` before each attempt is signed, so
-/// the signature, the retries and the response handling stay the SDK's.
-async fn sdk_put_events(client: &Client, body: Vec<u8>) -> Result<PutEventsAnswer, SinkError> {
-    let length = body.len().to_string();
-    let body = SdkBody::from(body);
-    let call = client
-        .put_events()
-        .set_entries(Some(Vec::new()))
-        .customize()
-        .mutate_request(move |request| {
-            if let Some(copy) = body.try_clone() {
-                *request.body_mut() = copy;
-                request.headers_mut().insert("content-length", length.clone());
-            }
-        });
-    match call.send().await {
-        Ok(output) => Ok(PutEventsAnswer {
-            failed_entry_count: i64::from(output.failed_entry_count()),
-            entries: output
-                .entries
-                .unwrap_or_default()
-                .into_iter()
-                .map(|entry| ResultEntry {
-                    event_id: entry.event_id,
-                    error_code: entry.error_code,
-                    error_message: entry.error_message,
-                })
-                .collect(),
-        }),
-        Err(err) => Err(classify_call_error(err)),
-    }
-}
-
 /// Turns a failed `PutEvents` call into a [`SinkError`] with its retry class.
 ///
 /// Timeouts, dispatch (connection) failures and unreadable responses are
-/// transient; a service error is transient when its code is throttling or an
-/// internal failure or its HTTP status is 429 or 5xx, and permanent otherwise
-/// (access denied, missing bus, validation, ...). A request that could not be
-/// built is permanent.
+/// transient. A service error is transient when the SDK's retry classifiers
+/// would call it so: a throttling or transient error code, an error modeled
+/// as retryable, or HTTP 429 or 5xx; it is permanent otherwise (access
+/// denied, missing bus, validation, ...). A request that could not be built
+/// is permanent.
 fn classify_call_error<E>(err: SdkError<E, HttpResponse>) -> SinkError
 where
-    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    E: ProvideErrorMetadata + ProvideErrorKind + StdError + Send + Sync + 'static,
 {
     let chain = DisplayErrorContext(&err).to_string();
     let (class, code) = match &err {
@@ -288,9 +221,18 @@ where
         SdkError::ResponseError(_) => (FailureClass::Transient, "ResponseError".to_owned()),
         SdkError::ServiceError(service) => {
             let status = u16::from(service.raw().status());
-            let code = service.err().code().map(str::to_owned);
-            let class = call_error_class(code.as_deref(), status);
-            (class, code.unwrap_or_else(|| format!("HTTP{status}")))
+            let code = ProvideErrorMetadata::code(service.err());
+            let transient = code
+                .is_some_and(|c| THROTTLING_ERRORS.contains(&c) || TRANSIENT_ERRORS.contains(&c))
+                || service.err().retryable_error_kind().is_some()
+                || status == 429
+                || status >= 500;
+            let class = if transient {
+                FailureClass::Transient
+            } else {
+                FailureClass::Permanent
+            };
+            (class, code.map_or_else(|| format!("HTTP{status}"), str::to_owned))
         }
         SdkError::ConstructionFailure(_) => (FailureClass::Permanent, "ConstructionFailure".to_owned()),
         _ => (FailureClass::Transient, "Unknown".to_owned()),
@@ -308,6 +250,7 @@ mod tests {
     use aws_sdk_eventbridge::error::{ConnectorError, ErrorMetadata};
     use aws_sdk_eventbridge::operation::put_events::PutEventsError;
     use aws_sdk_eventbridge::types::error::InternalException;
+    use aws_smithy_types::body::SdkBody;
     use chrono::{TimeZone, Utc};
     use outbox_core::FixedClock;
 
@@ -467,15 +410,11 @@ mod tests {
         let events = events(3);
         let refs: Vec<&OutboxEvent> = events.iter().collect();
         let results = [
-            ResultEntry {
-                event_id: Some("e-1".into()),
-                ..ResultEntry::default()
-            },
-            ResultEntry {
-                error_code: Some("MalformedDetail".into()),
-                error_message: Some("bad json".into()),
-                ..ResultEntry::default()
-            },
+            PutEventsResultEntry::builder().event_id("e-1").build(),
+            PutEventsResultEntry::builder()
+                .error_code("MalformedDetail")
+                .error_message("bad json")
+                .build(),
         ];
         let read = read_results(&refs, &results);
         assert_eq!(read.len(), 3);

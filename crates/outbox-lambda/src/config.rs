@@ -34,17 +34,9 @@ pub const ENV_RETRY_MAX_MS: &str = "OUTBOX_RETRY_MAX_MS";
 pub const ENV_DEADLINE_MARGIN_MS: &str = "OUTBOX_DEADLINE_MARGIN_MS";
 /// CloudWatch namespace of the EMF metrics (default `OutboxRelay`).
 pub const ENV_METRICS_NAMESPACE: &str = "OUTBOX_METRICS_NAMESPACE";
-/// Which client sends the PutEvents calls: `direct` (default: the relay's own
-/// signed requests, [`outbox_eventbridge::PutEventsClient`]) or `sdk` (the
-/// AWS SDK's client).
-pub const ENV_EVENTBRIDGE_CLIENT: &str = "OUTBOX_EVENTBRIDGE_CLIENT";
-/// Longest PutEvents call of the `direct` client in milliseconds, answer
-/// included (default 10000).
+/// Longest PutEvents call attempt in milliseconds, answer included
+/// (default 10000): the SDK client's operation attempt timeout.
 pub const ENV_PUT_EVENTS_TIMEOUT_MS: &str = "OUTBOX_PUT_EVENTS_TIMEOUT_MS";
-/// Endpoint override for EventBridge (local emulators only).
-pub const ENV_EVENTBRIDGE_ENDPOINT: &str = "OUTBOX_EVENTBRIDGE_ENDPOINT";
-/// Endpoint override for SQS (local emulators only).
-pub const ENV_SQS_ENDPOINT: &str = "OUTBOX_SQS_ENDPOINT";
 
 /// Every variable the function reads, for the test that compares them with
 /// the deployment templates.
@@ -62,10 +54,7 @@ pub const ALL_VARIABLES: &[&str] = &[
     ENV_RETRY_MAX_MS,
     ENV_DEADLINE_MARGIN_MS,
     ENV_METRICS_NAMESPACE,
-    ENV_EVENTBRIDGE_CLIENT,
     ENV_PUT_EVENTS_TIMEOUT_MS,
-    ENV_EVENTBRIDGE_ENDPOINT,
-    ENV_SQS_ENDPOINT,
 ];
 
 /// A configuration problem: the whole invocation fails, naming the variable.
@@ -90,17 +79,6 @@ pub enum ConfigError {
     },
 }
 
-/// Which client sends the `PutEvents` calls ([`ENV_EVENTBRIDGE_CLIENT`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EventBridgeClient {
-    /// [`outbox_eventbridge::PutEventsClient`]: the relay signs and sends
-    /// each call itself; retries are the relay's.
-    #[default]
-    Direct,
-    /// The AWS SDK's EventBridge client (its retries come first).
-    Sdk,
-}
-
 /// The relay function's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -119,14 +97,8 @@ pub struct Config {
     pub relay: RelayConfig,
     /// EMF namespace.
     pub metrics_namespace: String,
-    /// Who sends the PutEvents calls.
-    pub eventbridge_client: EventBridgeClient,
-    /// Longest PutEvents call of the direct client.
+    /// Longest PutEvents call attempt.
     pub put_events_timeout: Duration,
-    /// EventBridge endpoint override.
-    pub eventbridge_endpoint: Option<String>,
-    /// SQS endpoint override.
-    pub sqs_endpoint: Option<String>,
 }
 
 impl Config {
@@ -168,17 +140,6 @@ impl Config {
             base_delay: Duration::from_millis(number(ENV_RETRY_BASE_MS, 50, 1)?),
             max_delay: Duration::from_millis(number(ENV_RETRY_MAX_MS, 5000, 1)?),
         };
-        let eventbridge_client = match get(ENV_EVENTBRIDGE_CLIENT).as_deref().map(str::trim) {
-            None | Some("direct") => EventBridgeClient::Direct,
-            Some("sdk") => EventBridgeClient::Sdk,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: ENV_EVENTBRIDGE_CLIENT,
-                    value: other.to_owned(),
-                    reason: "must be `direct` or `sdk`".to_owned(),
-                });
-            }
-        };
         Ok(Self {
             event_bus_name: required(ENV_EVENT_BUS_NAME)?,
             quarantine_queue_url: required(ENV_QUARANTINE_QUEUE_URL)?,
@@ -192,10 +153,7 @@ impl Config {
                 deadline_margin: Duration::from_millis(number(ENV_DEADLINE_MARGIN_MS, 2000, 0)?),
             },
             metrics_namespace: get(ENV_METRICS_NAMESPACE).unwrap_or_else(|| "OutboxRelay".into()),
-            eventbridge_client,
             put_events_timeout: Duration::from_millis(number(ENV_PUT_EVENTS_TIMEOUT_MS, 10_000, 1)?),
-            eventbridge_endpoint: get(ENV_EVENTBRIDGE_ENDPOINT),
-            sqs_endpoint: get(ENV_SQS_ENDPOINT),
         })
     }
 
@@ -230,31 +188,7 @@ mod tests {
         assert_eq!(c.max_request_bytes, 262_144);
         assert_eq!(c.relay, RelayConfig::default());
         assert_eq!(c.metrics_namespace, "OutboxRelay");
-        assert_eq!(c.eventbridge_endpoint, None);
-        assert_eq!(c.eventbridge_client, EventBridgeClient::Direct);
         assert_eq!(c.put_events_timeout, Duration::from_secs(10));
-    }
-
-    #[test]
-    fn the_client_is_chosen_by_name_and_an_unknown_one_is_refused() {
-        let mut vars = base();
-        vars.insert(ENV_EVENTBRIDGE_CLIENT, "sdk".into());
-        vars.insert(ENV_PUT_EVENTS_TIMEOUT_MS, "2500".into());
-        let c = parse(&vars).unwrap();
-        assert_eq!(c.eventbridge_client, EventBridgeClient::Sdk);
-        assert_eq!(c.put_events_timeout, Duration::from_millis(2500));
-        vars.insert(ENV_EVENTBRIDGE_CLIENT, "direct".into());
-        assert_eq!(
-            parse(&vars).unwrap().eventbridge_client,
-            EventBridgeClient::Direct
-        );
-        vars.insert(ENV_EVENTBRIDGE_CLIENT, "boto3".into());
-        let err = parse(&vars).unwrap_err();
-        assert!(
-            matches!(&err, ConfigError::Invalid { name, value, .. } if *name == ENV_EVENTBRIDGE_CLIENT && value == "boto3"),
-            "{err}"
-        );
-        assert!(err.to_string().contains("`direct` or `sdk`"), "{err}");
     }
 
     #[test]
@@ -300,7 +234,7 @@ mod tests {
             (ENV_RETRY_BASE_MS, "10"),
             (ENV_RETRY_MAX_MS, "100"),
             (ENV_DEADLINE_MARGIN_MS, "500"),
-            (ENV_EVENTBRIDGE_ENDPOINT, "http://127.0.0.1:5000"),
+            (ENV_PUT_EVENTS_TIMEOUT_MS, "2500"),
         ] {
             vars.insert(k, v.into());
         }
@@ -313,6 +247,6 @@ mod tests {
         assert_eq!(c.relay.retry.max_retries, 0);
         assert_eq!(c.relay.retry.base_delay, Duration::from_millis(10));
         assert_eq!(c.relay.deadline_margin, Duration::from_millis(500));
-        assert_eq!(c.eventbridge_endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(c.put_events_timeout, Duration::from_millis(2500));
     }
 }

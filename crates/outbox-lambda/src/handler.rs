@@ -155,7 +155,9 @@ pub fn response_for(outcome: &BatchOutcome) -> DynamoDbEventResponse {
     response
 }
 
-/// The invocation deadline as an `Instant`, from Lambda's epoch milliseconds.
+/// The invocation deadline as an `Instant`, from Lambda's epoch
+/// milliseconds: `None` for 0 (no deadline, as in `Context::default()`) and
+/// for a deadline too far ahead for the monotonic clock to represent.
 pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Option<Instant> {
     if deadline_ms == 0 {
         return None;
@@ -165,12 +167,27 @@ pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Option<Instant> {
         .map(|d| d.as_millis())
         .unwrap_or_default();
     let remaining = u128::from(deadline_ms).saturating_sub(now_ms);
-    Some(Instant::now() + Duration::from_millis(u64::try_from(remaining).unwrap_or(u64::MAX)))
+    Instant::now().checked_add(Duration::from_millis(
+        u64::try_from(remaining).unwrap_or(u64::MAX),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_too_far_ahead_is_no_deadline() {
+        assert_eq!(deadline_from_epoch_ms(u64::MAX), None);
+        assert_eq!(deadline_from_epoch_ms(0), None);
+        let soon = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() + 60_000;
+        let deadline = deadline_from_epoch_ms(u64::try_from(soon).unwrap()).unwrap();
+        let left = deadline - Instant::now();
+        assert!(
+            left > Duration::from_secs(55) && left <= Duration::from_secs(60),
+            "{left:?}"
+        );
+    }
     use std::sync::Mutex;
 
     use aws_lambda_events::event::dynamodb::Event;

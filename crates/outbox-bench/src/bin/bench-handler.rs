@@ -33,7 +33,7 @@ use outbox_bench::harness::{bench_handler, measure_handler, parse_event, run_lam
 use outbox_bench::measure::{median, ms, proc_status_kib, range, self_usage};
 use outbox_core::{Decoded, EventSink, OutboxEvent};
 use outbox_dynamodb::{DynamoDbStreamDecoder, OutboxSchema};
-use outbox_eventbridge::{MAX_PUT_EVENTS_ENTRIES, put_events_body};
+use outbox_eventbridge::MAX_PUT_EVENTS_ENTRIES;
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -145,7 +145,7 @@ async fn handler_mode(
     // The endpoint's own round trip for a request of this batch's first
     // chunk, through a bare HTTP client: the floor of every call.
     let first_refs: Vec<&OutboxEvent> = events.iter().take(MAX_PUT_EVENTS_ENTRIES).collect();
-    let body = put_events_body(&first_refs, "bench-bus")?;
+    let body = outbox_bench::harness::put_events_body(&first_refs, "bench-bus");
     let bare = bare_round_trips(&endpoint, &body, 20).await?;
     let bare_ms: Vec<f64> = bare.iter().map(|d| ms(*d)).collect();
     let handler = bench_handler(&endpoint, concurrency)?;
@@ -173,10 +173,8 @@ async fn handler_mode(
     let rounds = calls.div_ceil(concurrency.max(1)) as f64;
     let bound = latency_ms.map(|l| rounds * l);
     let measured_bound = rounds * median(&bare_ms);
-    let client = std::env::var(outbox_lambda::ENV_EVENTBRIDGE_CLIENT).unwrap_or_else(|_| "direct".to_owned());
     let line = json!({
         "mode": "handler",
-        "client": client,
         "event": name_of(&event_path),
         "event_bytes": text.len(),
         "records": records,
