@@ -3,8 +3,8 @@
 # invoked with the JSON fixtures, must answer the expected batchItemFailures; `outbox invoke`
 # (the same handler outside Lambda) must print the same response.
 #
-# Needs the emulators running and their env loaded (OUTBOX_DYNAMODB_ENDPOINT,
-# OUTBOX_MOTO_ENDPOINT, AWS_*): scripts/test.sh runs it that way. cargo-lambda comes
+# Needs the emulators running and their env loaded (AWS_ENDPOINT_URL_*,
+# AWS_*): scripts/test.sh runs it that way. cargo-lambda comes
 # from .tools/cargo-lambda-venv (scripts/emulators.sh install).
 set -euo pipefail
 
@@ -14,17 +14,15 @@ TOOLS_DIR=${OUTBOX_TOOLS_DIR:-$REPO_DIR/.tools}
 export PATH="$TOOLS_DIR/cargo-lambda-venv/bin:$PATH"
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_DIR/target}
 FIXTURES=$REPO_DIR/tests/fixtures
-: "${OUTBOX_DYNAMODB_ENDPOINT:?start the emulators first (scripts/emulators.sh start DIR && . DIR/env)}"
-: "${OUTBOX_MOTO_ENDPOINT:?start the emulators first}"
+: "${AWS_ENDPOINT_URL_DYNAMODB:?start the emulators first (scripts/emulators.sh start DIR && . DIR/env)}"
+: "${AWS_ENDPOINT_URL_EVENTBRIDGE:?start the emulators first}"
 
 log() { printf 'lambda-check: %s\n' "$*" >&2; }
 fail() { log "FAILED: $*"; exit 1; }
 
 cargo build --quiet -p outbox-cli --bin outbox -p outbox-lambda --bin outbox-lambda
 prefix="lambda-check-$$-$(date +%s)"
-stack=$("$TARGET_DIR/debug/outbox" bootstrap --prefix "$prefix")
-eval "$(printf '%s\n' "$stack" | sed 's/^/export /')"
-export OUTBOX_EVENTBRIDGE_ENDPOINT=$OUTBOX_MOTO_ENDPOINT OUTBOX_SQS_ENDPOINT=$OUTBOX_MOTO_ENDPOINT
+eval "$("$TARGET_DIR/debug/outbox" bootstrap --prefix "$prefix")"
 export OUTBOX_RETRY_BASE_MS=5 OUTBOX_MAX_RETRIES=1
 
 WATCH_PID=

@@ -2,16 +2,60 @@
 //! that `scripts/test.sh` starts, and unique resource names so tests can run
 //! in parallel against one emulator.
 //!
-//! The emulators' endpoints come from `OUTBOX_DYNAMODB_ENDPOINT` and
-//! `OUTBOX_MOTO_ENDPOINT`. A test that needs one and does not find it fails
-//! with a message saying how to start them: emulator tests never skip.
+//! The emulators' endpoints come from the AWS SDK's own variables, as
+//! `scripts/emulators.sh start` exports them: `AWS_ENDPOINT_URL_DYNAMODB`
+//! (DynamoDB Local, which serves Streams too) and
+//! `AWS_ENDPOINT_URL_EVENTBRIDGE` (moto, which serves SQS and S3 too). A
+//! test that needs one and does not find it fails with a message saying how
+//! to start them: emulator tests never skip.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Variable holding DynamoDB Local's endpoint (set by `scripts/emulators.sh start`).
-pub const DYNAMODB_ENDPOINT_VAR: &str = "OUTBOX_DYNAMODB_ENDPOINT";
-/// Variable holding moto server's endpoint (set by `scripts/emulators.sh start`).
-pub const MOTO_ENDPOINT_VAR: &str = "OUTBOX_MOTO_ENDPOINT";
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::Credentials;
+
+/// Variable holding DynamoDB Local's endpoint.
+pub const DYNAMODB_ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL_DYNAMODB";
+/// Variable holding moto server's endpoint.
+pub const MOTO_ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL_EVENTBRIDGE";
+/// Region of every client made here.
+pub const REGION: &str = "us-east-1";
+
+fn credentials() -> Credentials {
+    Credentials::new("test", "test", None, None, "outbox-tests")
+}
+
+/// The AWS configuration the commands load, with the tests' region and
+/// credentials: the endpoints come from the `AWS_ENDPOINT_URL_*` variables.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(credentials())
+        .load()
+        .await
+}
+
+/// An SDK configuration whose every client goes to `endpoint`.
+pub fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+            credentials(),
+        ))
+        .build()
+}
+
+/// An EventBridge client for `endpoint` (moto, or a test's fault proxy).
+pub fn eventbridge_client(endpoint: &str) -> aws_sdk_eventbridge::Client {
+    aws_sdk_eventbridge::Client::new(&sdk_config_at(endpoint))
+}
+
+/// An SQS client for `endpoint` (moto).
+pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&sdk_config_at(endpoint))
+}
 
 /// The endpoint in `var`, or a panic that says how to get one.
 pub fn endpoint(var: &str) -> String {
@@ -26,18 +70,18 @@ pub fn endpoint(var: &str) -> String {
 
 /// A DynamoDB client for DynamoDB Local.
 pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {
-    outbox_cli::local::dynamodb_client(&endpoint(DYNAMODB_ENDPOINT_VAR))
+    dynamodb_client_at(&endpoint(DYNAMODB_ENDPOINT_VAR))
 }
 
 /// A DynamoDB client for another endpoint (e.g. an unreachable one, to prove
 /// that no call is made).
 pub fn dynamodb_client_at(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    outbox_cli::local::dynamodb_client(endpoint)
+    aws_sdk_dynamodb::Client::new(&sdk_config_at(endpoint))
 }
 
 /// A DynamoDB Streams client for DynamoDB Local.
 pub fn streams_client() -> aws_sdk_dynamodbstreams::Client {
-    outbox_cli::local::streams_client(&endpoint(DYNAMODB_ENDPOINT_VAR))
+    aws_sdk_dynamodbstreams::Client::new(&sdk_config_at(&endpoint(DYNAMODB_ENDPOINT_VAR)))
 }
 
 /// A name no other test in this run uses: `<prefix>-<pid>-<n>-<random>`.

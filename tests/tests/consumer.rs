@@ -10,7 +10,6 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{TimeDelta, Utc};
 use outbox_cli::bootstrap::{create_local_stack, drain_queue};
-use outbox_cli::local::{eventbridge_client, sqs_client};
 use outbox_consumer::{
     Claim, ConsumerError, IdempotencyStore, IdempotentConsumer, Processed, RecordStatus,
     create_idempotency_table, outbox_event_from_eventbridge,
@@ -18,6 +17,7 @@ use outbox_consumer::{
 use outbox_core::{EventSink, FixedClock, OutboxEvent, SystemClock};
 use outbox_eventbridge::EventBridgeSink;
 use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
+use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
 

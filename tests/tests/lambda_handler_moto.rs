@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{Context, LambdaEvent};
 use outbox_cli::bootstrap::{LocalStack, create_local_stack, drain_queue};
-use outbox_cli::local::{eventbridge_client, sqs_client};
 use outbox_dynamodb::LambdaStreamBatch;
 use outbox_eventbridge::QuarantineMessage;
 use outbox_lambda::{Config, ENV_EVENT_BUS_NAME, ENV_QUARANTINE_QUEUE_URL, ENV_TABLE_NAME, build_handler};
 use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
+use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Event {
@@ -34,13 +34,10 @@ async fn stack() -> LocalStack {
 }
 
 fn handler_config(stack: &LocalStack, quarantine_url: &str) -> Config {
-    let moto = endpoint(MOTO_ENDPOINT_VAR);
     let vars = HashMap::from([
         (ENV_EVENT_BUS_NAME, stack.bus.bus.clone()),
         (ENV_QUARANTINE_QUEUE_URL, quarantine_url.to_owned()),
         (ENV_TABLE_NAME, stack.table.clone()),
-        (outbox_lambda::ENV_EVENTBRIDGE_ENDPOINT, moto.clone()),
-        (outbox_lambda::ENV_SQS_ENDPOINT, moto),
         (outbox_lambda::ENV_RETRY_BASE_MS, "5".to_owned()),
         (outbox_lambda::ENV_MAX_RETRIES, "2".to_owned()),
     ]);
@@ -67,9 +64,8 @@ async fn a_mixed_batch_publishes_the_events_quarantines_the_poison_and_reports_n
     let stack = stack().await;
     let handler = build_handler(
         &handler_config(&stack, &stack.quarantine.url),
-        &outbox_cli::local::sdk_config(),
-    )
-    .unwrap();
+        &outbox_tests::sdk_config().await,
+    );
     let event = fixture("dynamodb-mixed-batch.json");
     let expected = valid_event_ids(&event);
     assert!(expected.len() >= 2, "the fixture has valid events");
@@ -115,9 +111,8 @@ async fn a_quarantine_that_cannot_take_the_poison_record_makes_it_the_batch_item
     let missing = format!("{}-does-not-exist", stack.quarantine.url);
     let handler = build_handler(
         &handler_config(&stack, &missing),
-        &outbox_cli::local::sdk_config(),
-    )
-    .unwrap();
+        &outbox_tests::sdk_config().await,
+    );
     let event = fixture("dynamodb-mixed-batch.json");
     let decoder = outbox_dynamodb::DynamoDbStreamDecoder::new(outbox_dynamodb::OutboxSchema::new("t"));
     let poison_position = event
@@ -148,7 +143,7 @@ async fn a_bus_that_does_not_exist_fails_every_event_without_quarantining_any() 
     let stack = stack().await;
     let mut config = handler_config(&stack, &stack.quarantine.url);
     config.event_bus_name = format!("{}-missing", stack.bus.bus);
-    let handler = build_handler(&config, &outbox_cli::local::sdk_config()).unwrap();
+    let handler = build_handler(&config, &outbox_tests::sdk_config().await);
     let event = fixture("dynamodb-insert.json");
     let first = event.records[0].change.sequence_number.clone();
     let response = handler

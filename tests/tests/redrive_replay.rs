@@ -8,13 +8,13 @@ use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use outbox_cli::bootstrap::{LocalStack, create_local_stack, drain_queue};
-use outbox_cli::local::{eventbridge_client, sqs_client};
 use outbox_cli::redrive::{RedriveOptions, redrive};
 use outbox_cli::replay::{ReplayOptions, ReplaySelection, replay};
 use outbox_core::{FixedClock, OutboxEvent, Quarantine, QuarantinedRecord, SystemClock};
 use outbox_dynamodb::{DynamoDbOutboxWriter, OutboxSchema, OutboxTransaction};
 use outbox_eventbridge::{EventBridgeSink, QuarantineMessage, SqsQuarantine};
 use outbox_tests::{DYNAMODB_ENDPOINT_VAR, MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
+use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::{Value, json};
 
 const SOURCE: &str = "com.example.orders";
@@ -388,9 +388,9 @@ fn outbox(args: &[&str]) -> Output {
         .env_remove("OUTBOX_EVENT_BUS_NAME")
         .env_remove("OUTBOX_TABLE_NAME")
         .env_remove("OUTBOX_QUARANTINE_QUEUE_URL")
-        .env("OUTBOX_EVENTBRIDGE_ENDPOINT", &moto)
-        .env("OUTBOX_SQS_ENDPOINT", &moto)
-        .env("OUTBOX_DYNAMODB_ENDPOINT", endpoint(DYNAMODB_ENDPOINT_VAR))
+        .env("AWS_ENDPOINT_URL_EVENTBRIDGE", &moto)
+        .env("AWS_ENDPOINT_URL_SQS", &moto)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", endpoint(DYNAMODB_ENDPOINT_VAR))
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use outbox_cli::bootstrap::{LocalStack, create_local_stack, drain_queue};
-use outbox_cli::local::{eventbridge_client, sqs_client};
 use outbox_cli::relay::{RunnerOptions, run_dynamodb};
 use outbox_core::{OutboxEvent, SystemClock};
 use outbox_dynamodb::{ATTR_SEQUENCE, DynamoDbOutboxWriter, OutboxSchema, OutboxTransaction, RunnerConfig};
 use outbox_eventbridge::QuarantineMessage;
 use outbox_lambda::Config;
-use outbox_tests::{DYNAMODB_ENDPOINT_VAR, MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
+use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
+use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::{Value, json};
 
 const SOURCE: &str = "com.example.orders";
@@ -36,7 +36,6 @@ async fn stack(prefix: &str) -> LocalStack {
 }
 
 fn relay_env(stack: &LocalStack) -> HashMap<&'static str, String> {
-    let moto = endpoint(MOTO_ENDPOINT_VAR);
     HashMap::from([
         (outbox_lambda::ENV_TABLE_NAME, stack.table.clone()),
         (outbox_lambda::ENV_EVENT_BUS_NAME, stack.bus.bus.clone()),
@@ -44,8 +43,6 @@ fn relay_env(stack: &LocalStack) -> HashMap<&'static str, String> {
             outbox_lambda::ENV_QUARANTINE_QUEUE_URL,
             stack.quarantine.url.clone(),
         ),
-        (outbox_lambda::ENV_EVENTBRIDGE_ENDPOINT, moto.clone()),
-        (outbox_lambda::ENV_SQS_ENDPOINT, moto),
     ])
 }
 
@@ -127,11 +124,10 @@ async fn every_event_arrives_through_the_bus_and_the_poison_item_is_quarantined_
         create_lease_table: true,
         on_failure_queue_url: stack.on_failure.url.clone(),
         runner,
-        dynamodb_endpoint: Some(endpoint(DYNAMODB_ENDPOINT_VAR)),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let relay = tokio::spawn(async move {
-        run_dynamodb(&config, &options, &outbox_cli::local::sdk_config(), async move {
+        run_dynamodb(&config, &options, &outbox_tests::sdk_config().await, async move {
             let _ = stopped.await;
         })
         .await
@@ -187,7 +183,6 @@ fn spawn_runner(stack: &LocalStack, owner: &str) -> Child {
         .env("OUTBOX_LEASE_TABLE", format!("{}-leases", stack.table))
         .env("OUTBOX_ON_FAILURE_QUEUE_URL", &stack.on_failure.url)
         .env("OUTBOX_RUNNER_OWNER", owner)
-        .env("OUTBOX_DYNAMODB_ENDPOINT", endpoint(DYNAMODB_ENDPOINT_VAR))
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")

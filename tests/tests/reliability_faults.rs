@@ -4,11 +4,10 @@
 //! or after forwarding it), dropped connections (before or after
 //! forwarding), and per-entry failures (entries taken out of the request and
 //! reported failed in an HTTP 200), in 20 % and in 50 % of the calls. The
-//! production sink and quarantine (`build_sink_and_quarantine`) publish
-//! through it, with the relay's own client (`PutEventsClient`, which never
-//! retries below the relay) and with the SDK's client (its retries
-//! disabled), so every fault reaches the relay; the test plays the Lambda host, re-sending the batch from the
-//! reported failure until none is reported.
+//! production sink publishes through it with the SDK's client (its retries
+//! disabled, so every fault reaches the relay); the test plays the Lambda
+//! host, re-sending the batch from the reported failure until none is
+//! reported.
 //!
 //! Every event id must arrive at the bus's target queue at least once,
 //! nothing else may arrive, the poison records must be in the quarantine, and
@@ -27,11 +26,11 @@ use std::time::{Duration, Instant};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use outbox_cli::bootstrap::{LocalStack, create_local_stack, drain_queue};
-use outbox_cli::local::{eventbridge_client, sqs_client};
 use outbox_core::{Decoded, OutboxEvent, Relay, RelayRecord, SystemClock};
-use outbox_eventbridge::QuarantineMessage;
-use outbox_lambda::{Config, build_sink_and_quarantine};
+use outbox_eventbridge::{EventBridgeSink, QuarantineMessage, SqsQuarantine};
+use outbox_lambda::Config;
 use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
+use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::{Value, json};
 
 const SOURCE: &str = "com.example.orders";
@@ -436,7 +435,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// Relays `count` records through a proxy injecting faults into `rate` of
 /// the calls, with `max_retries` relay retries per invocation, and checks
 /// and prints what arrived.
-async fn relay_through_faults(client: &str, rate: f64, seed: u64, count: usize, max_retries: u32) {
+async fn relay_through_faults(rate: f64, seed: u64, count: usize, max_retries: u32) {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let stack = stack().await;
     let moto = endpoint(MOTO_ENDPOINT_VAR);
@@ -448,19 +447,16 @@ async fn relay_through_faults(client: &str, rate: f64, seed: u64, count: usize, 
             outbox_lambda::ENV_QUARANTINE_QUEUE_URL,
             stack.quarantine.url.clone(),
         ),
-        (outbox_lambda::ENV_EVENTBRIDGE_ENDPOINT, proxy.url.clone()),
-        (outbox_lambda::ENV_SQS_ENDPOINT, moto.clone()),
         (outbox_lambda::ENV_MAX_RETRIES, max_retries.to_string()),
         (outbox_lambda::ENV_RETRY_BASE_MS, "5".to_owned()),
         (outbox_lambda::ENV_RETRY_MAX_MS, "80".to_owned()),
-        (outbox_lambda::ENV_EVENTBRIDGE_CLIENT, client.to_owned()),
         (
             outbox_lambda::ENV_PUT_EVENTS_TIMEOUT_MS,
             ATTEMPT_TIMEOUT.as_millis().to_string(),
         ),
     ]);
     let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    let sdk = outbox_cli::local::sdk_config()
+    let sdk = outbox_tests::sdk_config_at(&proxy.url)
         .into_builder()
         .retry_config(RetryConfig::disabled())
         .timeout_config(
@@ -469,7 +465,8 @@ async fn relay_through_faults(client: &str, rate: f64, seed: u64, count: usize, 
                 .build(),
         )
         .build();
-    let (sink, quarantine) = build_sink_and_quarantine(&config, &sdk).unwrap();
+    let sink = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(&sdk), &config.event_bus_name);
+    let quarantine = SqsQuarantine::new(sqs_client(&moto), &config.quarantine_queue_url);
     let relay = Relay::new(sink, quarantine, config.relay.clone());
 
     let (records, wanted, poison) = records(count, 25);
@@ -555,7 +552,7 @@ async fn relay_through_faults(client: &str, rate: f64, seed: u64, count: usize, 
     let mut by_kind: Vec<_> = stats.faults.iter().map(|(k, v)| format!("{k:?}={v}")).collect();
     by_kind.sort();
     eprintln!(
-        "fault test ({client} client) at {:.0}% of calls: {} events + {poison} poison records in {:.1} s; {} PutEvents calls, \
+        "fault test at {:.0}% of calls: {} events + {poison} poison records in {:.1} s; {} PutEvents calls, \
          {injected} faults injected ({}), {} entries failed in HTTP 200s, {retried} entry retries, \
          {invocations} invocations ({reported_failures} with a reported failure), {} calls answered by moto after \
          the SDK's timeout; delivered {}, missing {missing}, duplicates {duplicates} (bound {}: {} entries whose \
@@ -601,17 +598,12 @@ async fn relay_through_faults(client: &str, rate: f64, seed: u64, count: usize, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_faults_in_a_fifth_of_the_calls_every_event_arrives_and_duplicates_are_bounded() {
-    relay_through_faults("direct", 0.20, 20, 400, 6).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_the_sdk_client_with_faults_in_a_fifth_of_the_calls_every_event_arrives() {
-    relay_through_faults("sdk", 0.20, 21, 400, 6).await;
+    relay_through_faults(0.20, 20, 400, 6).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_faults_in_half_of_the_calls_every_event_arrives_and_duplicates_are_bounded() {
     // Three retries only: some records exhaust them, are reported, and come
     // back in the next invocation, as Lambda resends from the reported record.
-    relay_through_faults("direct", 0.50, 50, 150, 3).await;
+    relay_through_faults(0.50, 50, 150, 3).await;
 }

@@ -296,14 +296,49 @@ pub struct LocalStack {
 }
 
 impl LocalStack {
-    /// The stack as `NAME=value` lines: the variables the relay reads, plus
-    /// `OUTBOX_TARGET_QUEUE_URL` and `OUTBOX_ON_FAILURE_QUEUE_URL`.
-    pub fn env_lines(&self) -> String {
-        format!(
-            "OUTBOX_TABLE_NAME={}\nOUTBOX_EVENT_BUS_NAME={}\nOUTBOX_QUARANTINE_QUEUE_URL={}\nOUTBOX_ON_FAILURE_QUEUE_URL={}\nOUTBOX_TARGET_QUEUE_URL={}\n",
-            self.table, self.bus.bus, self.quarantine.url, self.on_failure.url, self.bus.target.url
-        )
+    /// The stack as shell `export` lines, so that `eval "$(outbox bootstrap)"`
+    /// configures a shell: the variables the relay reads, plus
+    /// `OUTBOX_TARGET_QUEUE_URL` and `OUTBOX_ON_FAILURE_QUEUE_URL`, and
+    /// `aws` (the AWS variables the stack was made with: region and
+    /// endpoints) so that later commands reach the same services.
+    pub fn env_lines(&self, aws: &[(&str, String)]) -> String {
+        let stack = [
+            ("OUTBOX_TABLE_NAME", self.table.as_str()),
+            ("OUTBOX_EVENT_BUS_NAME", self.bus.bus.as_str()),
+            ("OUTBOX_QUARANTINE_QUEUE_URL", self.quarantine.url.as_str()),
+            ("OUTBOX_ON_FAILURE_QUEUE_URL", self.on_failure.url.as_str()),
+            ("OUTBOX_TARGET_QUEUE_URL", self.bus.target.url.as_str()),
+        ];
+        aws.iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .chain(stack)
+            .map(|(name, value)| format!("export {name}={}\n", shell_quote(value)))
+            .collect()
     }
+}
+
+/// `value` in single quotes, for a POSIX shell.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// The AWS variables that say where the services are (region, endpoints,
+/// profile), as set in this process: what `outbox bootstrap` passes on.
+pub fn aws_location_variables() -> Vec<(&'static str, String)> {
+    const NAMES: [&str; 8] = [
+        "AWS_REGION",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
+        "AWS_ENDPOINT_URL_EVENTBRIDGE",
+        "AWS_ENDPOINT_URL_SQS",
+        "AWS_ENDPOINT_URL_S3",
+    ];
+    NAMES
+        .into_iter()
+        .filter_map(|name| std::env::var(name).ok().map(|value| (name, value)))
+        .collect()
 }
 
 /// Creates the local resources of one relay, all named after `prefix`: the

@@ -63,12 +63,6 @@ pub struct CosmosArgs {
     /// Longest pause between two polls of an idle range, in milliseconds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub max_poll_delay_ms: u64,
-    /// EventBridge endpoint (local emulators only).
-    #[arg(long, env = "OUTBOX_EVENTBRIDGE_ENDPOINT")]
-    pub eventbridge_endpoint: Option<String>,
-    /// SQS endpoint (local emulators only).
-    #[arg(long, env = "OUTBOX_SQS_ENDPOINT")]
-    pub sqs_endpoint: Option<String>,
 }
 
 impl CosmosArgs {
@@ -108,24 +102,10 @@ pub async fn run_cosmos(
     let client = cosmos_client_with_key(&args.endpoint, args.key.clone(), &args.region).await?;
     let monitored = container_client(&client, &args.database, &args.container).await?;
     let leases = container_client(&client, &args.database, &args.lease_container).await?;
-    let mut eventbridge = aws_sdk_eventbridge::config::Builder::from(sdk);
-    if let Some(endpoint) = &args.eventbridge_endpoint {
-        eventbridge = eventbridge.endpoint_url(endpoint);
-    }
-    let mut sqs = aws_sdk_sqs::config::Builder::from(sdk);
-    if let Some(endpoint) = &args.sqs_endpoint {
-        sqs = sqs.endpoint_url(endpoint);
-    }
-    let sink = EventBridgeSink::new(
-        aws_sdk_eventbridge::Client::from_conf(eventbridge.build()),
-        &args.event_bus_name,
-    )
-    .with_max_request_bytes(args.max_request_bytes);
-    let quarantine = SqsQuarantine::new(
-        aws_sdk_sqs::Client::from_conf(sqs.build()),
-        &args.quarantine_queue_url,
-    )
-    .with_origin(format!("cosmos:{}/{}", args.database, args.container));
+    let sink = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &args.event_bus_name)
+        .with_max_request_bytes(args.max_request_bytes);
+    let quarantine = SqsQuarantine::new(aws_sdk_sqs::Client::new(sdk), &args.quarantine_queue_url)
+        .with_origin(format!("cosmos:{}/{}", args.database, args.container));
     // Decoding needs only the marker; the partition key property is not read.
     let schema = CosmosOutboxSchema::new("pk").with_marker_field(&args.marker_field);
     let processor = CosmosChangeFeedProcessor::new(

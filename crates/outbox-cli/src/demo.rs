@@ -14,25 +14,18 @@ use outbox_dynamodb::{
     WriteError, put_versioned,
 };
 use outbox_eventbridge::QuarantineMessage;
-use outbox_lambda::{
-    Config, ENV_EVENT_BUS_NAME, ENV_EVENTBRIDGE_ENDPOINT, ENV_QUARANTINE_QUEUE_URL, ENV_SQS_ENDPOINT,
-    ENV_TABLE_NAME,
-};
+use outbox_lambda::{Config, ENV_EVENT_BUS_NAME, ENV_QUARANTINE_QUEUE_URL, ENV_TABLE_NAME};
 use serde_json::{Value, json};
 
 use crate::bootstrap::{LocalStack, ReceivedMessage, create_local_stack, drain_queue};
-use crate::local::{dynamodb_client, eventbridge_client, sqs_client};
 use crate::relay::{RunnerOptions, run_dynamodb};
 
 const SOURCE: &str = "com.example.orders";
 
-/// What the demo does.
+/// What the demo does. The endpoints come from the AWS configuration
+/// (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`).
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// DynamoDB (Local) endpoint.
-    pub dynamodb_endpoint: String,
-    /// EventBridge and SQS (moto) endpoint.
-    pub moto_endpoint: String,
     /// Orders to place.
     pub orders: u32,
 }
@@ -214,13 +207,11 @@ async fn write_poison(client: &aws_sdk_dynamodb::Client, schema: &OutboxSchema) 
     Ok(())
 }
 
-fn relay_config(stack: &LocalStack, moto: &str) -> Result<Config, outbox_lambda::ConfigError> {
+fn relay_config(stack: &LocalStack) -> Result<Config, outbox_lambda::ConfigError> {
     let vars = HashMap::from([
         (ENV_TABLE_NAME, stack.table.clone()),
         (ENV_EVENT_BUS_NAME, stack.bus.bus.clone()),
         (ENV_QUARANTINE_QUEUE_URL, stack.quarantine.url.clone()),
-        (ENV_EVENTBRIDGE_ENDPOINT, moto.to_owned()),
-        (ENV_SQS_ENDPOINT, moto.to_owned()),
     ]);
     Config::from_lookup(|k| vars.get(k).cloned())
 }
@@ -253,22 +244,22 @@ async fn consume(
 /// then `outbox replay` republishes one aggregate's events through the bus
 /// and the consumer absorbs them as duplicates.
 async fn consumer_stage(
-    options: &DemoOptions,
+    sdk: &aws_config::SdkConfig,
     stack: &LocalStack,
     prefix: &str,
     first_delivery: &[Value],
     out: &mut dyn Write,
 ) -> Result<(usize, usize), DemoError> {
     use outbox_consumer::{IdempotencyStore, IdempotentConsumer, create_idempotency_table};
-    let ddb = dynamodb_client(&options.dynamodb_endpoint);
-    let sqs = sqs_client(&options.moto_endpoint);
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
     let table = format!("{prefix}-idempotency");
     create_idempotency_table(&ddb, &table).await?;
     let consumer = IdempotentConsumer::new(IdempotencyStore::new(ddb.clone(), &table, "demo-consumer"));
     let (ran, _) = consume(&consumer, first_delivery).await?;
 
     let sink =
-        outbox_eventbridge::EventBridgeSink::new(eventbridge_client(&options.moto_endpoint), &stack.bus.bus);
+        outbox_eventbridge::EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &stack.bus.bus);
     let replay = crate::replay::ReplayOptions {
         schema: OutboxSchema::new(&stack.table),
         selection: crate::replay::ReplaySelection::Aggregate {
@@ -314,14 +305,18 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 }
 
 /// Runs the demo, writing what happens to `out`.
-pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
+pub async fn run(
+    sdk: &aws_config::SdkConfig,
+    options: &DemoOptions,
+    out: &mut dyn Write,
+) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
-    let ddb = dynamodb_client(&options.dynamodb_endpoint);
-    let sqs = sqs_client(&options.moto_endpoint);
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
     let prefix = format!("demo-{}", std::process::id());
     let stack = create_local_stack(
         &ddb,
-        &eventbridge_client(&options.moto_endpoint),
+        &aws_sdk_eventbridge::Client::new(sdk),
         &sqs,
         &prefix,
         SOURCE,
@@ -342,7 +337,7 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoRepor
         "wrote one malformed outbox item (`sequence` is a string) to show the quarantine"
     )?;
 
-    let config = relay_config(&stack, &options.moto_endpoint)?;
+    let config = relay_config(&stack)?;
     let mut runner = RunnerConfig::new("demo");
     runner.backoff_initial = Duration::from_millis(50);
     runner.backoff_max = Duration::from_millis(500);
@@ -351,12 +346,11 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoRepor
         create_lease_table: true,
         on_failure_queue_url: stack.on_failure.url.clone(),
         runner,
-        dynamodb_endpoint: Some(options.dynamodb_endpoint.clone()),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sdk = crate::local::sdk_config();
+    let relay_sdk = sdk.clone();
     let relay = tokio::spawn(async move {
-        run_dynamodb(&config, &runner_options, &sdk, async move {
+        run_dynamodb(&config, &runner_options, &relay_sdk, async move {
             let _ = stopped.await;
         })
         .await
@@ -437,7 +431,7 @@ pub async fn run(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoRepor
     }
 
     let envelopes: Vec<Value> = arrivals.iter().map(|(envelope, _)| envelope.clone()).collect();
-    let (consumed, duplicates_absorbed) = consumer_stage(options, &stack, &prefix, &envelopes, out).await?;
+    let (consumed, duplicates_absorbed) = consumer_stage(sdk, &stack, &prefix, &envelopes, out).await?;
 
     latencies.sort_unstable();
     let demo = DemoReport {

@@ -1,6 +1,6 @@
 //! Library half of the `outbox` command: the standalone relay, the handler
-//! on an event file, quarantine redrive and outbox replay, the demo, the
-//! local resources it creates and the clients it builds for local emulators.
+//! on an event file, quarantine redrive and outbox replay, the demo and
+//! the local resources it creates.
 //! The end-to-end tests use the same code, so the demo and the tests share
 //! one definition of the local resources.
 
@@ -8,7 +8,6 @@ pub mod bootstrap;
 pub mod cosmos;
 pub mod demo;
 pub mod invoke;
-pub mod local;
 pub mod redrive;
 pub mod relay;
 pub mod replay;

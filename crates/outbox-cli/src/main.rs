@@ -14,35 +14,29 @@ use outbox_lambda::{Config, build_handler};
 
 /// outbox-relay's command line.
 #[derive(Debug, Parser)]
-#[command(name = "outbox", version, about)]
+#[command(name = "outbox", version, about, after_help = ENDPOINTS_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Where every command finds the AWS services.
+const ENDPOINTS_HELP: &str = "AWS configuration (region, credentials, endpoints) comes from the standard \
+AWS SDK settings: AWS_REGION, AWS_PROFILE, credentials, and for local emulators AWS_ENDPOINT_URL or \
+AWS_ENDPOINT_URL_<SERVICE> (DYNAMODB, DYNAMODB_STREAMS, EVENTBRIDGE, SQS, S3).";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The end-to-end demo on local emulators: writer → stream → relay → EventBridge → SQS.
     Demo {
-        /// DynamoDB endpoint (DynamoDB Local).
-        #[arg(long, env = "OUTBOX_DYNAMODB_ENDPOINT")]
-        dynamodb_endpoint: String,
-        /// EventBridge and SQS endpoint (moto server).
-        #[arg(long, env = "OUTBOX_MOTO_ENDPOINT")]
-        moto_endpoint: String,
         /// Orders to place.
         #[arg(long, default_value_t = 20)]
         orders: u32,
     },
     /// Creates a relay's local resources (outbox table, bus, rule, target,
-    /// quarantine and on-failure queues) and prints them as NAME=value lines.
+    /// quarantine and on-failure queues) and prints them as `export` lines:
+    /// `eval "$(outbox bootstrap)"` configures a shell for the other commands.
     Bootstrap {
-        /// DynamoDB endpoint (DynamoDB Local).
-        #[arg(long, env = "OUTBOX_DYNAMODB_ENDPOINT")]
-        dynamodb_endpoint: String,
-        /// EventBridge and SQS endpoint (moto server, LocalStack).
-        #[arg(long, env = "OUTBOX_MOTO_ENDPOINT")]
-        moto_endpoint: String,
         /// Prefix of every resource name.
         #[arg(long, default_value = "outbox-local")]
         prefix: String,
@@ -66,7 +60,6 @@ enum Command {
     /// quarantined events (all, or each --event-id) with PutEvents, deleting each message
     /// only after the bus accepted its event; what fails stays in the queue. Raw-only
     /// (poison) records are listed and left in the queue: they need fixing first.
-    /// Endpoint overrides: OUTBOX_EVENTBRIDGE_ENDPOINT, OUTBOX_SQS_ENDPOINT.
     Redrive(RedriveArgs),
     /// Republishes a table's outbox events for an aggregate or a time range (--dry-run: only lists).
     ///
@@ -75,7 +68,6 @@ enum Command {
     /// order; both together combine. Only items still in the table can be replayed: items
     /// already removed by the table's TTL (default: 7 days after occurred_at) are gone,
     /// and items past their TTL but not yet removed are left out.
-    /// Endpoint overrides: OUTBOX_DYNAMODB_ENDPOINT, OUTBOX_EVENTBRIDGE_ENDPOINT.
     Replay(ReplayArgs),
 }
 
@@ -106,9 +98,6 @@ enum RelayCommand {
         /// Attempts of a failing record before it goes to the on-failure queue.
         #[arg(long, default_value_t = 5)]
         max_batch_retries: u32,
-        /// DynamoDB and Streams endpoint (DynamoDB Local).
-        #[arg(long, env = "OUTBOX_DYNAMODB_ENDPOINT")]
-        dynamodb_endpoint: Option<String>,
     },
     /// Reads a Cosmos DB container's change feed and publishes its outbox documents to
     /// the EventBridge bus, with one lease per feed range in a lease container shared by
@@ -126,27 +115,14 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
-        Command::Demo {
-            dynamodb_endpoint,
-            moto_endpoint,
-            orders,
-        } => {
-            let options = DemoOptions {
-                dynamodb_endpoint,
-                moto_endpoint,
-                orders,
-            };
-            demo::run(&options, &mut std::io::stdout())
+        Command::Demo { orders } => {
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            demo::run(&sdk, &DemoOptions { orders }, &mut std::io::stdout())
                 .await
                 .map(drop)
                 .map_err(Into::into)
         }
-        Command::Bootstrap {
-            dynamodb_endpoint,
-            moto_endpoint,
-            prefix,
-            source,
-        } => run_bootstrap(&dynamodb_endpoint, &moto_endpoint, &prefix, &source).await,
+        Command::Bootstrap { prefix, source } => run_bootstrap(&prefix, &source).await,
         Command::Invoke { event } => run_invoke(&event).await,
         Command::Redrive(args) => outbox_cli::redrive::run(&args, &mut std::io::stdout())
             .await
@@ -167,7 +143,6 @@ async fn main() -> ExitCode {
             lease_seconds,
             batch_limit,
             max_batch_retries,
-            dynamodb_endpoint,
         }) => {
             let owner = owner.unwrap_or_else(default_owner);
             let mut runner = RunnerConfig::new(owner);
@@ -182,7 +157,6 @@ async fn main() -> ExitCode {
                 create_lease_table,
                 on_failure_queue_url,
                 runner,
-                dynamodb_endpoint,
             };
             run_relay(&options).await
         }
@@ -202,7 +176,7 @@ async fn run_invoke(path: &PathBuf) -> Result<(), AnyError> {
     let json = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let config = Config::from_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let handler = build_handler(&config, &sdk)?.with_metrics_writer(|line| eprintln!("{line}"));
+    let handler = build_handler(&config, &sdk).with_metrics_writer(|line| eprintln!("{line}"));
     let response = invoke(&handler, &json).await?;
     let mut out = std::io::stdout().lock();
     std::io::Write::write_all(&mut out, response.as_bytes())?;
@@ -210,17 +184,19 @@ async fn run_invoke(path: &PathBuf) -> Result<(), AnyError> {
     Ok(())
 }
 
-async fn run_bootstrap(dynamodb: &str, aws: &str, prefix: &str, source: &str) -> Result<(), AnyError> {
-    use outbox_cli::{bootstrap, local};
+async fn run_bootstrap(prefix: &str, source: &str) -> Result<(), AnyError> {
+    use outbox_cli::bootstrap;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let stack = bootstrap::create_local_stack(
-        &local::dynamodb_client(dynamodb),
-        &local::eventbridge_client(aws),
-        &local::sqs_client(aws),
+        &aws_sdk_dynamodb::Client::new(&sdk),
+        &aws_sdk_eventbridge::Client::new(&sdk),
+        &aws_sdk_sqs::Client::new(&sdk),
         prefix,
         source,
     )
     .await?;
-    std::io::Write::write_all(&mut std::io::stdout().lock(), stack.env_lines().as_bytes())?;
+    let lines = stack.env_lines(&bootstrap::aws_location_variables());
+    std::io::Write::write_all(&mut std::io::stdout().lock(), lines.as_bytes())?;
     Ok(())
 }
 

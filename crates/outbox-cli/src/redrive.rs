@@ -8,7 +8,6 @@ use std::io::Write;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use outbox_core::{EntryResult, EventSink, OutboxEvent, chunk_ranges};
 use outbox_eventbridge::{EventBridgeSink, QuarantineMessage};
-use outbox_lambda::{ENV_EVENTBRIDGE_ENDPOINT, ENV_SQS_ENDPOINT};
 
 /// Most messages one `ReceiveMessage` returns (the SQS API reference: 1 to 10).
 pub const MAX_RECEIVE_MESSAGES: i32 = 10;
@@ -403,30 +402,6 @@ pub async fn redrive<S: EventSink>(
     Ok(report)
 }
 
-/// An EventBridge client from the shared AWS configuration, with the
-/// relay's endpoint override (`OUTBOX_EVENTBRIDGE_ENDPOINT`) if set.
-pub fn eventbridge_client(sdk: &aws_config::SdkConfig) -> aws_sdk_eventbridge::Client {
-    let mut builder = aws_sdk_eventbridge::config::Builder::from(sdk);
-    if let Some(endpoint) = env_override(ENV_EVENTBRIDGE_ENDPOINT) {
-        builder = builder.endpoint_url(endpoint);
-    }
-    aws_sdk_eventbridge::Client::from_conf(builder.build())
-}
-
-/// An SQS client from the shared AWS configuration, with the relay's
-/// endpoint override (`OUTBOX_SQS_ENDPOINT`) if set.
-pub fn sqs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
-    let mut builder = aws_sdk_sqs::config::Builder::from(sdk);
-    if let Some(endpoint) = env_override(ENV_SQS_ENDPOINT) {
-        builder = builder.endpoint_url(endpoint);
-    }
-    aws_sdk_sqs::Client::from_conf(builder.build())
-}
-
-fn env_override(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
 /// `outbox redrive`: the AWS configuration from the environment, the
 /// clients, [`redrive`], and an error if a selected event was not
 /// republished or not found.
@@ -439,8 +414,11 @@ pub async fn run(args: &RedriveArgs, out: &mut dyn Write) -> Result<RedriveRepor
         visibility_timeout: args.visibility_timeout,
         wait_seconds: args.wait_seconds,
     };
-    let sink = EventBridgeSink::new(eventbridge_client(&sdk), args.bus.clone().unwrap_or_default());
-    let report = redrive(&sqs_client(&sdk), &sink, &options, out).await?;
+    let sink = EventBridgeSink::new(
+        aws_sdk_eventbridge::Client::new(&sdk),
+        args.bus.clone().unwrap_or_default(),
+    );
+    let report = redrive(&aws_sdk_sqs::Client::new(&sdk), &sink, &options, out).await?;
     if report.failed > 0 || !report.not_found.is_empty() {
         return Err(RedriveError::Incomplete {
             failed: report.failed,

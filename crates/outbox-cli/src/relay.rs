@@ -9,7 +9,7 @@ use outbox_dynamodb::{
     create_lease_table, stream_arn_for_table,
 };
 use outbox_eventbridge::SqsQuarantine;
-use outbox_lambda::{Config, build_sink_and_quarantine, sqs_client};
+use outbox_lambda::{Config, build_sink_and_quarantine};
 
 /// What the standalone relay needs beyond the function's configuration.
 #[derive(Debug, Clone)]
@@ -22,8 +22,6 @@ pub struct RunnerOptions {
     pub on_failure_queue_url: String,
     /// Runner settings (owner id, lease duration, retries, ...).
     pub runner: RunnerConfig,
-    /// DynamoDB and DynamoDB Streams endpoint override (DynamoDB Local).
-    pub dynamodb_endpoint: Option<String>,
 }
 
 /// Why the standalone relay stopped with an error.
@@ -33,29 +31,9 @@ pub enum RelayCommandError {
     /// The lease table could not be created.
     #[error("creating the lease table failed")]
     LeaseTable(#[source] outbox_dynamodb::LeaseError),
-    /// The EventBridge client could not be built.
-    #[error("the EventBridge client could not be built")]
-    Client(#[from] outbox_eventbridge::ClientError),
     /// The runner failed.
     #[error("the stream runner failed")]
     Runner(#[from] RunnerError),
-}
-
-/// DynamoDB and DynamoDB Streams clients, with the endpoint override if any.
-fn dynamodb_clients(
-    sdk: &aws_config::SdkConfig,
-    endpoint: Option<&str>,
-) -> (aws_sdk_dynamodb::Client, aws_sdk_dynamodbstreams::Client) {
-    let mut ddb = aws_sdk_dynamodb::config::Builder::from(sdk);
-    let mut streams = aws_sdk_dynamodbstreams::config::Builder::from(sdk);
-    if let Some(endpoint) = endpoint {
-        ddb = ddb.endpoint_url(endpoint);
-        streams = streams.endpoint_url(endpoint);
-    }
-    (
-        aws_sdk_dynamodb::Client::from_conf(ddb.build()),
-        aws_sdk_dynamodbstreams::Client::from_conf(streams.build()),
-    )
 }
 
 /// Runs the standalone relay for `config.table_name` until `shutdown`
@@ -66,7 +44,8 @@ pub async fn run_dynamodb(
     sdk: &aws_config::SdkConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<RunnerReport, RelayCommandError> {
-    let (ddb, streams) = dynamodb_clients(sdk, options.dynamodb_endpoint.as_deref());
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let streams = aws_sdk_dynamodbstreams::Client::new(sdk);
     if options.create_lease_table {
         // An existing table is fine: several runners share one lease table.
         create_lease_table(&ddb, &options.lease_table)
@@ -74,8 +53,8 @@ pub async fn run_dynamodb(
             .map_err(RelayCommandError::LeaseTable)?;
     }
     let stream_arn = stream_arn_for_table(&ddb, &config.table_name).await?;
-    let (sink, quarantine) = build_sink_and_quarantine(config, sdk)?;
-    let on_failure = SqsQuarantine::new(sqs_client(config, sdk), &options.on_failure_queue_url)
+    let (sink, quarantine) = build_sink_and_quarantine(config, sdk);
+    let on_failure = SqsQuarantine::new(aws_sdk_sqs::Client::new(sdk), &options.on_failure_queue_url)
         .with_origin(format!("dynamodb:{}", config.table_name));
     let runner = DynamoDbStreamRunner::new(
         streams,

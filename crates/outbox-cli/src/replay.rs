@@ -47,9 +47,6 @@ pub struct ReplayArgs {
     /// Marker attribute of the outbox items.
     #[arg(long, env = "OUTBOX_MARKER_ATTRIBUTE", default_value = "outbox")]
     pub marker_attribute: String,
-    /// DynamoDB endpoint (DynamoDB Local).
-    #[arg(long, env = "OUTBOX_DYNAMODB_ENDPOINT")]
-    pub dynamodb_endpoint: Option<String>,
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
@@ -387,13 +384,9 @@ impl ReplayArgs {
 pub async fn run(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayReport, ReplayError> {
     let options = args.options(Utc::now())?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk);
-    if let Some(endpoint) = &args.dynamodb_endpoint {
-        dynamodb = dynamodb.endpoint_url(endpoint);
-    }
-    let dynamodb = aws_sdk_dynamodb::Client::from_conf(dynamodb.build());
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let sink = EventBridgeSink::new(
-        crate::redrive::eventbridge_client(&sdk),
+        aws_sdk_eventbridge::Client::new(&sdk),
         args.bus.clone().unwrap_or_default(),
     );
     let report = replay(&dynamodb, &sink, &options, out).await?;

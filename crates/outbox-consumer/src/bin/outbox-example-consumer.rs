@@ -8,8 +8,8 @@
 //!   the table, so that several consumers can share it;
 //! - `IDEMPOTENCY_IN_PROGRESS_SECONDS` (default 60): how long a claim holds, at
 //!   least the function's timeout;
-//! - `OUTBOX_DYNAMODB_ENDPOINT` (optional): a DynamoDB endpoint override, for
-//!   DynamoDB Local.
+//! - the AWS SDK's own settings, `AWS_ENDPOINT_URL_DYNAMODB` for DynamoDB
+//!   Local among them.
 //!
 //! Its Lambda dependencies are behind the `example-lambda` feature (the
 //! library does not pull in `lambda_runtime`):
@@ -38,8 +38,6 @@ const ENV_TABLE: &str = "IDEMPOTENCY_TABLE_NAME";
 const ENV_SCOPE: &str = "CONSUMER_SCOPE";
 /// The claim's expiry in seconds.
 const ENV_IN_PROGRESS_SECONDS: &str = "IDEMPOTENCY_IN_PROGRESS_SECONDS";
-/// DynamoDB endpoint override (local emulators only).
-const ENV_DYNAMODB_ENDPOINT: &str = "OUTBOX_DYNAMODB_ENDPOINT";
 /// The scope when `CONSUMER_SCOPE` is not set.
 const DEFAULT_SCOPE: &str = "example-consumer";
 
@@ -49,7 +47,6 @@ struct Config {
     table: String,
     scope: String,
     in_progress: Duration,
-    dynamodb_endpoint: Option<String>,
 }
 
 impl Config {
@@ -74,7 +71,6 @@ impl Config {
             table,
             scope: lookup(ENV_SCOPE).unwrap_or_else(|| DEFAULT_SCOPE.into()),
             in_progress,
-            dynamodb_endpoint: lookup(ENV_DYNAMODB_ENDPOINT),
         })
     }
 }
@@ -142,16 +138,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_lookup(|name| std::env::var(name).ok())?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk);
-    if let Some(endpoint) = config.dynamodb_endpoint {
-        dynamodb = dynamodb.endpoint_url(endpoint);
-    }
-    let store = IdempotencyStore::new(
-        aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
-        config.table,
-        config.scope,
-    )
-    .with_in_progress_expiry(config.in_progress);
+    let store = IdempotencyStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table, config.scope)
+        .with_in_progress_expiry(config.in_progress);
     let consumer = IdempotentConsumer::new(store);
     lambda_runtime::run(service_fn(|event| handler(&consumer, event))).await
 }
@@ -178,14 +166,12 @@ mod tests {
                 table: "idempotency".into(),
                 scope: DEFAULT_SCOPE.into(),
                 in_progress: DEFAULT_IN_PROGRESS_EXPIRY,
-                dynamodb_endpoint: None,
             })
         );
         let all = config(&[
             (ENV_TABLE, "t"),
             (ENV_SCOPE, "billing"),
             (ENV_IN_PROGRESS_SECONDS, "90"),
-            (ENV_DYNAMODB_ENDPOINT, "http://127.0.0.1:8000"),
         ]);
         assert_eq!(
             all,
@@ -193,7 +179,6 @@ mod tests {
                 table: "t".into(),
                 scope: "billing".into(),
                 in_progress: Duration::from_secs(90),
-                dynamodb_endpoint: Some("http://127.0.0.1:8000".into()),
             })
         );
     }
