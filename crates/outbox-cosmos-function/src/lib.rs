@@ -68,10 +68,6 @@ pub const ENV_RETRY_BASE_MS: &str = "OUTBOX_RETRY_BASE_MS";
 pub const ENV_RETRY_MAX_MS: &str = "OUTBOX_RETRY_MAX_MS";
 /// Time kept before the invocation's deadline, in milliseconds (default 2000).
 pub const ENV_DEADLINE_MARGIN_MS: &str = "OUTBOX_DEADLINE_MARGIN_MS";
-/// Endpoint override for EventBridge (local emulators only).
-pub const ENV_EVENTBRIDGE_ENDPOINT: &str = "OUTBOX_EVENTBRIDGE_ENDPOINT";
-/// Endpoint override for SQS (local emulators only).
-pub const ENV_SQS_ENDPOINT: &str = "OUTBOX_SQS_ENDPOINT";
 
 /// The variables the deployment must set (the host sets [`ENV_PORT`]).
 pub const REQUIRED_VARIABLES: &[&str] = &[ENV_EVENT_BUS_NAME, ENV_QUARANTINE_QUEUE_URL, ENV_CONTAINER];
@@ -120,10 +116,6 @@ pub struct FunctionConfig {
     pub max_request_bytes: usize,
     /// Publishing and retries.
     pub relay: RelayConfig,
-    /// EventBridge endpoint override.
-    pub eventbridge_endpoint: Option<String>,
-    /// SQS endpoint override.
-    pub sqs_endpoint: Option<String>,
 }
 
 impl FunctionConfig {
@@ -178,8 +170,6 @@ impl FunctionConfig {
                 max_concurrency: usize::try_from(number(ENV_MAX_CONCURRENCY, 4, 1, 64)?).unwrap_or(4),
                 deadline_margin: Duration::from_millis(number(ENV_DEADLINE_MARGIN_MS, 2000, 0, 600_000)?),
             },
-            eventbridge_endpoint: get(ENV_EVENTBRIDGE_ENDPOINT),
-            sqs_endpoint: get(ENV_SQS_ENDPOINT),
         })
     }
 
@@ -230,29 +220,15 @@ impl<S: EventSink, Q: Quarantine> TriggerHandler<S, Q> {
 }
 
 /// The production handler: EventBridge sink and SQS quarantine built from
-/// the SDK configuration with `config`'s endpoint overrides.
+/// the SDK configuration (endpoints, credentials, retries).
 pub fn build_handler(
     config: &FunctionConfig,
     sdk: &aws_config::SdkConfig,
 ) -> TriggerHandler<EventBridgeSink, SqsQuarantine> {
-    let mut eventbridge = aws_sdk_eventbridge::config::Builder::from(sdk);
-    if let Some(endpoint) = &config.eventbridge_endpoint {
-        eventbridge = eventbridge.endpoint_url(endpoint);
-    }
-    let mut sqs = aws_sdk_sqs::config::Builder::from(sdk);
-    if let Some(endpoint) = &config.sqs_endpoint {
-        sqs = sqs.endpoint_url(endpoint);
-    }
-    let sink = EventBridgeSink::new(
-        aws_sdk_eventbridge::Client::from_conf(eventbridge.build()),
-        &config.event_bus_name,
-    )
-    .with_max_request_bytes(config.max_request_bytes);
-    let quarantine = SqsQuarantine::new(
-        aws_sdk_sqs::Client::from_conf(sqs.build()),
-        &config.quarantine_queue_url,
-    )
-    .with_origin(format!("cosmos:{}", config.container));
+    let sink = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &config.event_bus_name)
+        .with_max_request_bytes(config.max_request_bytes);
+    let quarantine = SqsQuarantine::new(aws_sdk_sqs::Client::new(sdk), &config.quarantine_queue_url)
+        .with_origin(format!("cosmos:{}", config.container));
     // Decoding needs only the marker; the partition key property is not read.
     let schema = CosmosOutboxSchema::new("pk").with_marker_field(&config.marker_field);
     TriggerHandler::new(
@@ -265,7 +241,10 @@ pub fn build_handler(
 
 /// Serves invocations on `listener` until `shutdown` completes: every POST
 /// is a trigger invocation (the path is the function's name); anything else
-/// is 405. Connections in progress finish their request.
+/// is 405. On shutdown no new connection is taken, and the invocations in
+/// flight get their answer: their connections are drained for at most the
+/// handler's invocation timeout, after which they are dropped (delivery
+/// stays at-least-once: the host retries an unanswered invocation).
 pub async fn serve<S, Q>(
     listener: TcpListener,
     handler: Arc<TriggerHandler<S, Q>>,
@@ -276,13 +255,12 @@ where
     Q: Quarantine + 'static,
 {
     let mut shutdown = std::pin::pin!(shutdown);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let grace = handler.timeout;
     tracing::info!(address = %listener.local_addr()?, "custom handler listening");
     loop {
         let (stream, peer) = tokio::select! {
-            () = &mut shutdown => {
-                tracing::info!("custom handler stopping");
-                return Ok(());
-            }
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -294,19 +272,30 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = Arc::clone(&handler);
+        let service = hyper::service::service_fn(move |request| {
+            let handler = Arc::clone(&handler);
+            async move { Ok::<_, Infallible>(respond(&handler, request).await) }
+        });
+        let connection =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        let connection = connections.watch(connection);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let handler = Arc::clone(&handler);
-                async move { Ok::<_, Infallible>(respond(&handler, request).await) }
-            });
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(error) = connection.await {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
         });
     }
+    drop(listener);
+    let in_flight = connections.count();
+    tracing::info!(
+        in_flight,
+        grace_ms = grace.as_millis() as u64,
+        "custom handler stopping"
+    );
+    if tokio::time::timeout(grace, connections.shutdown()).await.is_err() {
+        tracing::warn!("invocations still in flight after the grace period; dropped");
+    }
+    Ok(())
 }
 
 async fn respond<S: EventSink, Q: Quarantine>(
@@ -508,6 +497,64 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(serve(listener, Arc::clone(&handler), std::future::pending()));
         (port, handler)
+    }
+
+    /// A sink that takes its time.
+    struct SlowSink(Duration);
+
+    impl EventSink for SlowSink {
+        fn limits(&self) -> outbox_core::ChunkLimits {
+            outbox_core::ChunkLimits {
+                max_entries: 10,
+                max_bytes: 256 * 1024,
+            }
+        }
+        fn entry_size(&self, event: &outbox_core::OutboxEvent) -> usize {
+            event.json_len()
+        }
+        async fn publish(
+            &self,
+            events: &[&outbox_core::OutboxEvent],
+        ) -> Result<Vec<outbox_core::EntryResult>, outbox_core::SinkError> {
+            tokio::time::sleep(self.0).await;
+            Ok(vec![outbox_core::EntryResult::Published; events.len()])
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_invocation_in_flight_at_shutdown_gets_its_answer() {
+        let handler = Arc::new(TriggerHandler::new(
+            Relay::new(
+                SlowSink(Duration::from_millis(400)),
+                RecordingQuarantine::default(),
+                relay_config(),
+            ),
+            CosmosChangeDecoder::new(CosmosOutboxSchema::new("pk")),
+            "documents",
+            Duration::from_secs(10),
+        ));
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, handler, async move {
+            let _ = stopped.await;
+        }));
+        let (_, body) = documents(3);
+        let request = tokio::spawn(async move { post(port, "/relay", &body.to_string()).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(()).unwrap();
+        let (status, answer) = request.await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["ReturnValue"]["published"], 3);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns once the invocation is answered")
+            .unwrap()
+            .unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+            "no new connection is taken after shutdown"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
