@@ -47,12 +47,7 @@ export interface RelayTuning {
   readonly retryMax?: Duration;
   /** Time kept before the invocation's deadline. @default 2 s */
   readonly deadlineMargin?: Duration;
-  /**
-   * Who sends the PutEvents calls: `direct` (the relay signs and sends them
-   * itself) or `sdk` (the AWS SDK's client). @default 'direct'
-   */
-  readonly eventBridgeClient?: 'direct' | 'sdk';
-  /** Longest PutEvents call of the direct client, answer included. @default 10 s */
+  /** Longest PutEvents call attempt, answer included. @default 10 s */
   readonly putEventsTimeout?: Duration;
 }
 
@@ -157,7 +152,6 @@ export const OUTBOX_RELAY_DEFAULTS = {
   retryBase: Duration.millis(50),
   retryMax: Duration.millis(5000),
   deadlineMargin: Duration.millis(2000),
-  eventBridgeClient: 'direct',
   putEventsTimeout: Duration.millis(10000),
   memorySize: 256,
   timeout: Duration.seconds(60),
@@ -441,7 +435,6 @@ export class OutboxRelay extends Construct {
         OUTBOX_RETRY_MAX_MS: String((tuning.retryMax ?? d.retryMax).toMilliseconds()),
         OUTBOX_DEADLINE_MARGIN_MS: String((tuning.deadlineMargin ?? d.deadlineMargin).toMilliseconds()),
         OUTBOX_METRICS_NAMESPACE: props.metricsNamespace ?? d.metricsNamespace,
-        OUTBOX_EVENTBRIDGE_CLIENT: tuning.eventBridgeClient ?? d.eventBridgeClient,
         OUTBOX_PUT_EVENTS_TIMEOUT_MS: String((tuning.putEventsTimeout ?? d.putEventsTimeout).toMilliseconds()),
       },
     });

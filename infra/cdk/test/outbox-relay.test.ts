@@ -35,7 +35,6 @@ const RELAY_VARIABLES = [
   'OUTBOX_RETRY_MAX_MS',
   'OUTBOX_DEADLINE_MARGIN_MS',
   'OUTBOX_METRICS_NAMESPACE',
-  'OUTBOX_EVENTBRIDGE_CLIENT',
   'OUTBOX_PUT_EVENTS_TIMEOUT_MS',
 ];
 
@@ -159,7 +158,6 @@ describe('OutboxRelay (creating the table and the bus)', () => {
     assert.equal(env.OUTBOX_MARKER_ATTRIBUTE, 'outbox');
     assert.equal(env.OUTBOX_MAX_REQUEST_BYTES, '262144');
     assert.equal(env.OUTBOX_METRICS_NAMESPACE, 'OutboxRelay');
-    assert.equal(env.OUTBOX_EVENTBRIDGE_CLIENT, 'direct');
     assert.equal(env.OUTBOX_PUT_EVENTS_TIMEOUT_MS, '10000');
   });
 
