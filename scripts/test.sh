@@ -23,6 +23,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # the example consumer Lambda is a feature-gated binary: lint it with its feature on
 cargo clippy -p outbox-consumer --all-targets --all-features --quiet -- -D warnings
 
+step "the writer crate's dependencies hold no relay code"
+scripts/check-writer-deps.sh
+
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 

@@ -16,10 +16,10 @@ use outbox_core::{
     ChunkLimits, EntryResult, EventSink, FailureClass, FixedClock, OutboxEvent, Quarantine, QuarantineError,
     QuarantinedRecord, Relay, RelayConfig, RetryPolicy, SinkError, SystemClock,
 };
-use outbox_dynamodb::{
-    DynamoDbLeaseStore, DynamoDbOutboxWriter, DynamoDbStreamDecoder, DynamoDbStreamRunner, Lease, LeaseError,
-    OutboxSchema, OutboxTransaction, RunnerConfig, RunnerError, RunnerReport, ShardKey, create_lease_table,
-    put_versioned, stream_arn_for_table,
+use outbox_dynamodb::{DynamoDbOutboxWriter, OutboxSchema, OutboxTransaction, put_versioned};
+use outbox_dynamodb_relay::{
+    DynamoDbLeaseStore, DynamoDbStreamDecoder, DynamoDbStreamRunner, Lease, LeaseError, RunnerConfig,
+    RunnerError, RunnerReport, ShardKey, create_lease_table, stream_arn_for_table,
 };
 use outbox_tests::{dynamodb_client, read_stream, streams_client, unique_name};
 use serde_json::json;
@@ -389,8 +389,11 @@ async fn a_stopped_runner_hands_over_at_its_checkpoint() {
         Some(f.last_position().await.as_str())
     );
     assert!(
-        outbox_dynamodb::compare_sequence_numbers(leases[0].checkpoint.as_deref().unwrap(), &handed_over)
-            .is_gt()
+        outbox_dynamodb_relay::compare_sequence_numbers(
+            leases[0].checkpoint.as_deref().unwrap(),
+            &handed_over
+        )
+        .is_gt()
     );
 }
 
@@ -867,7 +870,7 @@ async fn a_stream_without_new_images_stops_the_run() {
         matches!(
             &result,
             Err(RunnerError::Decode(
-                outbox_dynamodb::StreamError::MissingNewImage { .. }
+                outbox_dynamodb_relay::StreamError::MissingNewImage { .. }
             ))
         ),
         "{result:?}"

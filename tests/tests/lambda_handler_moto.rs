@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{Context, LambdaEvent};
 use outbox_cli::bootstrap::{LocalStack, create_local_stack, drain_queue};
-use outbox_dynamodb::LambdaStreamBatch;
+use outbox_dynamodb_relay::LambdaStreamBatch;
 use outbox_eventbridge::QuarantineMessage;
 use outbox_lambda::{Config, ENV_EVENT_BUS_NAME, ENV_QUARANTINE_QUEUE_URL, ENV_TABLE_NAME, build_handler};
 use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
@@ -46,7 +46,7 @@ fn handler_config(stack: &LocalStack, quarantine_url: &str) -> Config {
 
 /// Event ids of the outbox inserts of a fixture that decode.
 fn valid_event_ids(event: &Event) -> Vec<String> {
-    let decoder = outbox_dynamodb::DynamoDbStreamDecoder::new(outbox_dynamodb::OutboxSchema::new("t"));
+    let decoder = outbox_dynamodb_relay::DynamoDbStreamDecoder::new(outbox_dynamodb::OutboxSchema::new("t"));
     event
         .records
         .iter()
@@ -114,7 +114,7 @@ async fn a_quarantine_that_cannot_take_the_poison_record_makes_it_the_batch_item
         &outbox_tests::sdk_config().await,
     );
     let event = fixture("dynamodb-mixed-batch.json");
-    let decoder = outbox_dynamodb::DynamoDbStreamDecoder::new(outbox_dynamodb::OutboxSchema::new("t"));
+    let decoder = outbox_dynamodb_relay::DynamoDbStreamDecoder::new(outbox_dynamodb::OutboxSchema::new("t"));
     let poison_position = event
         .records
         .iter()

@@ -12,7 +12,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use outbox_bench::batch::{BatchSpec, generate};
 use outbox_bench::eventbridge::EventBridgeEndpoint;
 use outbox_bench::harness::bench_handler;
-use outbox_dynamodb::LambdaStreamBatch;
+use outbox_dynamodb_relay::LambdaStreamBatch;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -12,7 +12,8 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use outbox_bench::batch::{BatchSpec, TABLE, generate};
 use outbox_core::{ChunkLimits, Decoded, OutboxEvent, chunk_ranges};
-use outbox_dynamodb::{DynamoDbStreamDecoder, LambdaStreamBatch, OutboxSchema};
+use outbox_dynamodb::OutboxSchema;
+use outbox_dynamodb_relay::{DynamoDbStreamDecoder, LambdaStreamBatch};
 use outbox_eventbridge::{
     DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, entry_size, to_put_events_entry,
 };

@@ -236,7 +236,7 @@ mod tests {
     use super::*;
     use aws_lambda_events::event::dynamodb::Event;
     use outbox_core::Decoded;
-    use outbox_dynamodb::DynamoDbStreamDecoder;
+    use outbox_dynamodb_relay::DynamoDbStreamDecoder;
 
     #[test]
     fn payloads_have_the_requested_size() {

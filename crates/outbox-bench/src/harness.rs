@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outbox_core::{BatchOutcome, OutboxEvent};
-use outbox_dynamodb::LambdaStreamBatch;
+use outbox_dynamodb_relay::LambdaStreamBatch;
 use outbox_eventbridge::{EventBridgeSink, SqsQuarantine};
 use outbox_lambda::{Config, ConfigError, RelayHandler, build_handler};
 

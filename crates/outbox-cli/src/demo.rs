@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 use outbox_core::{OutboxEvent, SystemClock};
 use outbox_dynamodb::{
-    ATTR_SEQUENCE, DynamoDbOutboxWriter, Item, OutboxSchema, OutboxTransaction, RunnerConfig, RunnerReport,
-    WriteError, put_versioned,
+    ATTR_SEQUENCE, DynamoDbOutboxWriter, Item, OutboxSchema, OutboxTransaction, WriteError, put_versioned,
 };
+use outbox_dynamodb_relay::{RunnerConfig, RunnerReport};
 use outbox_eventbridge::QuarantineMessage;
 use outbox_lambda::{Config, ENV_EVENT_BUS_NAME, ENV_QUARANTINE_QUEUE_URL, ENV_TABLE_NAME};
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! `outbox invoke`: the Lambda handler on an event file, outside Lambda.
 
 use outbox_core::{EventSink, Quarantine};
-use outbox_dynamodb::LambdaStreamBatch;
+use outbox_dynamodb_relay::LambdaStreamBatch;
 use outbox_lambda::{HandlerError, RelayHandler};
 
 /// Why an invocation could not produce a response.

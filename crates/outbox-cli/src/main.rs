@@ -9,7 +9,7 @@ use outbox_cli::invoke::invoke;
 use outbox_cli::redrive::RedriveArgs;
 use outbox_cli::relay::{RunnerOptions, run_dynamodb, shutdown_signal};
 use outbox_cli::replay::ReplayArgs;
-use outbox_dynamodb::RunnerConfig;
+use outbox_dynamodb_relay::RunnerConfig;
 use outbox_lambda::{Config, build_handler};
 
 /// outbox-relay's command line.

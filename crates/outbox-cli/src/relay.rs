@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use outbox_core::Relay;
-use outbox_dynamodb::{
+use outbox_dynamodb_relay::{
     DynamoDbLeaseStore, DynamoDbStreamDecoder, DynamoDbStreamRunner, RunnerConfig, RunnerError, RunnerReport,
     create_lease_table, stream_arn_for_table,
 };
@@ -30,7 +30,7 @@ pub struct RunnerOptions {
 pub enum RelayCommandError {
     /// The lease table could not be created.
     #[error("creating the lease table failed")]
-    LeaseTable(#[source] outbox_dynamodb::LeaseError),
+    LeaseTable(#[source] outbox_dynamodb_relay::LeaseError),
     /// The runner failed.
     #[error("the stream runner failed")]
     Runner(#[from] RunnerError),

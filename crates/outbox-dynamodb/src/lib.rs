@@ -1,14 +1,8 @@
-//! DynamoDB side of **outbox-relay**:
-//!
-//! - the outbox item schema ([`OutboxSchema`]) and the writer
-//!   ([`DynamoDbOutboxWriter`]) that commits business changes and their
-//!   events in one `TransactWriteItems`, with the service limits checked
-//!   before the call;
-//! - the relay's DynamoDB half: the stream record decoder
-//!   ([`DynamoDbStreamDecoder`], for Lambda's event and for `GetRecords`),
-//!   Lambda's batch type ([`LambdaStreamBatch`]), and the standalone stream
-//!   runner ([`DynamoDbStreamRunner`]) with its leases and checkpoints
-//!   ([`DynamoDbLeaseStore`]).
+//! The DynamoDB writer of **outbox-relay**: the outbox item schema
+//! ([`OutboxSchema`]) and the writer ([`DynamoDbOutboxWriter`]) that commits
+//! business changes and their events in one `TransactWriteItems`, with the
+//! service limits checked before the call. It holds no relay code: the
+//! stream decoder and runner are in `outbox-dynamodb-relay`.
 //!
 //! ```no_run
 //! use aws_sdk_dynamodb::types::AttributeValue;
@@ -44,11 +38,7 @@
 
 mod error;
 mod item;
-mod lambda;
-mod lease;
 mod limits;
-mod runner;
-mod stream;
 mod writer;
 
 pub use error::{DecodeError, WriteError};
@@ -57,20 +47,11 @@ pub use item::{
     ATTR_PAYLOAD, ATTR_SEQUENCE, ATTR_SOURCE, ATTR_TRACE_PARENT, DEFAULT_MAX_EVENT_BYTES, Item, MARKER_VALUE,
     OutboxSchema,
 };
-pub use lambda::LambdaStreamBatch;
-pub use lease::{
-    DynamoDbLeaseStore, Lease, LeaseError, ShardKey, compare_sequence_numbers, create_lease_table,
-    sequence_order_key,
-};
 pub use limits::{
     MAX_CLIENT_REQUEST_TOKEN_LEN, MAX_ITEM_SIZE_BYTES, MAX_TRANSACT_ITEMS, MAX_TRANSACTION_SIZE_BYTES,
     item_size, published_size,
 };
-pub use runner::{
-    DynamoDbStreamRunner, MAX_GET_RECORDS_LIMIT, RunnerConfig, RunnerError, RunnerReport,
-    stream_arn_for_table,
-};
-pub use stream::{DynamoDbStreamDecoder, StreamError};
+pub use outbox_core::{Clock, EnvelopeError, OutboxEvent, OutboxEventBuilder, Payload, SystemClock};
 pub use writer::{
     CommitReceipt, DynamoDbOutboxWriter, OutboxTransaction, build_transact_items, put_if_absent,
     put_versioned,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
 use outbox_core::{BatchOutcome, EventSink, Quarantine, Relay};
-use outbox_dynamodb::{DynamoDbStreamDecoder, LambdaStreamBatch, StreamError};
+use outbox_dynamodb_relay::{DynamoDbStreamDecoder, LambdaStreamBatch, StreamError};
 use tokio::time::Instant;
 use tracing::Instrument;
 

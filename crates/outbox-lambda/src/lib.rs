@@ -27,7 +27,7 @@ pub use handler::{HandlerError, RelayHandler, deadline_from_epoch_ms, response_f
 pub use metrics::{MAX_EMF_VALUES, emf_line};
 
 use outbox_core::Relay;
-use outbox_dynamodb::DynamoDbStreamDecoder;
+use outbox_dynamodb_relay::DynamoDbStreamDecoder;
 use outbox_eventbridge::{EventBridgeSink, SqsQuarantine};
 
 /// The production sink and quarantine: EventBridge and SQS clients built

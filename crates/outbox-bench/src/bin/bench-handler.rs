@@ -32,7 +32,8 @@ use outbox_bench::eventbridge::bare_round_trips;
 use outbox_bench::harness::{bench_handler, measure_handler, parse_event, run_lambda};
 use outbox_bench::measure::{median, ms, proc_status_kib, range, self_usage};
 use outbox_core::{Decoded, EventSink, OutboxEvent};
-use outbox_dynamodb::{DynamoDbStreamDecoder, OutboxSchema};
+use outbox_dynamodb::OutboxSchema;
+use outbox_dynamodb_relay::DynamoDbStreamDecoder;
 use outbox_eventbridge::MAX_PUT_EVENTS_ENTRIES;
 use serde_json::json;
 

@@ -476,9 +476,9 @@ type WorkerFuture<'a> = Pin<Box<dyn Future<Output = (String, Exit)> + Send + 'a>
 ///
 /// ```no_run
 /// use outbox_core::{Relay, RelayConfig};
-/// use outbox_dynamodb::{
-///     DynamoDbLeaseStore, DynamoDbStreamDecoder, DynamoDbStreamRunner, OutboxSchema, RunnerConfig,
-///     stream_arn_for_table,
+/// use outbox_dynamodb::OutboxSchema;
+/// use outbox_dynamodb_relay::{
+///     DynamoDbLeaseStore, DynamoDbStreamDecoder, DynamoDbStreamRunner, RunnerConfig, stream_arn_for_table,
 /// };
 ///
 /// # async fn example<S: outbox_core::EventSink, Q: outbox_core::Quarantine, F: outbox_core::Quarantine>(

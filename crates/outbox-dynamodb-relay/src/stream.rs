@@ -13,7 +13,9 @@ use chrono::DateTime;
 use outbox_core::{Decoded, RelayRecord, SkipReason};
 use serde::Deserialize;
 
-use crate::{Item, LambdaStreamBatch, OutboxSchema};
+use outbox_dynamodb::{Item, OutboxSchema};
+
+use crate::LambdaStreamBatch;
 
 /// The sort key prefix of outbox items (the same as the writer's, see
 /// [`OutboxSchema::sort_value`]).
@@ -71,9 +73,10 @@ pub enum StreamError {
 /// ([`StreamError`]), for the whole batch.
 ///
 /// ```no_run
-/// use outbox_dynamodb::{DynamoDbStreamDecoder, OutboxSchema};
+/// use outbox_dynamodb::OutboxSchema;
+/// use outbox_dynamodb_relay::DynamoDbStreamDecoder;
 ///
-/// # fn example(event: aws_lambda_events::event::dynamodb::Event) -> Result<(), outbox_dynamodb::StreamError> {
+/// # fn example(event: aws_lambda_events::event::dynamodb::Event) -> Result<(), outbox_dynamodb_relay::StreamError> {
 /// let decoder = DynamoDbStreamDecoder::new(OutboxSchema::new("orders"));
 /// let records = decoder.decode_lambda_event(&event)?;
 /// assert_eq!(records.len(), event.records.len()); // one per stream record, in order

@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::{
 };
 use outbox_core::{Clock, SystemClock};
 
-use crate::Item;
+use outbox_dynamodb::Item;
 
 const ATTR_PK: &str = "pk";
 const ATTR_SK: &str = "sk";
