@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment templates (no AWS account, no Docker):
 #
-#   1. `sam validate --lint` of template.yaml;
-#   2. template.yaml expanded to CloudFormation with aws-sam-translator, then
-#      `cfn-lint` on the expansion (it checks what SAM passes through, e.g. the
-#      event source mapping's enums): no finding allowed;
+#   1. `sam validate --lint` of template.yaml, and of its RelayHost=none variant (a
+#      copy whose RelayHost default is `none`);
+#   2. both expanded to CloudFormation with aws-sam-translator, then `cfn-lint` on
+#      each expansion (it checks what SAM passes through, e.g. the event source
+#      mapping's enums): no finding allowed;
 #   3. the CDK app (infra/cdk) compiled with tsc and synthesized with `cdk synth`
-#      (a placeholder `bootstrap` stands in for the Lambda builds) twice: as is, and
-#      with the example consumer (-c exampleConsumerCodeDir); `cfn-lint` on both;
+#      (a placeholder `bootstrap` stands in for the Lambda builds) three times: as is,
+#      with the example consumer (-c exampleConsumerCodeDir), and without the relay
+#      function (-c relayHost=none); `cfn-lint` on all three;
 #   4. the CDK assertion tests (node:test);
 #   5. the relay's non-negotiable settings on both templates (ReportBatchItemFailures,
 #      TRIM_HORIZON, bisect, bounded retries, ParallelizationFactor 1, the outbox filter,
@@ -19,6 +21,10 @@
 #      EventInvokeConfig with bounded retries and age sending to a queue of its own
 #      that has an alarm, the idempotency table's schema, a claim expiry at least the
 #      timeout, one rule invoking it with a permission for that rule only);
+#   6b. the same without the relay function: SAM with RelayHost=none against the CDK
+#      stack with relayHost 'none': on both, no relay function, event source mapping,
+#      stream-reading role or function alarm, while the table's NEW_IMAGE stream, the
+#      queues and their alarms stay; then the same resources, settings and outputs;
 #   7. what `sam build` builds: each rust-cargolambda function's Binary is a binary of
 #      the package at its CodeUri, and the features that binary requires are the ones
 #      cargo-lambda reads from that package's [package.metadata.lambda.build] (SAM
@@ -30,11 +36,13 @@
 # Every check runs even if an earlier one failed (unless it needs that one's output);
 # the script exits 1 if any failed, listing them.
 #
-#   scripts/deploy-check.sh            # install what is missing, then check
-#   scripts/deploy-check.sh install    # install only
+#   scripts/deploy-check.sh                # install what is missing, then check
+#   scripts/deploy-check.sh install        # install only
+#   scripts/deploy-check.sh install-venv   # only the Python venv (scripts/localstack-check.sh
+#                                          # deploys with its samlocal)
 #
 # Cache: $OUTBOX_TOOLS_DIR (default <repo>/.tools)/deploy-venv holds aws-sam-cli,
-# aws-sam-translator and cfn-lint (pinned); infra/cdk/node_modules comes from
+# aws-sam-cli-local (samlocal), aws-sam-translator and cfn-lint (pinned); infra/cdk/node_modules comes from
 # `npm ci` (infra/cdk/package-lock.json), redone only when the lock file changes.
 # Network is only used to install. OUTBOX_CARGO overrides the cargo command
 # (e.g. "flock /tmp/lock cargo"). Exits non-zero on any failure.
@@ -46,7 +54,7 @@ TOOLS_DIR=${OUTBOX_TOOLS_DIR:-$REPO_DIR/.tools}
 CDK_DIR=$REPO_DIR/infra/cdk
 TEMPLATE=$REPO_DIR/template.yaml
 
-DEPLOY_SPEC='aws-sam-cli==1.170.0 aws-sam-translator==1.115.0 cfn-lint==1.58.0'
+DEPLOY_SPEC='aws-sam-cli==1.170.0 aws-sam-cli-local==1.71.0 aws-sam-translator==1.115.0 cfn-lint==1.58.0'
 DEPLOY_VENV=$TOOLS_DIR/deploy-venv
 DEPLOY_STAMP=$DEPLOY_VENV/.outbox-installed
 NPM_STAMP=$CDK_DIR/node_modules/.outbox-lock-sha256
@@ -107,17 +115,17 @@ cmd_install() {
     exec 8>"$TOOLS_DIR/.deploy-install.lock"
     if command -v flock >/dev/null 2>&1; then flock 8; fi
     install_venv
-    install_node_modules
+    [[ ${1:-} == venv-only ]] || install_node_modules
     exec 8>&-
 }
 
 # ---------------------------------------------------------------- checks
 
-# template.yaml -> CloudFormation (JSON), the way `sam validate` runs the
+# A SAM template ($1) -> CloudFormation (JSON, $2), the way `sam validate` runs the
 # translator: the local CodeUri replaced by an S3 location, fixed pseudo
 # parameters, no managed-policy lookup (the template names none).
 expand_sam() {
-    "$DEPLOY_VENV/bin/python" - "$TEMPLATE" "$1" <<'PY'
+    "$DEPLOY_VENV/bin/python" - "$1" "$2" <<'PY'
 import json
 import sys
 
@@ -270,7 +278,48 @@ def getatt_target(node, attribute):
 
 # ---- the relay's settings, on each template
 EXPECTED_PATTERN = {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"outbox": {"S": ["v1"]}}}}
+RELAY_ON_LAMBDA = overrides.get("RelayHost", "lambda") == "lambda"
+STREAM_READ = {"dynamodb:GetRecords", "dynamodb:GetShardIterator"}
+
+def statements(template, resolve):
+    """Every IAM statement of the active roles and policies."""
+    found = []
+    for type_ in ("AWS::IAM::Role", "AWS::IAM::Policy"):
+        for _, r in active(template, resolve, type_):
+            properties = r.get("Properties", {})
+            documents = [p["PolicyDocument"] for p in properties.get("Policies", [])]
+            documents += [properties["PolicyDocument"]] if "PolicyDocument" in properties else []
+            found += [s for d in documents for s in d.get("Statement", [])]
+    return found
+
+def actions(statement):
+    a = statement.get("Action", [])
+    return set([a] if isinstance(a, str) else a)
+
 for label, template, resolve in SIDES:
+    if '"*"' in json.dumps([r for r in template["Resources"].values() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::Role")]):
+        problems.append(f"{label}: an IAM policy names the resource *")
+    if RELAY_ON_LAMBDA:
+        continue
+    # RelayHost=none: nothing of the function, everything the standalone relay uses.
+    if active(template, resolve, "AWS::Lambda::EventSourceMapping"):
+        problems.append(f"{label}: RelayHost=none still creates an event source mapping")
+    if [n for n, r in active(template, resolve, "AWS::Lambda::Function")
+            if "OUTBOX_TABLE_NAME" in r.get("Properties", {}).get("Environment", {}).get("Variables", {})]:
+        problems.append(f"{label}: RelayHost=none still creates the relay function")
+    if [s for s in statements(template, resolve) if actions(s) & STREAM_READ]:
+        problems.append(f"{label}: RelayHost=none still grants stream reads (the relay function's role)")
+    if [n for n, p in of_type(template, resolve, "AWS::CloudWatch::Alarm") if p.get("Namespace") == "AWS/Lambda"]:
+        problems.append(f"{label}: RelayHost=none still creates an alarm on the relay function")
+    tables = [p for _, p in of_type(template, resolve, "AWS::DynamoDB::Table")
+              if (p.get("StreamSpecification") or {}).get("StreamViewType") == "NEW_IMAGE"]
+    if len(tables) != 1:
+        problems.append(f"{label}: RelayHost=none: expected the outbox table with its NEW_IMAGE stream, found {len(tables)}")
+    queue_alarms = [p for _, p in of_type(template, resolve, "AWS::CloudWatch::Alarm") if p.get("Namespace") == "AWS/SQS"]
+    if len(queue_alarms) < 2:
+        problems.append(f"{label}: RelayHost=none: the quarantine and on-failure queue alarms are missing")
+
+for label, template, resolve in SIDES if RELAY_ON_LAMBDA else ():
     esm = only(template, resolve, "AWS::Lambda::EventSourceMapping", label)
     def expect(key, ok, why):
         if not ok(esm.get(key)):
@@ -289,8 +338,6 @@ for label, template, resolve in SIDES:
     patterns = [json.loads(f["Pattern"]) for f in filters if isinstance(f.get("Pattern"), str)]
     if patterns != [EXPECTED_PATTERN]:
         problems.append(f"{label}: filter {patterns} is not [{EXPECTED_PATTERN}]")
-    if '"*"' in json.dumps([r for r in template["Resources"].values() if r["Type"] in ("AWS::IAM::Policy", "AWS::IAM::Role")]):
-        problems.append(f"{label}: an IAM policy names the resource *")
 
 # ---- the example consumer's settings, on each template (deployed only with DeployExampleConsumer=true)
 EXPECT_CONSUMER = overrides.get("DeployExampleConsumer") == "true"
@@ -437,7 +484,10 @@ if problems:
     for p in problems:
         print(f"FAIL {p}", file=sys.stderr)
     sys.exit(1)
-if EXPECT_CONSUMER:
+if not RELAY_ON_LAMBDA:
+    print(f"no relay function on either; SAM ({overrides}) and CDK (relayHost 'none') "
+          "define the same resources and settings")
+elif EXPECT_CONSUMER:
     print(f"the relay and example consumer settings hold on both; SAM ({overrides}) and CDK (exampleConsumer) "
           "define the same resources and settings")
 else:
@@ -468,9 +518,39 @@ check_sam_validate() {
     "$DEPLOY_VENV/bin/sam" validate --region us-east-1 --lint --template-file "$TEMPLATE"
 }
 
+# template.yaml with RelayHost's default set to none, as $WORK_DIR/template-relay-host-none.yaml:
+# what `sam validate` and cfn-lint then check is the stack without the relay function.
+write_relay_host_none() {
+    "$DEPLOY_VENV/bin/python" - "$TEMPLATE" "$WORK_DIR/template-relay-host-none.yaml" <<'PY'
+import re
+import sys
+
+text = open(sys.argv[1], encoding="utf-8").read()
+variant, found = re.subn(r"(\n  RelayHost:\n(?:    .*\n)*?    Default: )lambda\n", r"\1none\n", text)
+if found != 1:
+    sys.exit("FAIL template.yaml has no parameter RelayHost with Default: lambda")
+open(sys.argv[2], "w", encoding="utf-8").write(variant)
+PY
+}
+
+check_sam_validate_none() {
+    write_relay_host_none \
+        && "$DEPLOY_VENV/bin/sam" validate --region us-east-1 --lint --template-file "$WORK_DIR/template-relay-host-none.yaml"
+}
+
 check_cfn_lint_sam() {
     needs "$WORK_DIR/sam-expanded.json" \
         && "$DEPLOY_VENV/bin/cfn-lint" --format parseable -- "$WORK_DIR/sam-expanded.json"
+}
+
+check_expand_sam_none() {
+    needs "$WORK_DIR/template-relay-host-none.yaml" \
+        && expand_sam "$WORK_DIR/template-relay-host-none.yaml" "$WORK_DIR/sam-expanded-none.json"
+}
+
+check_cfn_lint_sam_none() {
+    needs "$WORK_DIR/sam-expanded-none.json" \
+        && "$DEPLOY_VENV/bin/cfn-lint" --format parseable -- "$WORK_DIR/sam-expanded-none.json"
 }
 
 check_tsc() {
@@ -496,12 +576,16 @@ check_cdk_synth() { cdk_synth cdk.out; }
 
 check_cdk_synth_consumer() { cdk_synth cdk-consumer.out --context exampleConsumerCodeDir="$WORK_DIR/code"; }
 
+check_cdk_synth_none() { cdk_synth cdk-none.out --context relayHost=none; }
+
 check_cfn_lint_cdk() {
     # W3005: CDK adds DependsOn on the role next to a GetAtt of it.
     needs "$WORK_DIR/cdk.out/OutboxRelay.template.json" \
         && needs "$WORK_DIR/cdk-consumer.out/OutboxRelay.template.json" \
+        && needs "$WORK_DIR/cdk-none.out/OutboxRelay.template.json" \
         && "$DEPLOY_VENV/bin/cfn-lint" --format parseable --ignore-checks W3005 \
-            -- "$WORK_DIR/cdk.out/OutboxRelay.template.json" "$WORK_DIR/cdk-consumer.out/OutboxRelay.template.json"
+            -- "$WORK_DIR/cdk.out/OutboxRelay.template.json" "$WORK_DIR/cdk-consumer.out/OutboxRelay.template.json" \
+            "$WORK_DIR/cdk-none.out/OutboxRelay.template.json"
 }
 
 check_cdk_tests() {
@@ -517,6 +601,12 @@ check_consumer_settings() {
     needs "$WORK_DIR/sam-expanded.json" && needs "$WORK_DIR/cdk-consumer.out/OutboxRelay.template.json" \
         && compare_templates "$WORK_DIR/sam-expanded.json" "$WORK_DIR/cdk-consumer.out/OutboxRelay.template.json" \
             '{"DeployExampleConsumer": "true"}'
+}
+
+check_relay_host_none() {
+    needs "$WORK_DIR/sam-expanded.json" && needs "$WORK_DIR/cdk-none.out/OutboxRelay.template.json" \
+        && compare_templates "$WORK_DIR/sam-expanded.json" "$WORK_DIR/cdk-none.out/OutboxRelay.template.json" \
+            '{"RelayHost": "none"}'
 }
 
 # Each rust-cargolambda function of template.yaml: `sam build` runs `cargo lambda
@@ -601,16 +691,22 @@ cmd_check() {
     versions
 
     run_check "sam validate --lint (template.yaml)" check_sam_validate
-    run_check "aws-sam-translator: template.yaml -> CloudFormation" expand_sam "$WORK_DIR/sam-expanded.json"
+    run_check "aws-sam-translator: template.yaml -> CloudFormation" \
+        expand_sam "$TEMPLATE" "$WORK_DIR/sam-expanded.json"
     run_check "cfn-lint (expanded SAM template)" check_cfn_lint_sam
+    run_check "sam validate --lint (template.yaml, RelayHost=none)" check_sam_validate_none
+    run_check "aws-sam-translator: template.yaml (RelayHost=none) -> CloudFormation" check_expand_sam_none
+    run_check "cfn-lint (expanded SAM template, RelayHost=none)" check_cfn_lint_sam_none
     run_check "tsc (infra/cdk)" check_tsc
     run_check "cdk synth (infra/cdk, placeholder bootstrap)" check_cdk_synth
     run_check "cdk synth with the example consumer (-c exampleConsumerCodeDir)" check_cdk_synth_consumer
-    run_check "cfn-lint (both CDK templates)" check_cfn_lint_cdk
+    run_check "cdk synth without the relay function (-c relayHost=none)" check_cdk_synth_none
+    run_check "cfn-lint (the three CDK templates)" check_cfn_lint_cdk
     run_check "CDK assertion tests (node --test)" check_cdk_tests
     run_check "relay settings on both templates; SAM against CDK" check_relay_settings
     run_check "example consumer: SAM (DeployExampleConsumer=true) against CDK (exampleConsumer)" \
         check_consumer_settings
+    run_check "no relay function: SAM (RelayHost=none) against CDK (relayHost 'none')" check_relay_host_none
     run_check "sam build targets: Binary and features of each rust-cargolambda function" check_sam_build_targets
     run_check "deployment_env: env var names, ReportBatchItemFailures (cargo test)" check_env_names
 
@@ -624,9 +720,10 @@ cmd_check() {
 
 case ${1:-check} in
     install) cmd_install; log "installed ($DEPLOY_VENV, $CDK_DIR/node_modules)" ;;
+    install-venv) cmd_install venv-only; log "installed ($DEPLOY_VENV)" ;;
     check) cmd_check ;;
     *)
-        echo "usage: $0 [check | install]" >&2
+        echo "usage: $0 [check | install | install-venv]" >&2
         exit 2
         ;;
 esac

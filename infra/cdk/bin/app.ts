@@ -2,6 +2,9 @@
 // The example app: `npx cdk synth` / `npx cdk deploy` from infra/cdk.
 //
 // Context (-c NAME=VALUE):
+//   relayHost               lambda (default) or none: without the relay function
+//                           and its event source mapping (template.yaml's
+//                           RelayHost), for the standalone relay
 //   outboxCodeDir           directory holding `bootstrap`
 //                           (default <repo>/target/lambda/outbox-lambda, built by
 //                           `cargo lambda build --release --arm64 -p outbox-lambda`)
@@ -21,6 +24,7 @@ import * as path from 'node:path';
 import { App } from 'aws-cdk-lib';
 
 import { OutboxRelayExampleStack } from '../lib/example-stack';
+import { RelayHost } from '../lib/outbox-relay';
 
 const app = new App();
 const context = (name: string): string | undefined => {
@@ -30,9 +34,17 @@ const context = (name: string): string | undefined => {
 // dist/bin -> the repository root.
 const repoRoot = path.resolve(__dirname, '..', '..', '..', '..');
 const exampleConsumerCodeDir = context('exampleConsumerCodeDir');
+const relayHost = context('relayHost') ?? 'lambda';
+if (relayHost !== 'lambda' && relayHost !== 'none') {
+  throw new Error(`-c relayHost=${relayHost}: must be lambda or none`);
+}
 
 new OutboxRelayExampleStack(app, context('stackName') ?? 'OutboxRelay', {
-  codeDirectory: path.resolve(context('outboxCodeDir') ?? path.join(repoRoot, 'target', 'lambda', 'outbox-lambda')),
+  relayHost: relayHost as RelayHost,
+  codeDirectory:
+    relayHost === 'lambda'
+      ? path.resolve(context('outboxCodeDir') ?? path.join(repoRoot, 'target', 'lambda', 'outbox-lambda'))
+      : undefined,
   existingTableName: context('existingTableName'),
   existingTableStreamArn: context('existingTableStreamArn'),
   existingEventBusName: context('existingEventBusName'),

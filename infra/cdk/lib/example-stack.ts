@@ -6,12 +6,14 @@ import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as events from 'aws-cdk-lib/aws-events';
 import { Construct } from 'constructs';
 
-import { OutboxRelay, OutboxRelayProps } from './outbox-relay';
+import { OutboxRelay, OutboxRelayProps, RelayHost } from './outbox-relay';
 
 /** Properties of {@link OutboxRelayExampleStack}. */
 export interface OutboxRelayExampleStackProps extends StackProps {
-  /** Directory holding the function's `bootstrap`. */
-  readonly codeDirectory: string;
+  /** Where the relay runs (template.yaml's `RelayHost`). @default 'lambda' */
+  readonly relayHost?: RelayHost;
+  /** Directory holding the function's `bootstrap` (required with `relayHost: 'lambda'`). */
+  readonly codeDirectory?: string;
   /** Relay this existing table (both or neither). */
   readonly existingTableName?: string;
   /** Stream ARN of `existingTableName`. */
@@ -27,7 +29,7 @@ export interface OutboxRelayExampleStackProps extends StackProps {
   readonly exampleConsumerCodeDirectory?: string;
   /** Anything else of the construct. */
   readonly relay?: Partial<
-    Omit<OutboxRelayProps, 'codeDirectory' | 'table' | 'eventBus' | 'alarmEmail' | 'exampleConsumer'>
+    Omit<OutboxRelayProps, 'relayHost' | 'codeDirectory' | 'table' | 'eventBus' | 'alarmEmail' | 'exampleConsumer'>
   >;
 }
 
@@ -52,6 +54,7 @@ export class OutboxRelayExampleStack extends Stack {
       : undefined;
     const relay = new OutboxRelay(this, 'OutboxRelay', {
       ...props.relay,
+      relayHost: props.relayHost,
       codeDirectory: props.codeDirectory,
       table,
       eventBus,
@@ -71,11 +74,13 @@ export class OutboxRelayExampleStack extends Stack {
       out('ExampleRuleArn', relay.exampleRule.ruleArn);
       out('ExampleTargetQueueUrl', relay.exampleTargetQueue.queueUrl, 'Receives what the example rule matches.');
     }
-    out('FunctionName', relay.function.functionName);
-    out('FunctionArn', relay.function.functionArn);
-    out('FunctionRoleArn', relay.role.roleArn);
-    out('LogGroupName', relay.logGroup.logGroupName);
-    out('EventSourceMappingId', relay.eventSourceMapping.eventSourceMappingId);
+    if (relay.function && relay.role && relay.logGroup && relay.eventSourceMapping) {
+      out('FunctionName', relay.function.functionName);
+      out('FunctionArn', relay.function.functionArn);
+      out('FunctionRoleArn', relay.role.roleArn);
+      out('LogGroupName', relay.logGroup.logGroupName);
+      out('EventSourceMappingId', relay.eventSourceMapping.eventSourceMappingId);
+    }
     out('QuarantineQueueUrl', relay.quarantineQueue.queueUrl, 'Quarantined events with their reason.');
     out('QuarantineQueueArn', relay.quarantineQueue.queueArn);
     out('OnFailureQueueUrl', relay.onFailureQueue.queueUrl, 'Batches that exhausted the mapping’s retries.');
@@ -87,7 +92,7 @@ export class OutboxRelayExampleStack extends Stack {
     out(
       'AlarmNames',
       [alarms.iteratorAge, alarms.functionErrors, alarms.quarantineMessages, alarms.onFailureMessages]
-        .map((a) => a.alarmName)
+        .flatMap((a) => (a ? [a.alarmName] : []))
         .join(','),
     );
     const consumer = relay.exampleConsumer;

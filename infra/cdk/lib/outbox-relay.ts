@@ -47,18 +47,33 @@ export interface RelayTuning {
   readonly retryMax?: Duration;
   /** Time kept before the invocation's deadline. @default 2 s */
   readonly deadlineMargin?: Duration;
-  /** Longest PutEvents call attempt, answer included. @default 10 s */
+  /** Longest PutEvents call attempt, answer included (the SDK client's attempt timeout). @default 10 s */
   readonly putEventsTimeout?: Duration;
 }
+
+/**
+ * Where the relay runs: `lambda` (the relay function and its event source
+ * mapping) or `none` (neither, nor what only they need: for the standalone
+ * relay, `outbox relay dynamodb`, or a place that cannot run functions).
+ */
+export type RelayHost = 'lambda' | 'none';
 
 /** Properties of {@link OutboxRelay}. */
 export interface OutboxRelayProps {
   /**
+   * Where the relay runs, like template.yaml's `RelayHost`. With `none`, the
+   * function, its event source mapping, role, log group and the alarms on the
+   * function are not created; the table, bus, example rule, queues and queue
+   * alarms are. @default 'lambda'
+   */
+  readonly relayHost?: RelayHost;
+  /**
    * Directory holding the function's `bootstrap`, as built by
    * `cargo lambda build --release --arm64 -p outbox-lambda`
    * (`<repo>/target/lambda/outbox-lambda`). Checked at synthesis.
+   * Required with `relayHost: 'lambda'`; unused with `none`.
    */
-  readonly codeDirectory: string;
+  readonly codeDirectory?: string;
   /**
    * An existing outbox table to relay; it must carry its stream ARN
    * (`Table.fromTableAttributes({ tableName, tableStreamArn })`) and the
@@ -161,6 +176,7 @@ export const OUTBOX_RELAY_DEFAULTS = {
   maxRetryAttempts: 10,
   maxRecordAge: Duration.hours(6),
   iteratorAgeAlarmThreshold: Duration.seconds(60),
+  relayHost: 'lambda' as RelayHost,
 } as const;
 
 /** The marker value of the current outbox item schema. */
@@ -261,7 +277,8 @@ function codeFromDirectory(
  * The outbox relay: a Rust Lambda function (crate `outbox-lambda`) fed by a
  * DynamoDB stream event source mapping that only passes outbox inserts,
  * publishing to an EventBridge bus, quarantining to SQS, with an on-failure
- * queue, a least-privilege role and alarms.
+ * queue, a least-privilege role and alarms. With `relayHost: 'none'`, the
+ * same without the function and what only it needs.
  */
 export class OutboxRelay extends Construct {
   /** The outbox table (created or given). */
@@ -276,24 +293,29 @@ export class OutboxRelay extends Construct {
   readonly exampleTargetQueue?: sqs.Queue;
   /** Quarantined events with their reason. */
   readonly quarantineQueue: sqs.Queue;
-  /** Batches that exhausted the mapping's retries or age. */
+  /** Batches that exhausted the mapping's (or the standalone relay's) retries or age. */
   readonly onFailureQueue: sqs.Queue;
-  /** The function's log group (JSON logs). */
-  readonly logGroup: logs.LogGroup;
-  /** The function's role. */
-  readonly role: iam.Role;
-  /** The relay function. */
-  readonly function: lambda.Function;
-  /** The stream to function mapping. */
-  readonly eventSourceMapping: lambda.EventSourceMapping;
+  /** Where the relay runs. */
+  readonly relayHost: RelayHost;
+  /** The function's log group (JSON logs), with `relayHost: 'lambda'`. */
+  readonly logGroup?: logs.LogGroup;
+  /** The function's role, with `relayHost: 'lambda'`. */
+  readonly role?: iam.Role;
+  /** The relay function, with `relayHost: 'lambda'`. */
+  readonly function?: lambda.Function;
+  /** The stream to function mapping, with `relayHost: 'lambda'`. */
+  readonly eventSourceMapping?: lambda.EventSourceMapping;
   /** The alarms' topic, if any. */
   readonly alarmTopic?: sns.ITopic;
   /** The example consumer, if deployed (`exampleConsumer`). */
   readonly exampleConsumer?: OutboxExampleConsumer;
-  /** Iterator age, function errors, quarantine and on-failure queue depth. */
+  /**
+   * Quarantine and on-failure queue depth; iterator age and function errors
+   * with `relayHost: 'lambda'`.
+   */
   readonly alarms: {
-    readonly iteratorAge: cloudwatch.Alarm;
-    readonly functionErrors: cloudwatch.Alarm;
+    readonly iteratorAge?: cloudwatch.Alarm;
+    readonly functionErrors?: cloudwatch.Alarm;
     readonly quarantineMessages: cloudwatch.Alarm;
     readonly onFailureMessages: cloudwatch.Alarm;
   };
@@ -301,6 +323,10 @@ export class OutboxRelay extends Construct {
   constructor(scope: Construct, id: string, props: OutboxRelayProps) {
     super(scope, id);
     const d = OUTBOX_RELAY_DEFAULTS;
+    this.relayHost = props.relayHost ?? d.relayHost;
+    if (this.relayHost !== 'lambda' && this.relayHost !== 'none') {
+      throw new Error(`OutboxRelay: relayHost must be 'lambda' or 'none', not '${String(this.relayHost)}'`);
+    }
     const schema = {
       partitionKey: props.schema?.partitionKey ?? d.partitionKey,
       sortKey: props.schema?.sortKey ?? d.sortKey,
@@ -360,122 +386,137 @@ export class OutboxRelay extends Construct {
       retentionPeriod: Duration.days(14),
     });
 
-    // ---------------------------------------------------------------- role (least privilege)
-    this.logGroup = new logs.LogGroup(this, 'LogGroup', {
-      retention: props.logRetention ?? d.logRetention,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
-    this.role = new iam.Role(this, 'Role', {
-      description: 'outbox-relay function (least privilege)',
-      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
-    });
-    this.role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        sid: 'WriteOwnLogs',
-        actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
-        resources: [this.logGroup.logGroupArn],
-      }),
-    );
-    this.role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        sid: 'ReadOutboxStream',
-        actions: [
-          'dynamodb:DescribeStream',
-          'dynamodb:GetRecords',
-          'dynamodb:GetShardIterator',
-          'dynamodb:ListStreams',
-        ],
-        resources: [this.tableStreamArn],
-      }),
-    );
-    this.role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        sid: 'PublishToBus',
-        actions: ['events:PutEvents'],
-        resources: [this.eventBus.eventBusArn],
-      }),
-    );
-    // The function quarantines; the mapping's on-failure destination sends
-    // with the function's role.
-    this.role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        sid: 'QuarantineAndOnFailure',
-        actions: ['sqs:SendMessage'],
-        resources: [this.quarantineQueue.queueArn, this.onFailureQueue.queueArn],
-      }),
-    );
-
-    // ---------------------------------------------------------------- function
-    this.function = new lambda.Function(this, 'Function', {
-      description: 'outbox relay (DynamoDB stream to EventBridge)',
-      code: OutboxRelay.codeFromDirectory(props.codeDirectory),
-      handler: 'bootstrap',
-      runtime: lambda.Runtime.PROVIDED_AL2023,
-      architecture: lambda.Architecture.ARM_64,
-      memorySize: props.memorySize ?? d.memorySize,
-      timeout: props.timeout ?? d.timeout,
-      role: this.role,
-      logGroup: this.logGroup,
-      loggingFormat: lambda.LoggingFormat.JSON,
-      applicationLogLevelV2: props.applicationLogLevel ?? lambda.ApplicationLogLevel.INFO,
-      systemLogLevelV2: props.systemLogLevel ?? lambda.SystemLogLevel.WARN,
-      // Exactly the variables outbox_lambda::ALL_VARIABLES names, less the two
-      // local-only endpoint overrides (crates/outbox-lambda/tests/deployment_env.rs).
-      environment: {
-        OUTBOX_EVENT_BUS_NAME: this.eventBus.eventBusName,
-        OUTBOX_QUARANTINE_QUEUE_URL: this.quarantineQueue.queueUrl,
-        OUTBOX_TABLE_NAME: this.table.tableName,
-        OUTBOX_PARTITION_KEY: schema.partitionKey,
-        OUTBOX_SORT_KEY: schema.sortKey,
-        OUTBOX_MARKER_ATTRIBUTE: schema.markerAttribute,
-        OUTBOX_MAX_REQUEST_BYTES: String(tuning.maxRequestBytes ?? d.maxRequestBytes),
-        OUTBOX_MAX_CONCURRENCY: String(tuning.maxConcurrency ?? d.maxConcurrency),
-        OUTBOX_MAX_RETRIES: String(tuning.maxRetries ?? d.maxRetries),
-        OUTBOX_RETRY_BASE_MS: String((tuning.retryBase ?? d.retryBase).toMilliseconds()),
-        OUTBOX_RETRY_MAX_MS: String((tuning.retryMax ?? d.retryMax).toMilliseconds()),
-        OUTBOX_DEADLINE_MARGIN_MS: String((tuning.deadlineMargin ?? d.deadlineMargin).toMilliseconds()),
-        OUTBOX_METRICS_NAMESPACE: props.metricsNamespace ?? d.metricsNamespace,
-        OUTBOX_PUT_EVENTS_TIMEOUT_MS: String((tuning.putEventsTimeout ?? d.putEventsTimeout).toMilliseconds()),
-      },
-    });
-
-    // ---------------------------------------------------------------- event source mapping
-    // A plain mapping rather than DynamoEventSource, which grants stream read
-    // with dynamodb:ListStreams on every resource.
-    this.eventSourceMapping = new lambda.EventSourceMapping(this, 'EventSourceMapping', {
-      target: this.function,
-      eventSourceArn: this.tableStreamArn,
-      startingPosition: lambda.StartingPosition.TRIM_HORIZON,
-      batchSize: props.batchSize ?? d.batchSize,
-      maxBatchingWindow: props.maxBatchingWindow ?? d.maxBatchingWindow,
-      // The handler reports the first record it neither delivered nor
-      // quarantined; Lambda resumes from there.
-      reportBatchItemFailures: true,
-      bisectBatchOnError: true,
-      retryAttempts: props.maxRetryAttempts ?? d.maxRetryAttempts,
-      maxRecordAge: props.maxRecordAge ?? d.maxRecordAge,
-      // Per-aggregate order: outbox items are written in their aggregate's
-      // partition, and a stream shard delivers them in commit order. With a
-      // factor of 1 each shard has one batch in flight, and a batch that fails
-      // at record N is retried from N before anything later is checkpointed, so
-      // no event is published before the relay has seen every earlier one of its
-      // aggregate (the bus itself may still reorder; consumers order by
-      // `sequence`). A factor > 1 runs several batches of one
-      // shard at once, ordered only per partition key value: events written
-      // under another partition (event_in_partition) could overtake each other.
-      parallelizationFactor: 1,
-      // Invoke only for outbox inserts: aggregate writes, updates and TTL
-      // deletions never reach the function.
-      filters: [
-        lambda.FilterCriteria.filter({
-          eventName: lambda.FilterRule.isEqual('INSERT'),
-          dynamodb: {
-            NewImage: { [schema.markerAttribute]: { S: lambda.FilterRule.isEqual(OUTBOX_SCHEMA_VERSION) } },
-          },
+    // ---------------------------------------------------------------- the function (relayHost 'lambda')
+    // Everything from here to the alarms exists only where the relay runs as
+    // a function; with relayHost 'none' the standalone relay reads the stream.
+    if (this.relayHost === 'lambda') {
+      if (props.codeDirectory === undefined) {
+        throw new Error(
+          "OutboxRelay: codeDirectory is required with relayHost 'lambda' " +
+            `(the function's bootstrap, built by \`${BUILD_RELAY.command}\`)`,
+        );
+      }
+      // -------------------------------------------------------------- role (least privilege)
+      const logGroup = new logs.LogGroup(this, 'LogGroup', {
+        retention: props.logRetention ?? d.logRetention,
+        removalPolicy: RemovalPolicy.DESTROY,
+      });
+      const role = new iam.Role(this, 'Role', {
+        description: 'outbox-relay function (least privilege)',
+        assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      });
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'WriteOwnLogs',
+          actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+          resources: [logGroup.logGroupArn],
         }),
-      ],
-      onFailure: new OnFailureQueueDestination(this.onFailureQueue),
-    });
+      );
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'ReadOutboxStream',
+          actions: [
+            'dynamodb:DescribeStream',
+            'dynamodb:GetRecords',
+            'dynamodb:GetShardIterator',
+            'dynamodb:ListStreams',
+          ],
+          resources: [this.tableStreamArn],
+        }),
+      );
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'PublishToBus',
+          actions: ['events:PutEvents'],
+          resources: [this.eventBus.eventBusArn],
+        }),
+      );
+      // The function quarantines; the mapping's on-failure destination sends
+      // with the function's role.
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'QuarantineAndOnFailure',
+          actions: ['sqs:SendMessage'],
+          resources: [this.quarantineQueue.queueArn, this.onFailureQueue.queueArn],
+        }),
+      );
+
+      // -------------------------------------------------------------- function
+      const fn = new lambda.Function(this, 'Function', {
+        description: 'outbox relay (DynamoDB stream to EventBridge)',
+        code: OutboxRelay.codeFromDirectory(props.codeDirectory),
+        handler: 'bootstrap',
+        runtime: lambda.Runtime.PROVIDED_AL2023,
+        architecture: lambda.Architecture.ARM_64,
+        memorySize: props.memorySize ?? d.memorySize,
+        timeout: props.timeout ?? d.timeout,
+        role,
+        logGroup,
+        loggingFormat: lambda.LoggingFormat.JSON,
+        applicationLogLevelV2: props.applicationLogLevel ?? lambda.ApplicationLogLevel.INFO,
+        systemLogLevelV2: props.systemLogLevel ?? lambda.SystemLogLevel.WARN,
+        // Exactly the variables outbox_lambda::ALL_VARIABLES names
+        // (crates/outbox-lambda/tests/deployment_env.rs).
+        environment: {
+          OUTBOX_EVENT_BUS_NAME: this.eventBus.eventBusName,
+          OUTBOX_QUARANTINE_QUEUE_URL: this.quarantineQueue.queueUrl,
+          OUTBOX_TABLE_NAME: this.table.tableName,
+          OUTBOX_PARTITION_KEY: schema.partitionKey,
+          OUTBOX_SORT_KEY: schema.sortKey,
+          OUTBOX_MARKER_ATTRIBUTE: schema.markerAttribute,
+          OUTBOX_MAX_REQUEST_BYTES: String(tuning.maxRequestBytes ?? d.maxRequestBytes),
+          OUTBOX_MAX_CONCURRENCY: String(tuning.maxConcurrency ?? d.maxConcurrency),
+          OUTBOX_MAX_RETRIES: String(tuning.maxRetries ?? d.maxRetries),
+          OUTBOX_RETRY_BASE_MS: String((tuning.retryBase ?? d.retryBase).toMilliseconds()),
+          OUTBOX_RETRY_MAX_MS: String((tuning.retryMax ?? d.retryMax).toMilliseconds()),
+          OUTBOX_DEADLINE_MARGIN_MS: String((tuning.deadlineMargin ?? d.deadlineMargin).toMilliseconds()),
+          OUTBOX_METRICS_NAMESPACE: props.metricsNamespace ?? d.metricsNamespace,
+          OUTBOX_PUT_EVENTS_TIMEOUT_MS: String((tuning.putEventsTimeout ?? d.putEventsTimeout).toMilliseconds()),
+        },
+      });
+
+      // -------------------------------------------------------------- event source mapping
+      // A plain mapping rather than DynamoEventSource, which grants stream read
+      // with dynamodb:ListStreams on every resource.
+      const eventSourceMapping = new lambda.EventSourceMapping(this, 'EventSourceMapping', {
+        target: fn,
+        eventSourceArn: this.tableStreamArn,
+        startingPosition: lambda.StartingPosition.TRIM_HORIZON,
+        batchSize: props.batchSize ?? d.batchSize,
+        maxBatchingWindow: props.maxBatchingWindow ?? d.maxBatchingWindow,
+        // The handler reports the first record it neither delivered nor
+        // quarantined; Lambda resumes from there.
+        reportBatchItemFailures: true,
+        bisectBatchOnError: true,
+        retryAttempts: props.maxRetryAttempts ?? d.maxRetryAttempts,
+        maxRecordAge: props.maxRecordAge ?? d.maxRecordAge,
+        // Per-aggregate order: outbox items are written in their aggregate's
+        // partition, and a stream shard delivers them in commit order. With a
+        // factor of 1 each shard has one batch in flight, and a batch that fails
+        // at record N is retried from N before anything later is checkpointed, so
+        // no event is published before the relay has seen every earlier one of its
+        // aggregate (the bus itself may still reorder; consumers order by
+        // `sequence`). A factor > 1 runs several batches of one
+        // shard at once, ordered only per partition key value: events written
+        // under another partition (event_in_partition) could overtake each other.
+        parallelizationFactor: 1,
+        // Invoke only for outbox inserts: aggregate writes, updates and TTL
+        // deletions never reach the function.
+        filters: [
+          lambda.FilterCriteria.filter({
+            eventName: lambda.FilterRule.isEqual('INSERT'),
+            dynamodb: {
+              NewImage: { [schema.markerAttribute]: { S: lambda.FilterRule.isEqual(OUTBOX_SCHEMA_VERSION) } },
+            },
+          }),
+        ],
+        onFailure: new OnFailureQueueDestination(this.onFailureQueue),
+      });
+      this.logGroup = logGroup;
+      this.role = role;
+      this.function = fn;
+      this.eventSourceMapping = eventSourceMapping;
+    }
 
     // ---------------------------------------------------------------- alarms
     if (props.alarmTopic) {
@@ -493,20 +534,25 @@ export class OutboxRelay extends Construct {
       threshold: number,
       window?: { evaluationPeriods: number; datapointsToAlarm?: number },
     ) => alarmAbove(this, id, description, metric, threshold, this.alarmTopic, window);
+    const fn = this.function;
     this.alarms = {
-      iteratorAge: above(
-        'IteratorAgeAlarm',
-        'The relay is falling behind the outbox stream.',
-        this.function.metric('IteratorAge', { statistic: 'Maximum', period: minute }),
-        (props.iteratorAgeAlarmThreshold ?? d.iteratorAgeAlarmThreshold).toMilliseconds(),
-        { evaluationPeriods: 5, datapointsToAlarm: 3 },
-      ),
-      functionErrors: above(
-        'FunctionErrorsAlarm',
-        'The relay function failed whole invocations (configuration, crash, timeout).',
-        this.function.metricErrors({ statistic: 'Sum', period: minute }),
-        0,
-      ),
+      iteratorAge:
+        fn &&
+        above(
+          'IteratorAgeAlarm',
+          'The relay is falling behind the outbox stream.',
+          fn.metric('IteratorAge', { statistic: 'Maximum', period: minute }),
+          (props.iteratorAgeAlarmThreshold ?? d.iteratorAgeAlarmThreshold).toMilliseconds(),
+          { evaluationPeriods: 5, datapointsToAlarm: 3 },
+        ),
+      functionErrors:
+        fn &&
+        above(
+          'FunctionErrorsAlarm',
+          'The relay function failed whole invocations (configuration, crash, timeout).',
+          fn.metricErrors({ statistic: 'Sum', period: minute }),
+          0,
+        ),
       quarantineMessages: above(
         'QuarantineMessagesAlarm',
         'Events were quarantined (poison or undeliverable); inspect the quarantine queue.',

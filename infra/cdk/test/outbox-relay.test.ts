@@ -14,13 +14,13 @@ import * as events from 'aws-cdk-lib/aws-events';
 import { IConstruct } from 'constructs';
 
 import { OutboxRelayExampleStack } from '../lib/example-stack';
-import { EXAMPLE_CONSUMER_SETTINGS, OutboxRelay, OutboxRelayProps } from '../lib/outbox-relay';
+import { EXAMPLE_CONSUMER_SETTINGS, OutboxRelay, OutboxRelayProps, RelayHost } from '../lib/outbox-relay';
 
 const codeDirectory = fs.mkdtempSync(path.join(os.tmpdir(), 'outbox-relay-code-'));
 fs.writeFileSync(path.join(codeDirectory, 'bootstrap'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
 after(() => fs.rmSync(codeDirectory, { recursive: true, force: true }));
 
-/** What the function must set: outbox_lambda::ALL_VARIABLES less the local endpoint overrides. */
+/** What the function must set: outbox_lambda::ALL_VARIABLES. */
 const RELAY_VARIABLES = [
   'OUTBOX_EVENT_BUS_NAME',
   'OUTBOX_QUARANTINE_QUEUE_URL',
@@ -63,7 +63,7 @@ describe('OutboxRelay (creating the table and the bus)', () => {
   const { relay, template, id } = synth();
   const tableId = id(relay.table);
   const busId = id(relay.eventBus);
-  const functionId = id(relay.function);
+  const functionId = id(relay.function!);
   const quarantineId = id(relay.quarantineQueue);
   const onFailureId = id(relay.onFailureQueue);
 
@@ -135,12 +135,12 @@ describe('OutboxRelay (creating the table and the bus)', () => {
       Handler: 'bootstrap',
       MemorySize: 256,
       Timeout: 60,
-      Role: getAtt(id(relay.role), 'Arn'),
+      Role: getAtt(id(relay.role!), 'Arn'),
       LoggingConfig: {
         LogFormat: 'JSON',
         ApplicationLogLevel: 'INFO',
         SystemLogLevel: 'WARN',
-        LogGroup: ref(id(relay.logGroup)),
+        LogGroup: ref(id(relay.logGroup!)),
       },
     });
     template.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
@@ -171,14 +171,14 @@ describe('OutboxRelay (creating the table and the bus)', () => {
     });
     template.resourceCountIs('AWS::IAM::Policy', 1);
     template.hasResourceProperties('AWS::IAM::Policy', {
-      Roles: [ref(id(relay.role))],
+      Roles: [ref(id(relay.role!))],
       PolicyDocument: {
         Statement: Match.arrayEquals([
           {
             Sid: 'WriteOwnLogs',
             Effect: 'Allow',
             Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
-            Resource: getAtt(id(relay.logGroup), 'Arn'),
+            Resource: getAtt(id(relay.logGroup!), 'Arn'),
           },
           {
             Sid: 'ReadOutboxStream',
@@ -371,6 +371,100 @@ describe('OutboxRelay (options)', () => {
   });
 });
 
+describe('OutboxRelay relayHost', () => {
+  /** The resources that exist whatever the relay's host. */
+  const assertSharedResources = (template: Template) => {
+    template.resourceCountIs('AWS::DynamoDB::Table', 1);
+    template.hasResourceProperties('AWS::DynamoDB::Table', { StreamSpecification: { StreamViewType: 'NEW_IMAGE' } });
+    template.resourceCountIs('AWS::Events::EventBus', 1);
+    template.resourceCountIs('AWS::Events::Rule', 1);
+    template.resourceCountIs('AWS::SQS::Queue', 3);
+    template.resourceCountIs('AWS::SQS::QueuePolicy', 1);
+  };
+
+  test("'lambda' is the default: the function, its mapping, role, log group and four alarms", () => {
+    for (const { relay, template } of [synth(), synth({ relayHost: 'lambda' })]) {
+      assert.equal(relay.relayHost, 'lambda');
+      assertSharedResources(template);
+      template.resourceCountIs('AWS::Lambda::Function', 1);
+      template.resourceCountIs('AWS::Lambda::EventSourceMapping', 1);
+      template.resourceCountIs('AWS::IAM::Role', 1);
+      template.resourceCountIs('AWS::IAM::Policy', 1);
+      template.resourceCountIs('AWS::Logs::LogGroup', 1);
+      template.resourceCountIs('AWS::CloudWatch::Alarm', 4);
+      assert.ok(relay.function && relay.eventSourceMapping && relay.role && relay.logGroup);
+      assert.ok(relay.alarms.iteratorAge && relay.alarms.functionErrors);
+    }
+  });
+
+  test("'lambda' without a code directory is refused, naming the build command", () => {
+    assert.throws(
+      () => synth({ codeDirectory: undefined }),
+      /codeDirectory is required with relayHost 'lambda'.*cargo lambda build --release --arm64 -p outbox-lambda/,
+    );
+  });
+
+  test("'none': no function, mapping, role, policy or log group; the table, bus, rule, queues and queue alarms", () => {
+    const { relay, template, id } = synth({ relayHost: 'none', codeDirectory: undefined });
+    assert.equal(relay.relayHost, 'none');
+    assertSharedResources(template);
+    for (const type of [
+      'AWS::Lambda::Function',
+      'AWS::Lambda::EventSourceMapping',
+      'AWS::Lambda::Permission',
+      'AWS::IAM::Role',
+      'AWS::IAM::Policy',
+      'AWS::Logs::LogGroup',
+    ]) {
+      template.resourceCountIs(type, 0);
+    }
+    assert.equal(relay.function, undefined);
+    assert.equal(relay.eventSourceMapping, undefined);
+    assert.equal(relay.role, undefined);
+    assert.equal(relay.logGroup, undefined);
+    assert.equal(relay.alarms.iteratorAge, undefined);
+    assert.equal(relay.alarms.functionErrors, undefined);
+    // The queue alarms stay: the standalone relay fills the same queues.
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 2);
+    for (const queue of [relay.quarantineQueue, relay.onFailureQueue]) {
+      template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+        Namespace: 'AWS/SQS',
+        Dimensions: [{ Name: 'QueueName', Value: getAtt(id(queue), 'QueueName') }],
+      });
+    }
+    const onFunction = template.findResources('AWS::CloudWatch::Alarm', { Properties: { Namespace: 'AWS/Lambda' } });
+    assert.deepEqual(onFunction, {});
+  });
+
+  test("'none' ignores a code directory, and its queue alarms notify the alarm topic", () => {
+    const { template, relay, id } = synth({ relayHost: 'none', alarmEmail: 'ops@example.com' });
+    template.resourceCountIs('AWS::Lambda::Function', 0);
+    const topic = ref(id(relay.alarmTopic!));
+    const notifying = template.findResources('AWS::CloudWatch::Alarm', {
+      Properties: { AlarmActions: [topic], OKActions: [topic] },
+    });
+    assert.equal(Object.keys(notifying).length, 2);
+  });
+
+  test("'none' with the example consumer: only the consumer's function, no mapping", () => {
+    const { relay, template } = synth({
+      relayHost: 'none',
+      codeDirectory: undefined,
+      exampleConsumer: { codeDirectory },
+    });
+    template.resourceCountIs('AWS::Lambda::Function', 1);
+    template.resourceCountIs('AWS::Lambda::EventSourceMapping', 0);
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: { Variables: Match.objectLike({ IDEMPOTENCY_TABLE_NAME: Match.anyValue() }) },
+    });
+    assert.ok(relay.exampleConsumer);
+  });
+
+  test('anything else is refused', () => {
+    assert.throws(() => synth({ relayHost: 'fargate' as RelayHost }), /relayHost must be 'lambda' or 'none'/);
+  });
+});
+
 /** What the example consumer must set: the variables outbox-example-consumer reads, less its endpoint override. */
 const EXAMPLE_CONSUMER_VARIABLES = ['IDEMPOTENCY_TABLE_NAME', 'CONSUMER_SCOPE', 'IDEMPOTENCY_IN_PROGRESS_SECONDS'];
 
@@ -403,7 +497,7 @@ describe('OutboxRelay with the example consumer', () => {
     template.resourceCountIs('AWS::CloudWatch::Alarm', 5);
     // The relay is unchanged: still one mapping, on the relay function.
     template.resourceCountIs('AWS::Lambda::EventSourceMapping', 1);
-    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', { FunctionName: ref(id(relay.function)) });
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', { FunctionName: ref(id(relay.function!)) });
   });
 
   test('idempotency table: pk (S) hash key, TTL on ttl, on demand, SSE, deleted with the stack', () => {
@@ -573,6 +667,30 @@ describe('the example app stack', () => {
       'ExampleConsumerIdempotencyTableName',
       'ExampleConsumerRuleArn',
     ]);
+  });
+
+  test("with relayHost 'none': no function outputs, two alarm names, no code directory needed", () => {
+    const stack = new OutboxRelayExampleStack(new App(), 'Example', { relayHost: 'none' });
+    const template = Template.fromStack(stack);
+    const outputs = template.findOutputs('*');
+    assert.deepEqual(Object.keys(outputs).sort(), [
+      'AlarmNames',
+      'EventBusArn',
+      'EventBusName',
+      'ExampleRuleArn',
+      'ExampleTargetQueueUrl',
+      'OnFailureQueueArn',
+      'OnFailureQueueUrl',
+      'QuarantineQueueArn',
+      'QuarantineQueueUrl',
+      'TableName',
+      'TableStreamArn',
+    ]);
+    const names = JSON.stringify(outputs.AlarmNames.Value);
+    const alarmId = (a: IConstruct) => stack.getLogicalId(a.node.defaultChild as CfnElement);
+    assert.match(names, new RegExp(alarmId(stack.relay.alarms.quarantineMessages)));
+    assert.match(names, new RegExp(alarmId(stack.relay.alarms.onFailureMessages)));
+    assert.doesNotMatch(names, /IteratorAge|FunctionErrors/);
   });
 
   test('refuses half of an existing table', () => {
