@@ -53,4 +53,7 @@ scripts/lambda-emulator-check.sh
 step "deployment templates (offline): sam validate, cfn-lint, cdk synth + tests, env var names"
 scripts/deploy-check.sh
 
+step "the SAM template deployed into LocalStack (host mode), the relay run through it"
+scripts/localstack-check.sh
+
 step "all checks passed"
