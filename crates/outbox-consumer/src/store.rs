@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::client::Waiters as _;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
-    TransactWriteItem,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use outbox_core::{Clock, SystemClock};
@@ -563,27 +563,19 @@ pub async fn create_idempotency_table(client: &Client, table: &str) -> Result<()
         }
         Err(err) => return Err(sdk_error(err)),
     };
-    let deadline = tokio::time::Instant::now() + TABLE_ACTIVE_TIMEOUT;
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let described = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(sdk_error)?;
-        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-            break;
-        }
-        if tokio::time::Instant::now() + delay > deadline {
-            return Err(ConsumerError::Service {
-                retryable: true,
-                source: format!("idempotency table {table} not active after {TABLE_ACTIVE_TIMEOUT:?}").into(),
-            });
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+    client
+        .wait_until_table_exists()
+        .table_name(table)
+        .wait(TABLE_ACTIVE_TIMEOUT)
+        .await
+        .map_err(|e| ConsumerError::Service {
+            retryable: true,
+            source: format!(
+                "idempotency table {table} not active after {TABLE_ACTIVE_TIMEOUT:?}: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            )
+            .into(),
+        })?;
     let ttl = client
         .update_time_to_live()
         .table_name(table)

@@ -1,7 +1,26 @@
-//! Retry policy: exponential backoff with full jitter, bounded by attempts
-//! and by the caller's deadline.
+//! Backoff, the one formula every retry and idle wait uses, and the relay's
+//! retry policy: that backoff with full jitter, bounded by attempts and by
+//! the caller's deadline.
 
 use std::time::Duration;
+
+/// Exponential backoff: `initial * 2^(attempt-1)` before attempt `attempt`
+/// (1-based), at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The delay before the first attempt.
+    pub initial: Duration,
+    /// The largest delay.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay before attempt `attempt` (1-based; 0 counts as 1).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
 
 /// How failed entries are retried within one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +48,11 @@ impl RetryPolicy {
     /// The backoff cap before retry number `retry` (1-based):
     /// `min(max_delay, base_delay * 2^(retry-1))`.
     pub fn cap(&self, retry: u32) -> Duration {
-        let factor = 2u32.saturating_pow(retry.saturating_sub(1));
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
+        Backoff {
+            initial: self.base_delay,
+            max: self.max_delay,
+        }
+        .delay(retry)
     }
 
     /// A "full jitter" delay before retry number `retry`: uniform in

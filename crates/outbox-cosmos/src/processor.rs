@@ -101,8 +101,11 @@ impl ProcessorConfig {
     /// failed or found nothing: `backoff_initial * 2^(attempt-1)`, at most
     /// `backoff_max`.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        self.backoff_initial.saturating_mul(factor).min(self.backoff_max)
+        outbox_core::Backoff {
+            initial: self.backoff_initial,
+            max: self.backoff_max,
+        }
+        .delay(attempt)
     }
 }
 

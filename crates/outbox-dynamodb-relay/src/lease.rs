@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::client::Waiters as _;
 use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
 };
 use outbox_core::{Clock, SystemClock};
 
@@ -272,27 +273,20 @@ pub async fn create_lease_table(client: &Client, table: &str) -> Result<(), Leas
         }
         Err(err) => return Err(lease_error(table, err)),
     }
-    let deadline = tokio::time::Instant::now() + TABLE_ACTIVE_TIMEOUT;
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let described = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| lease_error(table, e))?;
-        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() + delay > deadline {
-            return Err(LeaseError::Service {
-                retryable: true,
-                source: format!("lease table {table} not active after {TABLE_ACTIVE_TIMEOUT:?}").into(),
-            });
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
+    client
+        .wait_until_table_exists()
+        .table_name(table)
+        .wait(TABLE_ACTIVE_TIMEOUT)
+        .await
+        .map_err(|e| LeaseError::Service {
+            retryable: true,
+            source: format!(
+                "lease table {table} not active after {TABLE_ACTIVE_TIMEOUT:?}: {}",
+                DisplayErrorContext(&e)
+            )
+            .into(),
+        })?;
+    Ok(())
 }
 
 /// One conditional `UpdateItem` of a lease item.
