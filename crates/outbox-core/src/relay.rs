@@ -252,7 +252,11 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
 
         let mut retry = 0u32;
         let pending = loop {
-            let (pending, permanent, fatal) = settled;
+            let Settled {
+                retry: pending,
+                permanent,
+                fatal,
+            } = settled;
             self.quarantine_all(own(&mut slots), permanent).await;
             if pending.is_empty() {
                 break pending;
@@ -314,13 +318,12 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
     /// free, without waiting for their records to be decoded. Returns what
     /// to retry, what to quarantine and a whole-call permanent error if one
     /// happened.
-    #[allow(clippy::type_complexity)]
     async fn publish_each<H, T>(
         &self,
         chunks: &mut (dyn Iterator<Item = Chunk<H>> + Send),
         slots: &Mutex<Vec<Slot<H, T>>>,
         outcome: &mut BatchOutcome,
-    ) -> (Vec<usize>, Vec<(usize, QuarantinedRecord)>, Option<SinkError>)
+    ) -> Settled
     where
         H: Deref<Target = OutboxEvent> + Send + Sync,
         T: Deref<Target = str>,
@@ -329,9 +332,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         let mut calls = FuturesOrdered::new();
         let mut ahead = VecDeque::with_capacity(max);
         let mut more = true;
-        let mut retry = Vec::new();
-        let mut permanent = Vec::new();
-        let mut fatal = None;
+        let mut settled = Settled::default();
         loop {
             while calls.len() < max {
                 let chunk = match ahead.pop_front() {
@@ -364,13 +365,13 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             // No call in flight and none to start: every chunk is settled.
             let Some(sent) = sent else { break };
             let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
-            let (r, p, f) = self.settle(sent, &mut slots, outcome);
-            retry.extend(r);
-            permanent.extend(p);
-            fatal = fatal.or(f);
+            let call = self.settle(sent, &mut slots, outcome);
+            settled.retry.extend(call.retry);
+            settled.permanent.extend(call.permanent);
+            settled.fatal = settled.fatal.or(call.fatal);
         }
-        retry.sort_unstable();
-        (retry, permanent, fatal)
+        settled.retry.sort_unstable();
+        settled
     }
 
     async fn publish_chunk<H: Deref<Target = OutboxEvent> + Sync>(&self, chunk: Chunk<H>) -> Sent<H> {
@@ -399,13 +400,12 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
     /// Reads the results of one call: marks what was delivered, puts back
     /// the events to retry, and returns what to retry, what to quarantine,
     /// and a whole-call permanent error if one happened.
-    #[allow(clippy::type_complexity)]
     fn settle<H: Deref<Target = OutboxEvent>, T: Deref<Target = str>>(
         &self,
         Sent { chunk, result }: Sent<H>,
         slots: &mut [Slot<H, T>],
         outcome: &mut BatchOutcome,
-    ) -> (Vec<usize>, Vec<(usize, QuarantinedRecord)>, Option<SinkError>) {
+    ) -> Settled {
         let mut retry = Vec::new();
         let mut permanent = Vec::new();
         let entries = match result {
@@ -417,7 +417,11 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
                     retry.push(i);
                 }
                 let fatal = (error.class == FailureClass::Permanent).then_some(error);
-                return (retry, permanent, fatal);
+                return Settled {
+                    retry,
+                    permanent,
+                    fatal,
+                };
             }
         };
         let now = self.clock.now();
@@ -456,7 +460,11 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
                 }
             }
         }
-        (retry, permanent, None)
+        Settled {
+            retry,
+            permanent,
+            fatal: None,
+        }
     }
 
     async fn quarantine_all<H, T>(&self, slots: &mut [Slot<H, T>], items: Vec<(usize, QuarantinedRecord)>) {
@@ -473,6 +481,15 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             }
         }
     }
+}
+
+/// What calls' results left to do: the slots to retry (in batch order), the
+/// records to quarantine, and a whole-call permanent error if one happened.
+#[derive(Default)]
+struct Settled {
+    retry: Vec<usize>,
+    permanent: Vec<(usize, QuarantinedRecord)>,
+    fatal: Option<SinkError>,
 }
 
 /// The slots, when nothing else holds them: no locking.
