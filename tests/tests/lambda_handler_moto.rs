@@ -142,7 +142,7 @@ async fn a_quarantine_that_cannot_take_the_poison_record_makes_it_the_batch_item
 async fn a_bus_that_does_not_exist_fails_every_event_without_quarantining_any() {
     let stack = stack().await;
     let mut config = handler_config(&stack, &stack.quarantine.url);
-    config.event_bus_name = format!("{}-missing", stack.bus.bus);
+    config.eventbridge.event_bus_name = format!("{}-missing", stack.bus.bus);
     let handler = build_handler(&config, &outbox_tests::sdk_config().await);
     let event = fixture("dynamodb-insert.json");
     let first = event.records[0].change.sequence_number.clone();

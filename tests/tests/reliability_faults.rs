@@ -465,8 +465,11 @@ async fn relay_through_faults(rate: f64, seed: u64, count: usize, max_retries: u
                 .build(),
         )
         .build();
-    let sink = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(&sdk), &config.event_bus_name);
-    let quarantine = SqsQuarantine::new(sqs_client(&moto), &config.quarantine_queue_url);
+    let sink = EventBridgeSink::new(
+        aws_sdk_eventbridge::Client::new(&sdk),
+        &config.eventbridge.event_bus_name,
+    );
+    let quarantine = SqsQuarantine::new(sqs_client(&moto), &config.eventbridge.quarantine_queue_url);
     let relay = Relay::new(sink, quarantine, config.relay.clone());
 
     let (records, wanted, poison) = records(count, 25);

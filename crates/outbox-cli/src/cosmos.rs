@@ -90,6 +90,9 @@ pub enum CosmosCommandError {
     /// The processor failed.
     #[error("the change-feed processor failed")]
     Processor(#[from] ProcessorError),
+    /// A relay variable (`OUTBOX_MAX_RETRIES`, ...) cannot be used.
+    #[error("the relay's configuration cannot be used")]
+    Config(#[from] outbox_core::ConfigError),
 }
 
 /// Runs the processor until `shutdown` completes, then returns what it did.
@@ -99,6 +102,8 @@ pub async fn run_cosmos(
     sdk: &aws_config::SdkConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<ProcessorReport, CosmosCommandError> {
+    // The same relay variables as every other host.
+    let relay = RelayConfig::from_env(&outbox_core::Env::process())?;
     let client = cosmos_client_with_key(&args.endpoint, args.key.clone(), &args.region).await?;
     let monitored = container_client(&client, &args.database, &args.container).await?;
     let leases = container_client(&client, &args.database, &args.lease_container).await?;
@@ -112,7 +117,7 @@ pub async fn run_cosmos(
         monitored,
         CosmosLeaseStore::new(leases, &args.processor_name)?,
         CosmosChangeDecoder::new(schema),
-        Relay::new(sink, quarantine, RelayConfig::default()),
+        Relay::new(sink, quarantine, relay),
         config,
     );
     Ok(processor.run(shutdown).await?)

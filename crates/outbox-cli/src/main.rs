@@ -10,7 +10,7 @@ use outbox_cli::redrive::RedriveArgs;
 use outbox_cli::relay::{RunnerOptions, run_dynamodb, shutdown_signal};
 use outbox_cli::replay::ReplayArgs;
 use outbox_dynamodb_relay::RunnerConfig;
-use outbox_lambda::{Config, build_handler};
+use outbox_lambda::build_handler;
 
 /// outbox-relay's command line.
 #[derive(Debug, Parser)]
@@ -174,7 +174,7 @@ type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn run_invoke(path: &PathBuf) -> Result<(), AnyError> {
     let json = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let config = Config::from_env()?;
+    let config = outbox_lambda::config_from_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let handler = build_handler(&config, &sdk).with_metrics_writer(|line| eprintln!("{line}"));
     let response = invoke(&handler, &json).await?;
@@ -201,7 +201,7 @@ async fn run_bootstrap(prefix: &str, source: &str) -> Result<(), AnyError> {
 }
 
 async fn run_relay(options: &RunnerOptions) -> Result<(), AnyError> {
-    let config = Config::from_env()?;
+    let config = outbox_lambda::config_from_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let report = run_dynamodb(&config, options, &sdk, shutdown_signal()).await?;
     tracing::info!(?report, "relay stopped");

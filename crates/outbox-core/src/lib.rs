@@ -29,6 +29,7 @@
 mod chunk;
 mod clock;
 mod cloudevents;
+pub mod config;
 mod envelope;
 mod error;
 #[cfg(any(test, feature = "test-util"))]
@@ -40,6 +41,7 @@ mod retry;
 
 pub use chunk::chunk_ranges;
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use config::{ConfigError, Env};
 pub use envelope::{MAX_METADATA_KEY_LEN, OutboxEvent, OutboxEventBuilder, OutboxEventParts, TraceParent};
 pub use error::{EnvelopeError, error_chain};
 pub use payload::{MAX_PAYLOAD_DEPTH, Payload};
@@ -48,4 +50,4 @@ pub use port::{
     SinkError,
 };
 pub use relay::{BatchOutcome, Decoded, Relay, RelayConfig, RelayRecord, SkipReason};
-pub use retry::RetryPolicy;
+pub use retry::{Backoff, RetryPolicy};

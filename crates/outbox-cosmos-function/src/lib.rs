@@ -34,18 +34,20 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use outbox_core::{EventSink, Quarantine, Relay, RelayConfig, RetryPolicy};
+use outbox_core::{Env, EventSink, Quarantine, Relay, RelayConfig};
 use outbox_cosmos::{CosmosChangeDecoder, CosmosOutboxSchema, InvocationResponse, relay_trigger_invocation};
-use outbox_eventbridge::{EventBridgeSink, SqsQuarantine};
+use outbox_eventbridge::{EventBridgeConfig, EventBridgeSink, SqsQuarantine};
+
+pub use outbox_core::ConfigError;
+pub use outbox_core::config::{
+    ENV_DEADLINE_MARGIN_MS, ENV_MAX_CONCURRENCY, ENV_MAX_RETRIES, ENV_RETRY_BASE_MS, ENV_RETRY_MAX_MS,
+};
+pub use outbox_eventbridge::{ENV_EVENT_BUS_NAME, ENV_MAX_REQUEST_BYTES, ENV_QUARANTINE_QUEUE_URL};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 /// Port the Functions host expects the custom handler on. Set by the host.
 pub const ENV_PORT: &str = "FUNCTIONS_CUSTOMHANDLER_PORT";
-/// Name of the EventBridge bus events are published to. Required.
-pub const ENV_EVENT_BUS_NAME: &str = "OUTBOX_EVENT_BUS_NAME";
-/// URL of the SQS queue that receives quarantined documents. Required.
-pub const ENV_QUARANTINE_QUEUE_URL: &str = "OUTBOX_QUARANTINE_QUEUE_URL";
 /// The monitored container's name (also used by `function.json`; a label in
 /// quarantined records). Required.
 pub const ENV_CONTAINER: &str = "OUTBOX_COSMOS_CONTAINER";
@@ -56,43 +58,9 @@ pub const ENV_TRIGGER_BINDING: &str = "OUTBOX_COSMOS_TRIGGER_BINDING";
 /// Time one invocation may take, in milliseconds (default 300000: the
 /// `functionTimeout` of `host.json`).
 pub const ENV_INVOCATION_TIMEOUT_MS: &str = "OUTBOX_INVOCATION_TIMEOUT_MS";
-/// Largest PutEvents request in bytes (default 262144, the documented 256 KB).
-pub const ENV_MAX_REQUEST_BYTES: &str = "OUTBOX_MAX_REQUEST_BYTES";
-/// Most PutEvents calls in flight (default 4).
-pub const ENV_MAX_CONCURRENCY: &str = "OUTBOX_MAX_CONCURRENCY";
-/// Retries of transient failures within one invocation (default 6).
-pub const ENV_MAX_RETRIES: &str = "OUTBOX_MAX_RETRIES";
-/// Backoff of the first retry in milliseconds (default 50).
-pub const ENV_RETRY_BASE_MS: &str = "OUTBOX_RETRY_BASE_MS";
-/// Largest backoff in milliseconds (default 5000).
-pub const ENV_RETRY_MAX_MS: &str = "OUTBOX_RETRY_MAX_MS";
-/// Time kept before the invocation's deadline, in milliseconds (default 2000).
-pub const ENV_DEADLINE_MARGIN_MS: &str = "OUTBOX_DEADLINE_MARGIN_MS";
 
 /// The variables the deployment must set (the host sets [`ENV_PORT`]).
 pub const REQUIRED_VARIABLES: &[&str] = &[ENV_EVENT_BUS_NAME, ENV_QUARANTINE_QUEUE_URL, ENV_CONTAINER];
-
-/// A configuration problem, naming the variable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A required variable is not set (or empty).
-    #[error("environment variable {name} is required")]
-    Missing {
-        /// The variable.
-        name: &'static str,
-    },
-    /// A variable's value cannot be used.
-    #[error("environment variable {name}={value:?} is invalid: {reason}")]
-    Invalid {
-        /// The variable.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
 
 /// The custom handler's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,10 +68,8 @@ pub enum ConfigError {
 pub struct FunctionConfig {
     /// Port to listen on (127.0.0.1).
     pub port: u16,
-    /// The bus.
-    pub event_bus_name: String,
-    /// The quarantine queue.
-    pub quarantine_queue_url: String,
+    /// The bus, the quarantine queue and the request limits.
+    pub eventbridge: EventBridgeConfig,
     /// The monitored container (a label).
     pub container: String,
     /// How outbox documents are recognised.
@@ -112,8 +78,6 @@ pub struct FunctionConfig {
     pub trigger_binding: String,
     /// Time one invocation may take.
     pub invocation_timeout: Duration,
-    /// PutEvents request size limit.
-    pub max_request_bytes: usize,
     /// Publishing and retries.
     pub relay: RelayConfig,
 }
@@ -121,55 +85,21 @@ pub struct FunctionConfig {
 impl FunctionConfig {
     /// Reads the configuration through `lookup` (a variable name to its value).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
-        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing { name });
-        let number = |name: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
-            match get(name) {
-                None => Ok(default),
-                Some(value) => match value.trim().parse::<u64>() {
-                    Ok(n) if (min..=max).contains(&n) => Ok(n),
-                    Ok(_) => Err(ConfigError::Invalid {
-                        name,
-                        value,
-                        reason: format!("must be {min} to {max}"),
-                    }),
-                    Err(e) => Err(ConfigError::Invalid {
-                        name,
-                        value,
-                        reason: format!("not a whole number: {e}"),
-                    }),
-                },
-            }
-        };
-        let port = u16::try_from(number(ENV_PORT, 0, 1, u64::from(u16::MAX))?).unwrap_or(0);
+        let env = Env::new(lookup);
+        let port = u16::try_from(env.number(ENV_PORT, 0, 0..=u64::from(u16::MAX))?).unwrap_or(0);
         if port == 0 {
             return Err(ConfigError::Missing { name: ENV_PORT });
         }
-        let retry = RetryPolicy {
-            max_retries: u32::try_from(number(ENV_MAX_RETRIES, 6, 0, 1000)?).unwrap_or(6),
-            base_delay: Duration::from_millis(number(ENV_RETRY_BASE_MS, 50, 1, 600_000)?),
-            max_delay: Duration::from_millis(number(ENV_RETRY_MAX_MS, 5000, 1, 600_000)?),
-        };
         Ok(Self {
             port,
-            event_bus_name: required(ENV_EVENT_BUS_NAME)?,
-            quarantine_queue_url: required(ENV_QUARANTINE_QUEUE_URL)?,
-            container: required(ENV_CONTAINER)?,
-            marker_field: get(ENV_MARKER_FIELD).unwrap_or_else(|| "outbox".into()),
-            trigger_binding: get(ENV_TRIGGER_BINDING).unwrap_or_else(|| "documents".into()),
-            invocation_timeout: Duration::from_millis(number(
-                ENV_INVOCATION_TIMEOUT_MS,
-                300_000,
-                1000,
-                24 * 3600 * 1000,
-            )?),
-            max_request_bytes: usize::try_from(number(ENV_MAX_REQUEST_BYTES, 256 * 1024, 1024, 16 << 20)?)
-                .unwrap_or(256 * 1024),
-            relay: RelayConfig {
-                retry,
-                max_concurrency: usize::try_from(number(ENV_MAX_CONCURRENCY, 4, 1, 64)?).unwrap_or(4),
-                deadline_margin: Duration::from_millis(number(ENV_DEADLINE_MARGIN_MS, 2000, 0, 600_000)?),
-            },
+            eventbridge: EventBridgeConfig::from_env(&env)?,
+            container: env.required(ENV_CONTAINER)?,
+            marker_field: env.text(ENV_MARKER_FIELD).unwrap_or_else(|| "outbox".into()),
+            trigger_binding: env
+                .text(ENV_TRIGGER_BINDING)
+                .unwrap_or_else(|| "documents".into()),
+            invocation_timeout: env.millis(ENV_INVOCATION_TIMEOUT_MS, 300_000, 1000..=24 * 3600 * 1000)?,
+            relay: RelayConfig::from_env(&env)?,
         })
     }
 
@@ -225,10 +155,16 @@ pub fn build_handler(
     config: &FunctionConfig,
     sdk: &aws_config::SdkConfig,
 ) -> TriggerHandler<EventBridgeSink, SqsQuarantine> {
-    let sink = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &config.event_bus_name)
-        .with_max_request_bytes(config.max_request_bytes);
-    let quarantine = SqsQuarantine::new(aws_sdk_sqs::Client::new(sdk), &config.quarantine_queue_url)
-        .with_origin(format!("cosmos:{}", config.container));
+    let sink = EventBridgeSink::new(
+        aws_sdk_eventbridge::Client::new(sdk),
+        &config.eventbridge.event_bus_name,
+    )
+    .with_max_request_bytes(config.eventbridge.max_request_bytes);
+    let quarantine = SqsQuarantine::new(
+        aws_sdk_sqs::Client::new(sdk),
+        &config.eventbridge.quarantine_queue_url,
+    )
+    .with_origin(format!("cosmos:{}", config.container));
     // Decoding needs only the marker; the partition key property is not read.
     let schema = CosmosOutboxSchema::new("pk").with_marker_field(&config.marker_field);
     TriggerHandler::new(
@@ -381,7 +317,7 @@ mod tests {
         assert_eq!(c.marker_field, "outbox");
         assert_eq!(c.trigger_binding, "documents");
         assert_eq!(c.invocation_timeout, Duration::from_secs(300));
-        assert_eq!(c.max_request_bytes, 262_144);
+        assert_eq!(c.eventbridge.max_request_bytes, 262_144);
         assert_eq!(c.relay, RelayConfig::default());
     }
 
@@ -477,7 +413,7 @@ mod tests {
 
     fn relay_config() -> RelayConfig {
         RelayConfig {
-            retry: RetryPolicy {
+            retry: outbox_core::RetryPolicy {
                 max_retries: 1,
                 base_delay: Duration::from_millis(1),
                 max_delay: Duration::from_millis(2),

@@ -37,11 +37,16 @@
 //! # }
 //! ```
 
+mod config;
 mod entry;
 mod error;
 mod quarantine;
 mod sink;
 
+pub use config::{
+    ENV_EVENT_BUS_NAME, ENV_MAX_REQUEST_BYTES, ENV_PUT_EVENTS_TIMEOUT_MS, ENV_QUARANTINE_QUEUE_URL,
+    EVENTBRIDGE_VARIABLES, EventBridgeConfig,
+};
 pub use entry::{
     DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, TIME_ENTRY_BYTES, entry_size, request_entry_size,
     to_put_events_entry,

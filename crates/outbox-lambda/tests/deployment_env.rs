@@ -1,6 +1,6 @@
 //! The deployment templates set exactly the environment variables the binary
 //! reads: `template.yaml` (SAM) and the CDK construct
-//! (`infra/cdk/lib/outbox-relay.ts`) against [`outbox_lambda::ALL_VARIABLES`],
+//! (`infra/cdk/lib/outbox-relay.ts`) against [`outbox_lambda::all_variables()`],
 //! less the two local-only endpoint overrides, which neither may mention,
 //! and nothing else.
 //!
@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use outbox_lambda::ALL_VARIABLES;
+use outbox_lambda::all_variables;
 
 fn repo_file(relative: &str) -> (PathBuf, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative);
@@ -23,7 +23,7 @@ fn repo_file(relative: &str) -> (PathBuf, String) {
 }
 
 fn expected() -> BTreeSet<String> {
-    ALL_VARIABLES.iter().map(|name| (*name).to_owned()).collect()
+    all_variables().iter().map(|name| (*name).to_owned()).collect()
 }
 
 fn indent(line: &str) -> usize {
@@ -231,7 +231,7 @@ fn assert_same_names(what: &Path, found: &BTreeSet<String>) {
     let unknown: Vec<_> = found.difference(&expected).collect();
     assert!(
         missing.is_empty() && unknown.is_empty(),
-        "{}: the function's OUTBOX_* variables differ from outbox_lambda::ALL_VARIABLES: \
+        "{}: the function's OUTBOX_* variables differ from outbox_lambda::all_variables(): \
          missing {missing:?}, not read by the binary {unknown:?}",
         what.display()
     );

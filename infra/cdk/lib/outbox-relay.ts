@@ -455,7 +455,7 @@ export class OutboxRelay extends Construct {
         loggingFormat: lambda.LoggingFormat.JSON,
         applicationLogLevelV2: props.applicationLogLevel ?? lambda.ApplicationLogLevel.INFO,
         systemLogLevelV2: props.systemLogLevel ?? lambda.SystemLogLevel.WARN,
-        // Exactly the variables outbox_lambda::ALL_VARIABLES names
+        // Exactly the variables outbox_lambda::all_variables() names
         // (crates/outbox-lambda/tests/deployment_env.rs).
         environment: {
           OUTBOX_EVENT_BUS_NAME: this.eventBus.eventBusName,

@@ -20,7 +20,7 @@ const codeDirectory = fs.mkdtempSync(path.join(os.tmpdir(), 'outbox-relay-code-'
 fs.writeFileSync(path.join(codeDirectory, 'bootstrap'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
 after(() => fs.rmSync(codeDirectory, { recursive: true, force: true }));
 
-/** What the function must set: outbox_lambda::ALL_VARIABLES. */
+/** What the function must set: outbox_lambda::all_variables(). */
 const RELAY_VARIABLES = [
   'OUTBOX_EVENT_BUS_NAME',
   'OUTBOX_QUARANTINE_QUEUE_URL',

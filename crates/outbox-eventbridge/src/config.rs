@@ -1,0 +1,57 @@
+//! The EventBridge side of a relay's configuration, from environment
+//! variables: the bus, the quarantine queue, and the request limits.
+
+use std::time::Duration;
+
+use outbox_core::{ConfigError, Env};
+
+use crate::DEFAULT_MAX_REQUEST_BYTES;
+
+/// Name (or ARN) of the EventBridge bus events are published to. Required.
+pub const ENV_EVENT_BUS_NAME: &str = "OUTBOX_EVENT_BUS_NAME";
+/// URL of the SQS queue that receives quarantined records. Required.
+pub const ENV_QUARANTINE_QUEUE_URL: &str = "OUTBOX_QUARANTINE_QUEUE_URL";
+/// Largest PutEvents request in bytes (default 262144, the documented 256 KB;
+/// 1024 to 16 MiB).
+pub const ENV_MAX_REQUEST_BYTES: &str = "OUTBOX_MAX_REQUEST_BYTES";
+/// Longest PutEvents attempt in milliseconds, answer included (default 10000):
+/// the SDK client's operation attempt timeout.
+pub const ENV_PUT_EVENTS_TIMEOUT_MS: &str = "OUTBOX_PUT_EVENTS_TIMEOUT_MS";
+
+/// The variables [`EventBridgeConfig::from_env`] reads.
+pub const EVENTBRIDGE_VARIABLES: &[&str] = &[
+    ENV_EVENT_BUS_NAME,
+    ENV_QUARANTINE_QUEUE_URL,
+    ENV_MAX_REQUEST_BYTES,
+    ENV_PUT_EVENTS_TIMEOUT_MS,
+];
+
+/// Where a relay publishes and quarantines, and its request limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventBridgeConfig {
+    /// The bus.
+    pub event_bus_name: String,
+    /// The quarantine queue.
+    pub quarantine_queue_url: String,
+    /// PutEvents request size limit.
+    pub max_request_bytes: usize,
+    /// Longest PutEvents call attempt.
+    pub put_events_timeout: Duration,
+}
+
+impl EventBridgeConfig {
+    /// Reads [`EVENTBRIDGE_VARIABLES`].
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            event_bus_name: env.required(ENV_EVENT_BUS_NAME)?,
+            quarantine_queue_url: env.required(ENV_QUARANTINE_QUEUE_URL)?,
+            max_request_bytes: env.count(
+                ENV_MAX_REQUEST_BYTES,
+                DEFAULT_MAX_REQUEST_BYTES,
+                1024..=16 << 20,
+            )?,
+            put_events_timeout: env.millis(ENV_PUT_EVENTS_TIMEOUT_MS, 10_000, 1..=600_000)?,
+        })
+    }
+}
