@@ -883,3 +883,26 @@ async fn a_stream_without_new_images_stops_the_run() {
     assert_eq!(leases[0].owner, None, "released on the way out");
     assert_eq!(leases[0].checkpoint, None, "nothing was done");
 }
+
+#[tokio::test]
+async fn runners_announce_themselves_until_they_withdraw_or_expire() {
+    let client = dynamodb_client();
+    let table = unique_name("leases");
+    create_lease_table(&client, &table).await.unwrap();
+    let clock = Arc::new(FixedClock::new(chrono::Utc::now()));
+    let store = DynamoDbLeaseStore::new(client, &table).with_clock(clock.clone());
+    let second = Duration::from_secs(1);
+
+    store.announce("arn:stream", "b", second).await.unwrap();
+    store.announce("arn:stream", "a", 10 * second).await.unwrap();
+    store.announce("arn:other", "c", second).await.unwrap();
+    assert_eq!(store.runners("arn:stream").await.unwrap(), ["a", "b"]);
+    // The announcements are apart from the stream's leases.
+    assert!(store.list("arn:stream").await.unwrap().is_empty());
+
+    clock.advance(chrono::Duration::seconds(2));
+    assert_eq!(store.runners("arn:stream").await.unwrap(), ["a"]);
+    store.withdraw("arn:stream", "a").await.unwrap();
+    assert!(store.runners("arn:stream").await.unwrap().is_empty());
+    assert_eq!(store.runners("arn:other").await.unwrap(), Vec::<String>::new());
+}

@@ -38,6 +38,7 @@ mod payload;
 mod port;
 mod relay;
 mod retry;
+mod share;
 
 pub use chunk::chunk_ranges;
 pub use clock::{Clock, FixedClock, SystemClock};
@@ -51,3 +52,4 @@ pub use port::{
 };
 pub use relay::{BatchOutcome, Decoded, Relay, RelayConfig, RelayRecord, SkipReason};
 pub use retry::{Backoff, RetryPolicy};
+pub use share::fair_share;

@@ -499,8 +499,7 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
                 others.entry(o).or_default().push(lease);
             }
         }
-        let instances = others.len() + 1;
-        let target = candidates.len().div_ceil(instances);
+        let target = outbox_core::fair_share(candidates.len(), others.len() + 1);
         let mut mine = held.len();
         for lease in &candidates {
             if mine >= target {

@@ -19,10 +19,10 @@ use outbox_core::{Clock, SystemClock};
 
 use outbox_dynamodb::Item;
 
-const ATTR_PK: &str = "pk";
-const ATTR_SK: &str = "sk";
+pub(crate) const ATTR_PK: &str = "pk";
+pub(crate) const ATTR_SK: &str = "sk";
 const ATTR_OWNER: &str = "owner";
-const ATTR_EXPIRES: &str = "lease_expires_at";
+pub(crate) const ATTR_EXPIRES: &str = "lease_expires_at";
 const ATTR_CHECKPOINT: &str = "checkpoint";
 const ATTR_CHECKPOINT_ORDER: &str = "checkpoint_order";
 const ATTR_FINISHED: &str = "finished";
@@ -226,8 +226,8 @@ pub fn sequence_order_key(sequence_number: &str) -> Result<String, LeaseError> {
 /// update is lost and no shard ever has two owners in the table.
 #[derive(Clone)]
 pub struct DynamoDbLeaseStore {
-    client: Client,
-    table: String,
+    pub(crate) client: Client,
+    pub(crate) table: String,
     clock: Arc<dyn Clock>,
 }
 
@@ -816,7 +816,7 @@ pub(crate) fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>)
 }
 
 /// A lease error from an SDK error of a lease table call.
-fn lease_error<E>(table: &str, err: SdkError<E, HttpResponse>) -> LeaseError
+pub(crate) fn lease_error<E>(table: &str, err: SdkError<E, HttpResponse>) -> LeaseError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {

@@ -19,8 +19,10 @@
 //! # }
 //! ```
 
+mod balance;
 mod lambda;
 mod lease;
+mod presence;
 mod runner;
 mod stream;
 

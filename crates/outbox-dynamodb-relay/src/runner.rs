@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodbstreams::types::{Shard, ShardIteratorType};
+use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use outbox_core::{BatchOutcome, Decoded, EventSink, Quarantine, QuarantinedRecord, Relay, RelayRecord};
@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::balance::{StreamShard, plan_leases};
 use crate::lease::{ErrorClass, classify};
 use crate::{DynamoDbLeaseStore, DynamoDbStreamDecoder, Lease, LeaseError, ShardKey, StreamError};
 
@@ -280,52 +281,6 @@ where
     }
 }
 
-/// A shard as `DescribeStream` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct StreamShard {
-    shard_id: String,
-    parent: Option<String>,
-}
-
-impl StreamShard {
-    fn from_sdk(shard: &Shard) -> Option<Self> {
-        Some(Self {
-            shard_id: shard.shard_id.clone()?,
-            parent: shard.parent_shard_id.clone().filter(|p| !p.is_empty()),
-        })
-    }
-}
-
-/// The shards `owner` may take now, parents before children: not finished,
-/// not held by another runner's unexpired lease, and either without a parent
-/// in the stream or with a finished one (a parent no longer listed has been
-/// trimmed away: there is nothing left to wait for).
-fn shards_to_acquire<'a>(
-    shards: &'a [StreamShard],
-    leases: &[Lease],
-    owner: &str,
-    now_ms: i64,
-) -> Vec<&'a StreamShard> {
-    let by_id: HashMap<&str, &Lease> = leases.iter().map(|l| (l.shard_id.as_str(), l)).collect();
-    let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-    shards
-        .iter()
-        .filter(|shard| {
-            let lease = by_id.get(shard.shard_id.as_str());
-            if lease.is_some_and(|l| l.finished || l.is_held_by_other(owner, now_ms)) {
-                return false;
-            }
-            match &shard.parent {
-                None => true,
-                Some(parent) => {
-                    !listed.contains(parent.as_str())
-                        || by_id.get(parent.as_str()).is_some_and(|l| l.finished)
-                }
-            }
-        })
-        .collect()
-}
-
 /// What to checkpoint after a relayed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum BatchPlan {
@@ -442,6 +397,9 @@ where
 /// A shard being worked on.
 struct Held {
     stop: watch::Sender<Stop>,
+    /// Being handed over to another runner: it ends at its next batch
+    /// boundary and its lease is released.
+    handing_over: bool,
     /// Until when the lease is surely ours (measured from before the last
     /// successful acquire or renewal).
     valid_until: Instant,
@@ -585,6 +543,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
         let mut discovery_failures = 0u32;
         let mut failure: Option<RunnerError> = None;
         tracing::info!(stream_arn = %self.stream_arn, owner = %self.config.owner, "stream runner started");
+        self.announce().await;
 
         loop {
             if Instant::now() >= next_discovery {
@@ -663,6 +622,9 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                 }
             }
         }
+        if let Err(error) = self.leases.withdraw(&self.stream_arn, &self.config.owner).await {
+            tracing::warn!(error = %DisplayErrorContext(&error), "withdrawing this runner failed; it will expire");
+        }
         let report = self.report.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match failure {
             Some(error) => {
@@ -688,11 +650,25 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
             .list(&self.stream_arn)
             .await
             .map_err(lease_read_error)?;
-        let now_ms = self.leases.now_ms();
-        for shard in shards_to_acquire(&shards, &leases, &self.config.owner, now_ms) {
-            if held.contains_key(&shard.shard_id) {
-                continue;
+        let runners = match self.leases.runners(&self.stream_arn).await {
+            Ok(runners) => runners,
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(error = %DisplayErrorContext(&error), "reading the live runners failed; counting lease holders only");
+                Vec::new()
             }
+            Err(error) => return Err(lease_read_error(error)),
+        };
+        let now_ms = self.leases.now_ms();
+        let mine: HashSet<String> = held
+            .iter()
+            .filter(|(_, h)| !h.handing_over)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let plan = plan_leases(&shards, &leases, &runners, &self.config.owner, &mine, now_ms);
+        if plan.shed > 0 {
+            self.hand_over(held, plan.shed, plan.target);
+        }
+        for shard in plan.take {
             let key = ShardKey::new(&self.stream_arn, &shard.shard_id);
             let started = Instant::now();
             let acquired = self
@@ -712,6 +688,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                         shard.shard_id.clone(),
                         Held {
                             stop,
+                            handing_over: false,
                             valid_until: started + self.config.lease_duration,
                         },
                     );
@@ -728,6 +705,26 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
             }
         }
         Ok(())
+    }
+
+    /// Asks `count` of the held shards (the last in id order) to end at their
+    /// next batch boundary, so their leases are released for a runner short
+    /// of its share.
+    fn hand_over(&self, held: &mut HashMap<String, Held>, count: usize, target: usize) {
+        let mut ids: Vec<&String> = held
+            .iter()
+            .filter(|(_, h)| !h.handing_over && *h.stop.borrow() == Stop::Run)
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        let chosen: Vec<String> = ids.into_iter().rev().take(count).cloned().collect();
+        for shard_id in chosen {
+            if let Some(shard) = held.get_mut(&shard_id) {
+                tracing::info!(%shard_id, target, "handing the shard over to balance the load");
+                shard.handing_over = true;
+                shard.stop.send_replace(Stop::Shutdown);
+            }
+        }
     }
 
     /// Every shard of the stream, following `LastEvaluatedShardId`.
@@ -762,6 +759,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
     /// Renews every lease held; a lost one, or one that could not be renewed
     /// in time, stops its worker.
     async fn renew_all(&self, held: &mut HashMap<String, Held>) -> Result<(), RunnerError> {
+        self.announce().await;
         for (shard_id, shard) in held.iter_mut() {
             if *shard.stop.borrow() == Stop::Lost {
                 continue;
@@ -789,6 +787,17 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
             }
         }
         Ok(())
+    }
+
+    /// Tells the other runners that this one is alive, for one lease duration.
+    async fn announce(&self) {
+        if let Err(error) = self
+            .leases
+            .announce(&self.stream_arn, &self.config.owner, self.config.lease_duration)
+            .await
+        {
+            tracing::warn!(error = %DisplayErrorContext(&error), "announcing this runner failed");
+        }
     }
 
     /// Handles a worker's end: releases the lease when it is still ours and
@@ -1135,79 +1144,6 @@ mod tests {
     use outbox_core::{OutboxEvent, SkipReason, SystemClock};
 
     use super::*;
-
-    fn shard(id: &str, parent: Option<&str>) -> StreamShard {
-        StreamShard {
-            shard_id: id.into(),
-            parent: parent.map(Into::into),
-        }
-    }
-
-    fn lease(id: &str, owner: Option<&str>, expires_at_ms: i64, finished: bool) -> Lease {
-        Lease {
-            stream_arn: "arn".into(),
-            shard_id: id.into(),
-            owner: owner.map(Into::into),
-            expires_at_ms,
-            checkpoint: None,
-            finished,
-            parent: None,
-            failures: 0,
-            failing_position: None,
-        }
-    }
-
-    fn ids(shards: Vec<&StreamShard>) -> Vec<&str> {
-        shards.iter().map(|s| s.shard_id.as_str()).collect()
-    }
-
-    #[test]
-    fn children_wait_for_their_parents() {
-        let shards = [shard("a", None), shard("b", Some("a")), shard("c", Some("b"))];
-        assert_eq!(ids(shards_to_acquire(&shards, &[], "me", 0)), ["a"]);
-        let leases = [lease("a", None, 0, true)];
-        assert_eq!(ids(shards_to_acquire(&shards, &leases, "me", 0)), ["b"]);
-        let leases = [lease("a", None, 0, true), lease("b", None, 0, true)];
-        assert_eq!(ids(shards_to_acquire(&shards, &leases, "me", 0)), ["c"]);
-    }
-
-    #[test]
-    fn a_parent_in_progress_holds_back_its_children() {
-        let shards = [shard("a", None), shard("b", Some("a")), shard("c", Some("a"))];
-        let leases = [lease("a", Some("me"), 10, false)];
-        assert_eq!(ids(shards_to_acquire(&shards, &leases, "me", 0)), ["a"]);
-        let leases = [lease("a", Some("other"), 10, false)];
-        assert!(shards_to_acquire(&shards, &leases, "me", 0).is_empty());
-    }
-
-    #[test]
-    fn a_parent_gone_from_the_stream_does_not_block() {
-        let shards = [shard("b", Some("trimmed")), shard("c", None)];
-        assert_eq!(ids(shards_to_acquire(&shards, &[], "me", 0)), ["b", "c"]);
-        let leases = [lease("trimmed", Some("other"), 100, false)];
-        assert_eq!(ids(shards_to_acquire(&shards, &leases, "me", 0)), ["b", "c"]);
-    }
-
-    #[test]
-    fn leases_of_others_count_until_they_expire() {
-        let shards = [shard("a", None), shard("b", None), shard("c", None)];
-        let leases = [
-            lease("a", Some("other"), 1_000, false),
-            lease("b", Some("me"), 1_000, false),
-            lease("c", None, 0, true),
-        ];
-        assert_eq!(ids(shards_to_acquire(&shards, &leases, "me", 1_000)), ["b"]);
-        assert_eq!(ids(shards_to_acquire(&shards, &leases, "me", 1_001)), ["a", "b"]);
-    }
-
-    #[test]
-    fn sdk_shards_without_id_are_ignored_and_empty_parents_are_none() {
-        let sdk = Shard::builder().shard_id("s-1").parent_shard_id("").build();
-        assert_eq!(StreamShard::from_sdk(&sdk), Some(shard("s-1", None)));
-        let sdk = Shard::builder().shard_id("s-2").parent_shard_id("s-1").build();
-        assert_eq!(StreamShard::from_sdk(&sdk), Some(shard("s-2", Some("s-1"))));
-        assert_eq!(StreamShard::from_sdk(&Shard::builder().build()), None);
-    }
 
     fn skip(position: &str) -> RelayRecord {
         RelayRecord {
