@@ -1,0 +1,118 @@
+//! The stream runner's unit tests.
+
+use outbox_core::{OutboxEvent, SkipReason, SystemClock};
+
+use super::*;
+
+fn skip(position: &str) -> RelayRecord {
+    RelayRecord {
+        position: position.into(),
+        decoded: Decoded::Skip(SkipReason::NotOutbox),
+    }
+}
+
+#[test]
+fn a_done_batch_checkpoints_its_last_record() {
+    let records = [skip("1"), skip("2"), skip("3")];
+    assert_eq!(
+        plan_batch(&records, None),
+        Some(BatchPlan::Done {
+            checkpoint: "3".into()
+        })
+    );
+    assert_eq!(plan_batch(&[], None), None);
+}
+
+#[test]
+fn a_failed_batch_checkpoints_the_record_before_the_failure() {
+    let records = [skip("1"), skip("2"), skip("3")];
+    assert_eq!(
+        plan_batch(&records, Some("2")),
+        Some(BatchPlan::Failed {
+            checkpoint: Some("1".into()),
+            failed: 1
+        })
+    );
+    assert_eq!(
+        plan_batch(&records, Some("1")),
+        Some(BatchPlan::Failed {
+            checkpoint: None,
+            failed: 0
+        })
+    );
+    assert_eq!(
+        plan_batch(&records, Some("9")),
+        Some(BatchPlan::Failed {
+            checkpoint: None,
+            failed: 0
+        })
+    );
+}
+
+#[test]
+fn an_exhausted_record_carries_its_event_and_the_attempts() {
+    let event = OutboxEvent::builder("com.example", "Happened")
+        .aggregate("A", "1")
+        .sequence(1)
+        .payload(&serde_json::json!({ "n": 1 }))
+        .build(&SystemClock)
+        .unwrap();
+    let record = RelayRecord {
+        position: "42".into(),
+        decoded: Decoded::Event(Box::new(event.clone())),
+    };
+    let q = exhausted_record(&record, 6, false);
+    assert_eq!(q.position, "42");
+    assert_eq!(q.event, Some(event));
+    assert_eq!(q.raw, None);
+    assert_eq!(
+        q.reason,
+        "retries exhausted after 6 attempts: the sink did not accept the event"
+    );
+    assert!(exhausted_record(&record, 2, true).reason.contains("deadline"));
+
+    let poison = RelayRecord {
+        position: "43".into(),
+        decoded: Decoded::Poison {
+            reason: "bad".into(),
+            raw: "{}".into(),
+        },
+    };
+    let q = exhausted_record(&poison, 3, false);
+    assert_eq!((q.event, q.raw.as_deref()), (None, Some("{}")));
+    assert!(
+        q.reason.starts_with("retries exhausted after 3 attempts: "),
+        "{}",
+        q.reason
+    );
+}
+
+#[test]
+fn backoff_doubles_up_to_the_maximum() {
+    let config = RunnerConfig::new("me");
+    assert_eq!(config.backoff(1), Duration::from_millis(100));
+    assert_eq!(config.backoff(2), Duration::from_millis(200));
+    assert_eq!(config.backoff(5), Duration::from_millis(1600));
+    assert_eq!(config.backoff(6), Duration::from_secs(2));
+    assert_eq!(config.backoff(u32::MAX), Duration::from_secs(2));
+    assert_eq!(config.backoff(0), Duration::from_millis(100));
+}
+
+#[test]
+fn config_is_validated() {
+    assert!(RunnerConfig::new("me").validate().is_ok());
+    let mut config = RunnerConfig::new("me");
+    config.batch_limit = MAX_GET_RECORDS_LIMIT + 1;
+    assert!(
+        matches!(config.validate(), Err(RunnerError::InvalidConfig { reason }) if reason.contains("batch_limit"))
+    );
+    config.batch_limit = MAX_GET_RECORDS_LIMIT;
+    assert!(config.validate().is_ok());
+    config.batch_limit = 0;
+    assert!(config.validate().is_err());
+    let mut config = RunnerConfig::new("");
+    assert!(config.validate().is_err());
+    config.owner = "me".into();
+    config.backoff_max = Duration::from_millis(1);
+    assert!(config.validate().is_err());
+}
