@@ -86,7 +86,9 @@ enum RelayCommand {
         /// SQS queue for records whose retries are exhausted.
         #[arg(long, env = "OUTBOX_ON_FAILURE_QUEUE_URL")]
         on_failure_queue_url: String,
-        /// This runner's id in the leases (default: host name and pid).
+        /// This runner's name in the leases (default: the host name); the
+        /// process id and a random part are added, so no two processes share
+        /// an owner id.
         #[arg(long, env = "OUTBOX_RUNNER_OWNER")]
         owner: Option<String>,
         /// Lease duration in seconds.
@@ -132,9 +134,12 @@ async fn main() -> ExitCode {
             .await
             .map(drop)
             .map_err(Into::into),
-        Command::Relay(RelayCommand::Cosmos(args)) => outbox_cli::cosmos::run(&args, default_owner)
-            .await
-            .map_err(Into::into),
+        Command::Relay(RelayCommand::Cosmos(mut args)) => {
+            args.owner = Some(process_owner(args.owner.take()));
+            outbox_cli::cosmos::run(&args, host_name)
+                .await
+                .map_err(Into::into)
+        }
         Command::Relay(RelayCommand::Dynamodb {
             lease_table,
             create_lease_table,
@@ -144,8 +149,7 @@ async fn main() -> ExitCode {
             batch_limit,
             max_batch_retries,
         }) => {
-            let owner = owner.unwrap_or_else(default_owner);
-            let mut runner = RunnerConfig::new(owner);
+            let mut runner = RunnerConfig::new(process_owner(owner));
             runner.lease_duration = std::time::Duration::from_secs(lease_seconds);
             // Free and expired shards are looked for once per lease duration, so a
             // dead runner's shards are taken over within two lease durations.
@@ -209,9 +213,18 @@ async fn run_relay(options: &RunnerOptions) -> Result<(), AnyError> {
     Ok(())
 }
 
-fn default_owner() -> String {
+fn host_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    format!("{}-{}", host.trim(), std::process::id())
+    host.trim().to_owned()
+}
+
+/// This process's id in the leases: the configured name (default: the host
+/// name), then the process id and a random part, so that two processes
+/// never share an id, even when a deployment gives every replica one name.
+fn process_owner(configured: Option<String>) -> String {
+    let name = configured.unwrap_or_else(host_name);
+    let random = uuid::Uuid::now_v7().simple().to_string();
+    format!("{name}#{}-{}", std::process::id(), &random[random.len() - 8..])
 }
 
 /// Prints an error and its whole chain of causes.
@@ -221,5 +234,21 @@ fn report(err: &(dyn std::error::Error + 'static)) {
     while let Some(cause) = source {
         eprintln!("  caused by: {cause}");
         source = cause.source();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_owner;
+
+    #[test]
+    fn two_processes_given_one_name_get_different_owner_ids() {
+        let (a, b) = (
+            process_owner(Some("relay".into())),
+            process_owner(Some("relay".into())),
+        );
+        assert_ne!(a, b);
+        assert!(a.starts_with("relay#") && b.starts_with("relay#"), "{a} {b}");
+        assert!(process_owner(None).contains('#'));
     }
 }
