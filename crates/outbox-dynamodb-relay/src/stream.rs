@@ -124,7 +124,7 @@ impl DynamoDbStreamDecoder {
     /// with exactly this text, as long as it has a `SequenceNumber`.
     pub fn decode_lambda_json(&self, record: &str) -> Result<RelayRecord, StreamError> {
         match serde_json::from_str::<LambdaRecord>(record) {
-            Ok(parsed) => decode(&self.schema, parsed, |_| record.to_owned()),
+            Ok(parsed) => decode(&self.schema, parsed, Raw::Text(record)),
             Err(error) => unreadable_lambda_record(record, &error),
         }
     }
@@ -152,20 +152,21 @@ impl DynamoDbStreamDecoder {
     }
 
     fn decode_owned(&self, record: LambdaRecord) -> Result<RelayRecord, StreamError> {
-        decode(&self.schema, record, |record| {
-            serde_json::to_string(record).unwrap_or_default()
-        })
+        decode(&self.schema, record, Raw::Record)
     }
 }
 
+/// Where a poison record's full text comes from.
+enum Raw<'a> {
+    /// The text the record was parsed from.
+    Text(&'a str),
+    /// The record, written back as JSON.
+    Record,
+}
+
 /// Sorts one record: an event, a skip, poison; or a batch error when the
-/// record cannot be positioned or the stream has no new images. `raw` gives
-/// the record's JSON text for a poison record.
-fn decode(
-    schema: &OutboxSchema,
-    mut record: LambdaRecord,
-    raw: impl FnOnce(&LambdaRecord) -> String,
-) -> Result<RelayRecord, StreamError> {
+/// record cannot be positioned or the stream has no new images.
+fn decode(schema: &OutboxSchema, mut record: LambdaRecord, raw: Raw<'_>) -> Result<RelayRecord, StreamError> {
     let position = match record.change.sequence_number.take() {
         Some(position) if !position.is_empty() => position,
         _ => {
@@ -182,16 +183,21 @@ fn decode(
         }
         "INSERT" if change.new_image.contains_key(marker) => {
             let item: Item = std::mem::take(&mut record.change.new_image).into();
-            match schema.decode_item(&item) {
-                Ok(event) => Decoded::Event(Box::new(event)),
-                Err(error) => {
+            let decoded = match raw {
+                // The item is not needed again: its strings move into the event.
+                Raw::Text(text) => schema.decode_item_owned(item).map_err(|e| (e, text.to_owned())),
+                Raw::Record => schema.decode_item(&item).map_err(|e| {
                     record.change.new_image = item.into();
                     record.change.sequence_number = Some(position.clone());
-                    Decoded::Poison {
-                        reason: error.to_string(),
-                        raw: raw(&record),
-                    }
-                }
+                    (e, serde_json::to_string(&record).unwrap_or_default())
+                }),
+            };
+            match decoded {
+                Ok(event) => Decoded::Event(Box::new(event)),
+                Err((error, raw)) => Decoded::Poison {
+                    reason: error.to_string(),
+                    raw,
+                },
             }
         }
         "INSERT" => Decoded::Skip(SkipReason::NotOutbox),
