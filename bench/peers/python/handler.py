@@ -6,11 +6,14 @@ that turns outbox inserts into EventBridge entries and sends them with boto3
 It reads the same outbox item schema as the Rust relay (`crates/outbox-dynamodb`,
 default attribute names) and publishes the same `Detail` envelope, so both do the
 same work on the same event files. Configuration comes from the same variables:
-OUTBOX_EVENT_BUS_NAME and, for a local endpoint, OUTBOX_EVENTBRIDGE_ENDPOINT.
+OUTBOX_EVENT_BUS_NAME, OUTBOX_MAX_CONCURRENCY (PutEvents calls in flight, default 1,
+sent from a thread pool) and, for a local endpoint, boto3's own
+AWS_ENDPOINT_URL_EVENTBRIDGE.
 """
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import boto3
@@ -20,10 +23,13 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 BUS = os.environ["OUTBOX_EVENT_BUS_NAME"]
 MARKER = os.environ.get("OUTBOX_MARKER_ATTRIBUTE", "outbox")
 MAX_ENTRIES = 10  # PutEvents takes at most 10 entries
+CONCURRENCY = max(1, int(os.environ.get("OUTBOX_MAX_CONCURRENCY", "1")))
 
-# Created once per process, at import (Lambda's init phase), as the docs recommend.
-events = boto3.client("events", endpoint_url=os.environ.get("OUTBOX_EVENTBRIDGE_ENDPOINT") or None)
+# Created once per process, at import (Lambda's init phase), as the docs recommend;
+# boto3 clients are thread-safe.
+events = boto3.client("events")
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+pool = ThreadPoolExecutor(max_workers=CONCURRENCY) if CONCURRENCY > 1 else None
 
 
 def record_handler(record: DynamoDBRecord):
@@ -62,9 +68,12 @@ def lambda_handler(event, context):
         processed = processor.process()  # [("success" | "fail", result, record), ...]
     response = processor.response()
     to_send = [(result, raw) for status, result, raw in processed if status == "success" and result]
-    for start in range(0, len(to_send), MAX_ENTRIES):
-        chunk = to_send[start : start + MAX_ENTRIES]
-        answer = events.put_events(Entries=[entry for entry, _ in chunk])
+    chunks = [to_send[start : start + MAX_ENTRIES] for start in range(0, len(to_send), MAX_ENTRIES)]
+
+    def send(chunk):
+        return chunk, events.put_events(Entries=[entry for entry, _ in chunk])
+
+    for chunk, answer in (pool.map(send, chunks) if pool else map(send, chunks)):
         if answer.get("FailedEntryCount"):
             for (_, raw), result in zip(chunk, answer["Entries"]):
                 if "ErrorCode" in result:

@@ -26,12 +26,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def peer_env(endpoint):
+def peer_env(endpoint, concurrency=1):
     env = dict(os.environ)
     env.update(
         {
             "OUTBOX_EVENT_BUS_NAME": "bench-bus",
-            "OUTBOX_EVENTBRIDGE_ENDPOINT": endpoint,
+            "OUTBOX_MAX_CONCURRENCY": str(concurrency),
+            "AWS_ENDPOINT_URL_EVENTBRIDGE": endpoint,
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_SESSION_TOKEN": "test",
@@ -48,7 +49,7 @@ def cpu_seconds():
 
 
 def measure_handler(args):
-    os.environ.update(peer_env(args.endpoint))
+    os.environ.update(peer_env(args.endpoint, args.concurrency))
     sys.path.insert(0, HERE)
     import handler  # noqa: E402  (configuration comes from the environment set above)
 
@@ -147,7 +148,7 @@ def main():
     parser.add_argument("--event")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--latency-ms", type=float)
-    parser.add_argument("--concurrency", type=int, default=1, help="PutEvents calls in flight (the peer sends one at a time)")
+    parser.add_argument("--concurrency", type=int, default=1, help="PutEvents calls in flight (OUTBOX_MAX_CONCURRENCY)")
     parser.add_argument("--startup", type=int, help="time this many interpreter start-ups instead")
     args = parser.parse_args()
     if args.startup:
