@@ -30,7 +30,13 @@ pub fn parse_event(json: &str) -> Result<LambdaStreamBatch, InvokeError> {
     LambdaStreamBatch::from_json(json).map_err(|e| InvokeError::NotAnEvent {
         line: e.line(),
         column: e.column(),
-        reason: e.to_string(),
+        reason: if e.is_data() {
+            format!(
+                "a DynamoDB Streams event is a JSON object with a `Records` array of stream records ({e})"
+            )
+        } else {
+            e.to_string()
+        },
     })
 }
 

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod cosmos;
 pub mod demo;
 pub mod invoke;
+pub mod progress;
 pub mod redrive;
 pub mod relay;
 pub mod replay;

@@ -28,6 +28,7 @@ AWS_ENDPOINT_URL_<SERVICE> (DYNAMODB, DYNAMODB_STREAMS, EVENTBRIDGE, SQS, S3).";
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The end-to-end demo on local emulators: writer → stream → relay → EventBridge → SQS.
+    #[command(after_help = ENDPOINTS_HELP)]
     Demo {
         /// Orders to place.
         #[arg(long, default_value_t = 20)]
@@ -36,6 +37,7 @@ enum Command {
     /// Creates a relay's local resources (outbox table, bus, rule, target,
     /// quarantine and on-failure queues) and prints them as `export` lines:
     /// `eval "$(outbox bootstrap)"` configures a shell for the other commands.
+    #[command(after_help = ENDPOINTS_HELP)]
     Bootstrap {
         /// Prefix of every resource name.
         #[arg(long, default_value = "outbox-local")]
@@ -49,10 +51,15 @@ enum Command {
     Relay(RelayCommand),
     /// Runs the Lambda handler on a DynamoDB Streams event file and prints its
     /// JSON response (configuration from the same OUTBOX_* variables as the function).
+    #[command(after_help = ENDPOINTS_HELP)]
     Invoke {
         /// The Lambda event (JSON), e.g. tests/fixtures/dynamodb-mixed-batch.json.
         #[arg(long)]
         event: PathBuf,
+        /// Exit with status 3 when the response reports any record in
+        /// batchItemFailures (the response is printed either way).
+        #[arg(long)]
+        fail_on_batch_failure: bool,
     },
     /// Lists the quarantine queue and republishes its events to the bus (--dry-run: only lists).
     ///
@@ -60,6 +67,7 @@ enum Command {
     /// quarantined events (all, or each --event-id) with PutEvents, deleting each message
     /// only after the bus accepted its event; what fails stays in the queue. Raw-only
     /// (poison) records are listed and left in the queue: they need fixing first.
+    #[command(after_help = ENDPOINTS_HELP)]
     Redrive(RedriveArgs),
     /// Republishes a table's outbox events for an aggregate or a time range (--dry-run: only lists).
     ///
@@ -68,6 +76,7 @@ enum Command {
     /// order; both together combine. Only items still in the table can be replayed: items
     /// already removed by the table's TTL (default: 7 days after occurred_at) are gone,
     /// and items past their TTL but not yet removed are left out.
+    #[command(after_help = ENDPOINTS_HELP)]
     Replay(ReplayArgs),
 }
 
@@ -76,6 +85,7 @@ enum RelayCommand {
     /// Tails the stream of OUTBOX_TABLE_NAME and publishes its outbox events to
     /// OUTBOX_EVENT_BUS_NAME, with leases and checkpoints per shard, until SIGINT/SIGTERM.
     /// Reads the same OUTBOX_* variables as the Lambda function.
+    #[command(after_help = ENDPOINTS_HELP)]
     Dynamodb {
         /// Table holding one lease and checkpoint per shard.
         #[arg(long, env = "OUTBOX_LEASE_TABLE")]
@@ -109,10 +119,16 @@ enum RelayCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The relay's own progress at `info`, everyone else's warnings; RUST_LOG overrides.
+    let default_filter = "warn,outbox=info,outbox_cli=info,outbox_core=info,outbox_dynamodb_relay=info,\
+                          outbox_cosmos=info,outbox_eventbridge=info";
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none(),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -125,7 +141,17 @@ async fn main() -> ExitCode {
                 .map_err(Into::into)
         }
         Command::Bootstrap { prefix, source } => run_bootstrap(&prefix, &source).await,
-        Command::Invoke { event } => run_invoke(&event).await,
+        Command::Invoke {
+            event,
+            fail_on_batch_failure,
+        } => match run_invoke(&event).await {
+            Ok(failed) if failed > 0 && fail_on_batch_failure => {
+                eprintln!("error: {failed} record(s) reported in batchItemFailures");
+                return ExitCode::from(3);
+            }
+            Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        },
         Command::Redrive(args) => outbox_cli::redrive::run(&args, &mut std::io::stdout())
             .await
             .map(drop)
@@ -176,7 +202,9 @@ async fn main() -> ExitCode {
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn run_invoke(path: &PathBuf) -> Result<(), AnyError> {
+/// Runs the handler on the event file and prints its response; returns how
+/// many records the response reports as failed.
+async fn run_invoke(path: &PathBuf) -> Result<usize, AnyError> {
     let json = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let config = outbox_lambda::config_from_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -185,7 +213,11 @@ async fn run_invoke(path: &PathBuf) -> Result<(), AnyError> {
     let mut out = std::io::stdout().lock();
     std::io::Write::write_all(&mut out, response.as_bytes())?;
     std::io::Write::write_all(&mut out, b"\n")?;
-    Ok(())
+    let failed = serde_json::from_str::<serde_json::Value>(&response)
+        .ok()
+        .and_then(|v| v["batchItemFailures"].as_array().map(Vec::len))
+        .unwrap_or_default();
+    Ok(failed)
 }
 
 async fn run_bootstrap(prefix: &str, source: &str) -> Result<(), AnyError> {
@@ -208,8 +240,7 @@ async fn run_relay(options: &RunnerOptions) -> Result<(), AnyError> {
     let config = outbox_lambda::config_from_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let report = run_dynamodb(&config, options, &sdk, shutdown_signal()).await?;
-    tracing::info!(?report, "relay stopped");
-    eprintln!("relay stopped: {report:?}");
+    eprintln!("relay stopped: {report}");
     Ok(())
 }
 

@@ -302,7 +302,9 @@ pub async fn redrive<S: EventSink>(
     } else {
         let limits = sink.limits();
         let sizes: Vec<usize> = selected.iter().map(|(_, e)| sink.entry_size(e)).collect();
+        let mut progress = crate::progress::Progress::new("redrive: republished", Some(selected.len()));
         for range in chunk_ranges(&sizes, limits) {
+            progress.tick(range.start);
             let chunk = &selected[range.clone()];
             let results = if sizes[range.start] > limits.max_bytes {
                 vec![Err(format!(

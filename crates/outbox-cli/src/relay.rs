@@ -31,6 +31,12 @@ pub enum RelayCommandError {
     /// The lease table could not be created.
     #[error("creating the lease table failed")]
     LeaseTable(#[source] outbox_dynamodb_relay::LeaseError),
+    /// The lease table does not exist.
+    #[error("the lease table {table} does not exist: create it, or pass --create-lease-table")]
+    NoLeaseTable {
+        /// The table.
+        table: String,
+    },
     /// The runner failed.
     #[error("the stream runner failed")]
     Runner(#[from] RunnerError),
@@ -65,7 +71,12 @@ pub async fn run_dynamodb(
         on_failure,
         options.runner.clone(),
     );
-    Ok(runner.run(shutdown).await?)
+    match runner.run(shutdown).await {
+        Err(RunnerError::Lease(outbox_dynamodb_relay::LeaseError::TableNotFound { table })) => {
+            Err(RelayCommandError::NoLeaseTable { table })
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -313,7 +313,9 @@ pub async fn replay<S: EventSink>(
     }
     let limits = sink.limits();
     let sizes: Vec<usize> = events.iter().map(|e| sink.entry_size(e)).collect();
+    let mut progress = crate::progress::Progress::new("replay: republished", Some(events.len()));
     for range in chunk_ranges(&sizes, limits) {
+        progress.tick(report.published + report.failed);
         let chunk: Vec<&OutboxEvent> = events[range.clone()].iter().collect();
         let results: Vec<Result<(), String>> = if sizes[range.start] > limits.max_bytes {
             vec![Err(format!(

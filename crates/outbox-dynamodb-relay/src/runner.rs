@@ -134,6 +134,25 @@ pub struct RunnerReport {
     pub shards_finished: usize,
 }
 
+impl std::fmt::Display for RunnerReport {
+    /// One line for people: `12 batches, 3,000 records: 2,990 published, ...`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} batches, {} records: {} published, {} skipped, {} quarantined; {} failed batches, \
+             {} sent to the on-failure queue, {} shards finished",
+            self.batches,
+            self.records,
+            self.published,
+            self.skipped,
+            self.quarantined,
+            self.failed_batches,
+            self.sent_to_on_failure,
+            self.shards_finished
+        )
+    }
+}
+
 /// Why a run stopped with an error. Transient errors (throttling, 5xx,
 /// timeouts) never end a run: they are retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -394,6 +413,9 @@ where
     }
 }
 
+/// How often a running runner logs its counts at `info`.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
 /// A shard being worked on.
 struct Held {
     stop: watch::Sender<Stop>,
@@ -540,6 +562,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
         let mut workers: FuturesUnordered<WorkerFuture<'_>> = FuturesUnordered::new();
         let mut next_discovery = Instant::now();
         let mut next_renewal = Instant::now() + renew_every;
+        let mut next_progress = Instant::now() + PROGRESS_EVERY;
         let mut discovery_failures = 0u32;
         let mut failure: Option<RunnerError> = None;
         tracing::info!(stream_arn = %self.stream_arn, owner = %self.config.owner, "stream runner started");
@@ -577,6 +600,20 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                     break;
                 }
                 next_renewal = Instant::now() + renew_every;
+            }
+            if Instant::now() >= next_progress {
+                let report = self.report.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                tracing::info!(
+                    shards = held.len(),
+                    batches = report.batches,
+                    published = report.published,
+                    skipped = report.skipped,
+                    quarantined = report.quarantined,
+                    failed_batches = report.failed_batches,
+                    sent_to_on_failure = report.sent_to_on_failure,
+                    "progress"
+                );
+                next_progress = Instant::now() + PROGRESS_EVERY;
             }
             tokio::select! {
                 biased;
