@@ -325,7 +325,7 @@ fn shell_quote(value: &str) -> String {
 /// The AWS variables that say where the services are (region, endpoints,
 /// profile), as set in this process: what `outbox bootstrap` passes on.
 pub fn aws_location_variables() -> Vec<(&'static str, String)> {
-    const NAMES: [&str; 8] = [
+    const NAMES: [&str; 7] = [
         "AWS_REGION",
         "AWS_PROFILE",
         "AWS_ENDPOINT_URL",
@@ -333,7 +333,6 @@ pub fn aws_location_variables() -> Vec<(&'static str, String)> {
         "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
         "AWS_ENDPOINT_URL_EVENTBRIDGE",
         "AWS_ENDPOINT_URL_SQS",
-        "AWS_ENDPOINT_URL_S3",
     ];
     NAMES
         .into_iter()

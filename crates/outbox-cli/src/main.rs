@@ -20,10 +20,24 @@ struct Cli {
     command: Command,
 }
 
+/// The `OUTBOX_*` variables the command reads beside the relay's own (its
+/// flags' defaults, and what `outbox bootstrap` exports).
+const COMMAND_VARIABLES: &[&str] = &[
+    "OUTBOX_LEASE_TABLE",
+    "OUTBOX_ON_FAILURE_QUEUE_URL",
+    "OUTBOX_RUNNER_OWNER",
+    "OUTBOX_TARGET_QUEUE_URL",
+    "OUTBOX_COSMOS_CONTAINER",
+    "OUTBOX_COSMOS_DATABASE",
+    "OUTBOX_COSMOS_LEASE_CONTAINER",
+    "OUTBOX_COSMOS_MARKER_FIELD",
+    "OUTBOX_COSMOS_PROCESSOR_NAME",
+];
+
 /// Where every command finds the AWS services.
 const ENDPOINTS_HELP: &str = "AWS configuration (region, credentials, endpoints) comes from the standard \
 AWS SDK settings: AWS_REGION, AWS_PROFILE, credentials, and for local emulators AWS_ENDPOINT_URL or \
-AWS_ENDPOINT_URL_<SERVICE> (DYNAMODB, DYNAMODB_STREAMS, EVENTBRIDGE, SQS, S3).";
+AWS_ENDPOINT_URL_<SERVICE> (DYNAMODB, DYNAMODB_STREAMS, EVENTBRIDGE, SQS).";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -206,7 +220,7 @@ type AnyError = Box<dyn std::error::Error + Send + Sync>;
 /// many records the response reports as failed.
 async fn run_invoke(path: &PathBuf) -> Result<usize, AnyError> {
     let json = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let config = outbox_lambda::config_from_env()?;
+    let config = outbox_lambda::config_from_env(COMMAND_VARIABLES)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let handler = build_handler(&config, &sdk).with_metrics_writer(|line| eprintln!("{line}"));
     let response = invoke(&handler, &json).await?;
@@ -237,7 +251,7 @@ async fn run_bootstrap(prefix: &str, source: &str) -> Result<(), AnyError> {
 }
 
 async fn run_relay(options: &RunnerOptions) -> Result<(), AnyError> {
-    let config = outbox_lambda::config_from_env()?;
+    let config = outbox_lambda::config_from_env(COMMAND_VARIABLES)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let report = run_dynamodb(&config, options, &sdk, shutdown_signal()).await?;
     eprintln!("relay stopped: {report}");

@@ -155,11 +155,8 @@ pub fn build_handler(
     config: &FunctionConfig,
     sdk: &aws_config::SdkConfig,
 ) -> TriggerHandler<EventBridgeSink, SqsQuarantine> {
-    let sink = EventBridgeSink::new(
-        aws_sdk_eventbridge::Client::new(sdk),
-        &config.eventbridge.event_bus_name,
-    )
-    .with_max_request_bytes(config.eventbridge.max_request_bytes);
+    let sink = EventBridgeSink::new(config.eventbridge.client(sdk), &config.eventbridge.event_bus_name)
+        .with_max_request_bytes(config.eventbridge.max_request_bytes);
     let quarantine = SqsQuarantine::new(
         aws_sdk_sqs::Client::new(sdk),
         &config.eventbridge.quarantine_queue_url,

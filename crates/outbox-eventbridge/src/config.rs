@@ -41,6 +41,17 @@ pub struct EventBridgeConfig {
 }
 
 impl EventBridgeConfig {
+    /// An EventBridge client from the shared AWS configuration, each
+    /// `PutEvents` attempt bounded by [`put_events_timeout`](Self::put_events_timeout).
+    pub fn client(&self, sdk: &aws_types::SdkConfig) -> aws_sdk_eventbridge::Client {
+        let mut timeouts = sdk.timeout_config().map(|t| t.to_builder()).unwrap_or_default();
+        timeouts.set_operation_attempt_timeout(Some(self.put_events_timeout));
+        let conf = aws_sdk_eventbridge::config::Builder::from(sdk)
+            .timeout_config(timeouts.build())
+            .build();
+        aws_sdk_eventbridge::Client::from_conf(conf)
+    }
+
     /// Reads [`EVENTBRIDGE_VARIABLES`].
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         Ok(Self {

@@ -11,7 +11,7 @@
 //! use outbox_lambda::{Config, build_handler};
 //!
 //! # async fn run() -> Result<(), lambda_runtime::Error> {
-//! let config = outbox_lambda::config_from_env()?;
+//! let config = outbox_lambda::config_from_env(&[])?;
 //! let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
 //! let handler = build_handler(&config, &sdk);
 //! lambda_runtime::run(lambda_runtime::service_fn(|event| handler.handle(event))).await
@@ -37,11 +37,8 @@ pub fn build_sink_and_quarantine(
     config: &Config,
     sdk: &aws_config::SdkConfig,
 ) -> (EventBridgeSink, SqsQuarantine) {
-    let sink = EventBridgeSink::new(
-        eventbridge_client(config, sdk),
-        &config.eventbridge.event_bus_name,
-    )
-    .with_max_request_bytes(config.eventbridge.max_request_bytes);
+    let sink = EventBridgeSink::new(config.eventbridge.client(sdk), &config.eventbridge.event_bus_name)
+        .with_max_request_bytes(config.eventbridge.max_request_bytes);
     let quarantine = SqsQuarantine::new(
         aws_sdk_sqs::Client::new(sdk),
         &config.eventbridge.quarantine_queue_url,
@@ -50,21 +47,12 @@ pub fn build_sink_and_quarantine(
     (sink, quarantine)
 }
 
-/// An EventBridge client whose every attempt is bounded by
-/// `config.eventbridge.put_events_timeout`.
-pub fn eventbridge_client(config: &Config, sdk: &aws_config::SdkConfig) -> aws_sdk_eventbridge::Client {
-    let mut timeouts = sdk.timeout_config().map(|t| t.to_builder()).unwrap_or_default();
-    timeouts.set_operation_attempt_timeout(Some(config.eventbridge.put_events_timeout));
-    let conf = aws_sdk_eventbridge::config::Builder::from(sdk)
-        .timeout_config(timeouts.build())
-        .build();
-    aws_sdk_eventbridge::Client::from_conf(conf)
-}
-
 /// The configuration from the process environment, after a warning for each
-/// `OUTBOX_*` variable it does not read (naming the closest one it does).
-pub fn config_from_env() -> Result<Config, ConfigError> {
-    let known = all_variables();
+/// `OUTBOX_*` variable that neither it nor `also_read` (a host's own, such as
+/// the command's) names, with the closest one that exists.
+pub fn config_from_env(also_read: &[&'static str]) -> Result<Config, ConfigError> {
+    let mut known = all_variables();
+    known.extend_from_slice(also_read);
     for (name, closest) in outbox_core::config::unknown_variables(std::env::vars().map(|(k, _)| k), &known) {
         match closest {
             Some(closest) => {

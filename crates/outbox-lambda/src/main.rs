@@ -11,7 +11,7 @@ use outbox_lambda::{build_handler, config_from_env};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = match config_from_env() {
+    let config = match config_from_env(&[]) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("outbox-lambda: {error}");
