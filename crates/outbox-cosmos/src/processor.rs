@@ -272,19 +272,9 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ProcessorConfig {
-        &self.config
-    }
-
     /// The relay.
     pub fn relay(&self) -> &Relay<S, Q> {
         &self.relay
-    }
-
-    /// The lease store.
-    pub fn leases(&self) -> &CosmosLeaseStore {
-        &self.leases
     }
 
     /// What the run did so far.

@@ -1,7 +1,6 @@
 //! Per-shard leases and checkpoints of the standalone stream runner (see
 //! [`DynamoDbLeaseStore`]).
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,12 +174,13 @@ impl Lease {
 /// Local writes them zero-padded to 21 digits, AWS as decimal strings of
 /// varying length, so comparing the strings is wrong. A value that is not a
 /// decimal number sorts after every number, and two such values compare as
-/// strings.
-pub fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
+/// strings. (Tests compare checkpoints with it: `test-util`.)
+#[cfg(any(test, feature = "test-util"))]
+pub fn compare_sequence_numbers(a: &str, b: &str) -> std::cmp::Ordering {
     match (digits(a), digits(b)) {
         (Some(a), Some(b)) => a.len().cmp(&b.len()).then_with(|| a.cmp(b)),
-        (Some(_), None) => Ordering::Less,
-        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => a.cmp(b),
     }
 }
@@ -197,7 +197,7 @@ fn digits(s: &str) -> Option<&str> {
 /// A string whose byte order is the numeric order of the sequence number
 /// (`<significant digits, 5 wide>:<significant digits>`), so that DynamoDB's
 /// string comparison in a condition expression compares the numbers.
-pub fn sequence_order_key(sequence_number: &str) -> Result<String, LeaseError> {
+pub(crate) fn sequence_order_key(sequence_number: &str) -> Result<String, LeaseError> {
     let d = digits(sequence_number).ok_or_else(|| LeaseError::InvalidSequenceNumber {
         sequence_number: sequence_number.to_owned(),
     })?;
@@ -216,7 +216,7 @@ pub fn sequence_order_key(sequence_number: &str) -> Result<String, LeaseError> {
 /// | `owner` | S | the runner holding the lease; absent when released |
 /// | `lease_expires_at` | N | epoch milliseconds; another runner may take the lease after it |
 /// | `checkpoint` | S | the last sequence number fully done; absent: start at `TRIM_HORIZON` |
-/// | `checkpoint_order` | S | `checkpoint` as a string that sorts like the number (see [`sequence_order_key`]) |
+/// | `checkpoint_order` | S | `checkpoint` as a string that sorts like the number (see `sequence_order_key`) |
 /// | `finished` | BOOL | the shard is closed and fully processed |
 /// | `parent` | S | the parent shard id, when the shard has one |
 /// | `failures` | N | how many times `failing_position` failed |
@@ -313,11 +313,6 @@ impl DynamoDbLeaseStore {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
-    }
-
-    /// The lease table's name.
-    pub fn table(&self) -> &str {
-        &self.table
     }
 
     /// The current time, epoch milliseconds.

@@ -27,10 +27,9 @@ mod runner;
 mod stream;
 
 pub use lambda::LambdaStreamBatch;
-pub use lease::{
-    DynamoDbLeaseStore, Lease, LeaseError, ShardKey, compare_sequence_numbers, create_lease_table,
-    sequence_order_key,
-};
+#[cfg(any(test, feature = "test-util"))]
+pub use lease::compare_sequence_numbers;
+pub use lease::{DynamoDbLeaseStore, Lease, LeaseError, ShardKey, create_lease_table};
 pub use runner::{
     DynamoDbStreamRunner, MAX_GET_RECORDS_LIMIT, RunnerConfig, RunnerError, RunnerReport,
     stream_arn_for_table,

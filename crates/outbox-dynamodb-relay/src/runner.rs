@@ -530,26 +530,6 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
         }
     }
 
-    /// The stream read.
-    pub fn stream_arn(&self) -> &str {
-        &self.stream_arn
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &RunnerConfig {
-        &self.config
-    }
-
-    /// The relay.
-    pub fn relay(&self) -> &Relay<S, Q> {
-        &self.relay
-    }
-
-    /// The on-failure destination.
-    pub fn on_failure(&self) -> &F {
-        &self.on_failure
-    }
-
     /// Runs until `shutdown` completes, then finishes the batches in hand,
     /// releases the leases and reports. An `Err` is a problem no retry can
     /// fix (configuration, missing stream, access); the leases are released

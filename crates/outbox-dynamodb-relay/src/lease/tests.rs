@@ -1,5 +1,7 @@
 //! The lease store's unit tests.
 
+use std::cmp::Ordering;
+
 use super::*;
 
 #[test]
