@@ -3,7 +3,7 @@
 # .tools/), builds the `outbox` command, starts DynamoDB Local and moto on
 # 127.0.0.1, runs `outbox demo`, and stops the emulators again.
 #
-#   ./scripts/demo.sh               # 5 orders
+#   ./scripts/demo.sh               # 20 orders
 #   ./scripts/demo.sh --orders 50   # extra arguments go to `outbox demo`
 set -euo pipefail
 

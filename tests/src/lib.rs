@@ -102,3 +102,9 @@ pub async fn read_stream(table: &str) -> Vec<aws_sdk_dynamodbstreams::types::Rec
         .await
         .unwrap_or_else(|e| panic!("reading the stream of {table}: {e:?}"))
 }
+
+/// The README's Rust examples, compiled (and run, unless marked `no_run`)
+/// as doctests, so the writer guide's first example builds as written.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;

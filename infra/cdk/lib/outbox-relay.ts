@@ -561,7 +561,7 @@ export class OutboxRelay extends Construct {
       ),
       onFailureMessages: above(
         'OnFailureMessagesAlarm',
-        'Stream records exhausted their retries or age; replay them from the on-failure queue.',
+        'Stream records exhausted their retries or age; the on-failure queue names their shard and sequence range, for outbox replay.',
         this.onFailureQueue.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum', period: minute }),
         0,
       ),
