@@ -3,21 +3,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::time::Duration;
 
+use azure_data_cosmos::CosmosError;
 use azure_data_cosmos::clients::ContainerClient;
-use azure_data_cosmos::feed::{ContinuationToken, FeedRange};
-use azure_data_cosmos::models::ChangeFeedItem;
-use azure_data_cosmos::options::{
-    ChangeFeedOptions, ChangeFeedStartFrom, MaxItemCountHint, ReadFeedRangesOptions,
-};
-use azure_data_cosmos::{CosmosError, FeedScope};
+use azure_data_cosmos::feed::FeedRange;
+use azure_data_cosmos::options::ReadFeedRangesOptions;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use outbox_core::{BatchOutcome, Decoded, EventSink, Quarantine, Relay, RelayRecord, SkipReason};
-use serde_json::Value;
+use outbox_core::{EventSink, Quarantine, Relay};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -31,108 +25,6 @@ pub const MAX_ITEMS_PER_PAGE: u32 = 1000;
 /// How often a lease call that failed transiently is retried inside a
 /// worker before the range is let go (the next discovery takes it up again).
 const LEASE_CALL_RETRIES: u32 = 5;
-
-/// How the processor reads, leases and retries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ProcessorConfig {
-    /// This instance's identity in the leases; unique per running process.
-    pub owner: String,
-    /// How long a lease lasts without renewal (renewed every third of it).
-    /// A stopped instance's ranges are taken over within about this long.
-    pub lease_duration: Duration,
-    /// Most documents per change-feed page, 1 to [`MAX_ITEMS_PER_PAGE`]: a
-    /// page is the unit that is relayed and checkpointed.
-    pub max_items_per_page: u32,
-    /// First backoff after an empty poll, a failed batch or a transient error.
-    pub backoff_initial: Duration,
-    /// The backoff doubles up to this (the longest pause between polls of an idle range).
-    pub backoff_max: Duration,
-    /// How long the relay may spend on one page, retries included.
-    pub batch_deadline: Duration,
-    /// How often feed ranges and leases are listed again (new ranges,
-    /// splits, free or expired leases, load balancing).
-    pub discovery_interval: Duration,
-}
-
-impl ProcessorConfig {
-    /// Defaults for `owner`: 15 s leases, pages of 100, backoff 100 ms
-    /// doubling to 1 s, 30 s per page, discovery every 5 s.
-    pub fn new(owner: impl Into<String>) -> Self {
-        Self {
-            owner: owner.into(),
-            lease_duration: Duration::from_secs(15),
-            max_items_per_page: 100,
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(1),
-            batch_deadline: Duration::from_secs(30),
-            discovery_interval: Duration::from_secs(5),
-        }
-    }
-
-    /// Checks the values, naming the first that is wrong.
-    pub fn validate(&self) -> Result<(), ProcessorError> {
-        let invalid = |reason: String| Err(ProcessorError::InvalidConfig { reason });
-        if self.owner.trim().is_empty() {
-            return invalid("owner is empty".into());
-        }
-        if !(1..=MAX_ITEMS_PER_PAGE).contains(&self.max_items_per_page) {
-            return invalid(format!(
-                "max_items_per_page is {}; it must be 1 to {MAX_ITEMS_PER_PAGE}",
-                self.max_items_per_page
-            ));
-        }
-        if self.lease_duration < Duration::from_millis(30) {
-            return invalid(format!("lease_duration {:?} is too short", self.lease_duration));
-        }
-        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
-            return invalid(format!(
-                "backoff must be positive and backoff_max ({:?}) at least backoff_initial ({:?})",
-                self.backoff_max, self.backoff_initial
-            ));
-        }
-        if self.batch_deadline.is_zero() || self.discovery_interval.is_zero() {
-            return invalid("batch_deadline and discovery_interval must be positive".into());
-        }
-        Ok(())
-    }
-
-    /// The backoff before attempt `attempt` (1-based) of something that
-    /// failed or found nothing: `backoff_initial * 2^(attempt-1)`, at most
-    /// `backoff_max`.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        outbox_core::Backoff {
-            initial: self.backoff_initial,
-            max: self.backoff_max,
-        }
-        .delay(attempt)
-    }
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ProcessorReport {
-    /// Non-empty pages relayed (a page read again counts again).
-    pub pages: usize,
-    /// Changed documents in those pages.
-    pub records: usize,
-    /// Events the sink accepted.
-    pub published: usize,
-    /// Documents skipped (not outbox documents).
-    pub skipped: usize,
-    /// Documents quarantined by the relay (poison, oversize, refused).
-    pub quarantined: usize,
-    /// Pages with a document neither delivered nor quarantined: not
-    /// checkpointed, read again from the last checkpoint.
-    pub failed_pages: usize,
-    /// Change-feed streams rebuilt from the last continuation after an error.
-    pub stream_rebuilds: usize,
-    /// Leases this instance acquired (including take-overs).
-    pub leases_acquired: usize,
-    /// Leases split into their child ranges' leases.
-    pub splits: usize,
-}
 
 /// What the coordinator tells a range worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -639,191 +531,6 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
         }
         error
     }
-
-    /// Works one leased range until told to stop, the lease is lost, or the run fails.
-    async fn work(&self, lease: Lease, range: FeedRange, mut stop: watch::Receiver<Stop>) -> (String, Exit) {
-        let exit = self.work_range(&lease, range, &mut stop).await;
-        tracing::debug!(?exit, "range worker ended");
-        (lease.id, exit)
-    }
-
-    async fn work_range(&self, lease: &Lease, range: FeedRange, stop: &mut watch::Receiver<Stop>) -> Exit {
-        let owner = self.config.owner.as_str();
-        let page_size = MaxItemCountHint::Limit(
-            NonZeroU32::new(self.config.max_items_per_page).unwrap_or(NonZeroU32::MIN),
-        );
-        // The position everything before which is done (checkpointed).
-        let mut checkpoint: Option<String> = lease.continuation.clone();
-        let mut stream = None;
-        let mut idle = 0u32;
-        let mut errors = 0u32;
-        let mut failures = 0u32;
-        loop {
-            match *stop.borrow() {
-                Stop::Run => {}
-                Stop::Finish => return Exit::Finished,
-                Stop::Lost => return Exit::Lost,
-            }
-            if stream.is_none() {
-                let mut options = ChangeFeedOptions::default().with_max_item_count(page_size);
-                if let Some(token) = &checkpoint {
-                    options = options.with_continuation_token(ContinuationToken::from_string(token.clone()));
-                }
-                let opened = Box::pin(self.monitored.query_change_feed::<Value>(
-                    FeedScope::range(range.clone()),
-                    ChangeFeedStartFrom::Beginning,
-                    Some(options),
-                ))
-                .await;
-                match opened {
-                    Ok(pages) => stream = Some(pages),
-                    Err(error) => {
-                        if classify(&error) == ErrorClass::Permanent {
-                            return Exit::Fatal(refused("opening the change feed", error));
-                        }
-                        errors += 1;
-                        tracing::warn!(attempt = errors, error = %error, "opening the change feed failed; retrying");
-                        pause(self.config.backoff(errors), stop).await;
-                        continue;
-                    }
-                }
-            }
-            let Some(pages) = stream.as_mut() else {
-                continue;
-            };
-            let page = match pages.next().await {
-                Some(Ok(page)) => page,
-                Some(Err(error)) => {
-                    stream = None;
-                    self.count(|r| r.stream_rebuilds += 1);
-                    if classify(&error) == ErrorClass::Permanent {
-                        return Exit::Fatal(refused("reading the change feed", error));
-                    }
-                    errors += 1;
-                    tracing::warn!(attempt = errors, error = %error, "change-feed read failed; rebuilding the stream from the last checkpoint");
-                    pause(self.config.backoff(errors), stop).await;
-                    continue;
-                }
-                None => {
-                    stream = None;
-                    self.count(|r| r.stream_rebuilds += 1);
-                    tracing::warn!("change-feed stream ended; rebuilding it from the last checkpoint");
-                    continue;
-                }
-            };
-            errors = 0;
-            if page.items().is_empty() {
-                idle += 1;
-                pause(self.config.backoff(idle), stop).await;
-                continue;
-            }
-            idle = 0;
-            let next = match pages.to_continuation_token() {
-                Ok(token) => token.as_str().to_owned(),
-                Err(error) => {
-                    tracing::warn!(error = %error, "no continuation after a page; reading it again");
-                    stream = None;
-                    continue;
-                }
-            };
-            let records = self.decode_page(page.items());
-            let span = tracing::info_span!("page", records = records.len());
-            let outcome = self
-                .relay
-                .relay(&records, Some(Instant::now() + self.config.batch_deadline))
-                .instrument(span)
-                .await;
-            self.tally(&outcome);
-            match &outcome.first_failure {
-                None => {
-                    if let Err(exit) = self
-                        .lease_call(stop, || self.leases.checkpoint(&lease.id, owner, &next))
-                        .await
-                    {
-                        return exit;
-                    }
-                    tracing::debug!(
-                        records = records.len(),
-                        published = outcome.published,
-                        "page done"
-                    );
-                    checkpoint = Some(next);
-                    failures = 0;
-                }
-                Some(position) => {
-                    failures += 1;
-                    self.count(|r| r.failed_pages += 1);
-                    tracing::warn!(
-                        %position,
-                        attempt = failures,
-                        failed = outcome.failed,
-                        deadline_reached = outcome.deadline_reached,
-                        "page not fully delivered; not checkpointing, reading again from the last checkpoint"
-                    );
-                    stream = None;
-                    pause(self.config.backoff(failures), stop).await;
-                }
-            }
-        }
-    }
-
-    fn decode_page(&self, items: &[ChangeFeedItem<Value>]) -> Vec<RelayRecord> {
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item.current() {
-                Some(document) => self.decoder.decode_change(i, document),
-                None => RelayRecord {
-                    position: format!("#{i}"),
-                    decoded: Decoded::Skip(SkipReason::NotInsert {
-                        event_name: "delete".into(),
-                    }),
-                },
-            })
-            .collect()
-    }
-
-    fn tally(&self, outcome: &BatchOutcome) {
-        self.count(|r| {
-            r.pages += 1;
-            r.records += outcome.records;
-            r.published += outcome.published;
-            r.skipped += outcome.skipped;
-            r.quarantined += outcome.quarantined;
-        });
-    }
-
-    /// Runs a lease call, retrying transient failures a few times. `Err`:
-    /// how the worker must end.
-    async fn lease_call<T, F, Fut>(&self, stop: &mut watch::Receiver<Stop>, call: F) -> Result<T, Exit>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, LeaseError>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match call().await {
-                Ok(value) => return Ok(value),
-                Err(LeaseError::LostLease { id, owner }) => {
-                    tracing::warn!(lease = %id, new_owner = ?owner, "lease lost; stopping the range");
-                    return Err(Exit::Lost);
-                }
-                Err(error) if error.is_retryable() && attempt < LEASE_CALL_RETRIES => {
-                    attempt += 1;
-                    tracing::warn!(attempt, error = %error, "lease call failed; retrying");
-                    pause(self.config.backoff(attempt), stop).await;
-                    if *stop.borrow() == Stop::Lost {
-                        return Err(Exit::Lost);
-                    }
-                }
-                Err(error) if error.is_retryable() => {
-                    tracing::warn!(error = %error, "lease calls keep failing; letting the range go");
-                    return Err(Exit::Interrupted);
-                }
-                Err(error) => return Err(Exit::Fatal(ProcessorError::Lease(error))),
-            }
-        }
-    }
 }
 
 /// The child ranges of a lease whose range was split: the current ranges
@@ -851,14 +558,6 @@ fn split_children(lease: &Lease, ranges: &[FeedRange]) -> Option<Vec<FeedRange>>
     (contiguous && covers).then_some(children)
 }
 
-/// Sleeps `delay`, or less if the worker is told to stop.
-async fn pause(delay: Duration, stop: &mut watch::Receiver<Stop>) {
-    tokio::select! {
-        () = tokio::time::sleep(delay) => {}
-        _ = stop.changed() => {}
-    }
-}
-
 fn refused(operation: &'static str, error: CosmosError) -> ProcessorError {
     ProcessorError::Refused {
         operation,
@@ -881,6 +580,11 @@ fn lease_discovery_error(error: LeaseError) -> DiscoveryError {
         DiscoveryError::Fatal(ProcessorError::Lease(error))
     }
 }
+
+mod config;
+mod worker;
+
+pub use config::{ProcessorConfig, ProcessorReport};
 
 #[cfg(test)]
 mod tests;

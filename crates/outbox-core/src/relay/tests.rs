@@ -1,5 +1,7 @@
 //! The relay algorithm's unit tests.
 
+use std::convert::Infallible;
+
 use super::*;
 use crate::fakes::{Fault, FlakySink, RecordingQuarantine, RecordingSink};
 use crate::{ChunkLimits, FixedClock};

@@ -1,5 +1,7 @@
 //! The change-feed processor's unit tests.
 
+use std::time::Duration;
+
 use super::*;
 use crate::LEASE_KIND;
 

@@ -2,6 +2,7 @@
 
 use std::cmp::Ordering;
 
+use super::error::classify_code;
 use super::*;
 
 #[test]

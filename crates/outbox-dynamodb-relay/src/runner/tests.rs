@@ -1,6 +1,6 @@
 //! The stream runner's unit tests.
 
-use outbox_core::{OutboxEvent, SkipReason, SystemClock};
+use outbox_core::{Decoded, OutboxEvent, RelayRecord, SkipReason, SystemClock};
 
 use super::*;
 

@@ -1,0 +1,384 @@
+//! A shard worker: reads its shard from the checkpoint, relays each batch,
+//! checkpoints what is done, and retries or sends to the on-failure queue
+//! what is not.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use outbox_core::{BatchOutcome, Decoded, EventSink, Quarantine, QuarantinedRecord, RelayRecord};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{DynamoDbStreamRunner, Exit, LEASE_CALL_RETRIES, ReadError, Start, Stop, read_error};
+use crate::{Lease, LeaseError, RunnerError, ShardKey};
+
+/// What to checkpoint after a relayed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum BatchPlan {
+    /// Every record is done: checkpoint the last.
+    Done { checkpoint: String },
+    /// The record at index `failed` is not done: checkpoint the one before
+    /// it (if any) and read again from it.
+    Failed {
+        checkpoint: Option<String>,
+        failed: usize,
+    },
+}
+
+/// The plan for a non-empty batch and its outcome's `first_failure`. A
+/// failure position that is not in the batch (which the relay never reports)
+/// retries the whole batch.
+pub(super) fn plan_batch(records: &[RelayRecord], first_failure: Option<&str>) -> Option<BatchPlan> {
+    let last = records.last()?;
+    Some(match first_failure {
+        None => BatchPlan::Done {
+            checkpoint: last.position.clone(),
+        },
+        Some(position) => {
+            let failed = records.iter().position(|r| r.position == position).unwrap_or(0);
+            BatchPlan::Failed {
+                checkpoint: failed.checked_sub(1).map(|i| records[i].position.clone()),
+                failed,
+            }
+        }
+    })
+}
+
+/// What goes to the on-failure destination for a record whose retries are
+/// exhausted.
+pub(super) fn exhausted_record(
+    record: &RelayRecord,
+    attempts: u32,
+    deadline_reached: bool,
+) -> QuarantinedRecord {
+    let (event, raw, why) = match &record.decoded {
+        Decoded::Event(event) => (
+            Some((**event).clone()),
+            None,
+            if deadline_reached {
+                "the batch deadline passed before the sink accepted the event"
+            } else {
+                "the sink did not accept the event"
+            },
+        ),
+        Decoded::Poison { raw, .. } => (
+            None,
+            Some(raw.clone()),
+            "the quarantine did not accept the poison record",
+        ),
+        Decoded::Skip(_) => (None, None, "the record was not done"),
+    };
+    QuarantinedRecord {
+        position: record.position.clone(),
+        reason: format!("retries exhausted after {attempts} attempts: {why}"),
+        event,
+        raw,
+    }
+}
+
+impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
+    /// Works one shard until it is finished, its lease is lost, or the run stops.
+    pub(super) async fn work(&self, lease: Lease, mut stop: watch::Receiver<Stop>) -> (String, Exit) {
+        let exit = self.work_shard(&lease, &mut stop).await;
+        tracing::debug!(?exit, "shard worker ended");
+        (lease.shard_id, exit)
+    }
+
+    async fn work_shard(&self, lease: &Lease, stop: &mut watch::Receiver<Stop>) -> Exit {
+        let key = ShardKey::new(&self.stream_arn, &lease.shard_id);
+        let owner = self.config.owner.as_str();
+        let mut start = lease.checkpoint.clone().map_or(Start::TrimHorizon, Start::After);
+        let mut iterator: Option<String> = None;
+        let mut idle = 0u32;
+        let mut errors = 0u32;
+        loop {
+            let state = *stop.borrow();
+            match state {
+                Stop::Run => {}
+                Stop::Shutdown => return Exit::Stopped,
+                Stop::Lost => return Exit::Lost,
+            }
+            let current = match iterator.take() {
+                Some(current) => current,
+                None => match self.shard_iterator(&key.shard_id, &start).await {
+                    Ok(Some(current)) => current,
+                    Ok(None) => {
+                        tracing::info!(start = ?start, "no iterator for the shard: it is closed and read");
+                        return self.finish(&key, stop).await;
+                    }
+                    Err(ReadError::Trimmed) if start != Start::TrimHorizon => {
+                        tracing::warn!(
+                            shard_id = %key.shard_id,
+                            start = ?start,
+                            "records after the checkpoint were trimmed before they were read; restarting at TRIM_HORIZON"
+                        );
+                        start = Start::TrimHorizon;
+                        continue;
+                    }
+                    Err(ReadError::Gone) => {
+                        tracing::warn!(shard_id = %key.shard_id, "shard no longer in the stream; finishing it");
+                        return self.finish(&key, stop).await;
+                    }
+                    Err(ReadError::Fatal(error)) => return Exit::Fatal(error),
+                    Err(other) => {
+                        errors += 1;
+                        self.transient("GetShardIterator", errors, other, stop).await;
+                        continue;
+                    }
+                },
+            };
+            let page = match self
+                .streams
+                .get_records()
+                .shard_iterator(&current)
+                .limit(self.config.batch_limit)
+                .send()
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => match read_error("GetRecords", err) {
+                    ReadError::Expired => {
+                        tracing::debug!(start = ?start, "shard iterator expired; getting a new one");
+                        continue;
+                    }
+                    ReadError::Trimmed => {
+                        tracing::warn!(
+                            shard_id = %key.shard_id,
+                            start = ?start,
+                            "records were trimmed before they were read; restarting at TRIM_HORIZON"
+                        );
+                        start = Start::TrimHorizon;
+                        continue;
+                    }
+                    ReadError::Gone => {
+                        tracing::warn!(shard_id = %key.shard_id, "shard no longer in the stream; finishing it");
+                        return self.finish(&key, stop).await;
+                    }
+                    ReadError::Fatal(error) => return Exit::Fatal(error),
+                    other @ ReadError::Transient(_) => {
+                        errors += 1;
+                        iterator = Some(current);
+                        self.transient("GetRecords", errors, other, stop).await;
+                        continue;
+                    }
+                },
+            };
+            errors = 0;
+            let next = page.next_shard_iterator;
+            let records = page.records.unwrap_or_default();
+            if records.is_empty() {
+                match next {
+                    None => return self.finish(&key, stop).await,
+                    Some(next) => {
+                        iterator = Some(next);
+                        idle += 1;
+                        pause(self.config.backoff(idle), stop).await;
+                        continue;
+                    }
+                }
+            }
+            idle = 0;
+            let decoded = match records
+                .iter()
+                .map(|record| self.decoder.decode_stream_record(record))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(decoded) => decoded,
+                Err(error) => return Exit::Fatal(RunnerError::Decode(error)),
+            };
+            let span = tracing::info_span!("batch", records = decoded.len());
+            let outcome = self
+                .relay
+                .relay(&decoded, Some(Instant::now() + self.config.batch_deadline))
+                .instrument(span)
+                .await;
+            self.count(&outcome);
+            let Some(plan) = plan_batch(&decoded, outcome.first_failure.as_deref()) else {
+                continue;
+            };
+            match plan {
+                BatchPlan::Done { checkpoint } => {
+                    if let Err(exit) = self
+                        .lease_call(stop, || self.leases.checkpoint(&key, owner, &checkpoint))
+                        .await
+                    {
+                        return exit;
+                    }
+                    tracing::info!(%checkpoint, records = decoded.len(), published = outcome.published, "checkpoint");
+                    start = Start::After(checkpoint);
+                    match next {
+                        Some(next) => iterator = Some(next),
+                        None => return self.finish(&key, stop).await,
+                    }
+                }
+                BatchPlan::Failed { checkpoint, failed } => {
+                    if let Some(checkpoint) = checkpoint
+                        && let Err(exit) = self
+                            .lease_call(stop, || self.leases.checkpoint(&key, owner, &checkpoint))
+                            .await
+                    {
+                        return exit;
+                    }
+                    let record = &decoded[failed];
+                    let position = record.position.as_str();
+                    let attempts = match self
+                        .lease_call(stop, || self.leases.record_failure(&key, owner, position))
+                        .await
+                    {
+                        Ok(attempts) => attempts,
+                        Err(exit) => return exit,
+                    };
+                    if attempts > self.config.max_batch_retries {
+                        let exhausted = exhausted_record(record, attempts, outcome.deadline_reached);
+                        match self.on_failure.quarantine(&exhausted).await {
+                            Ok(()) => {
+                                tracing::warn!(%position, attempts, reason = %exhausted.reason, "sent to the on-failure destination");
+                                self.report
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .sent_to_on_failure += 1;
+                                if let Err(exit) = self
+                                    .lease_call(stop, || self.leases.checkpoint(&key, owner, position))
+                                    .await
+                                {
+                                    return exit;
+                                }
+                                start = Start::After(position.to_owned());
+                            }
+                            Err(error) => {
+                                tracing::error!(%position, attempts, error = %error, "on-failure destination refused the record; retrying");
+                                start = Start::At(position.to_owned());
+                                pause(self.config.backoff(attempts), stop).await;
+                            }
+                        }
+                    } else {
+                        tracing::warn!(
+                            %position,
+                            attempts,
+                            failed = outcome.failed,
+                            deadline_reached = outcome.deadline_reached,
+                            "batch failed; reading again from the failed record"
+                        );
+                        start = Start::At(position.to_owned());
+                        pause(self.config.backoff(attempts), stop).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new iterator for `shard_id` at `start`.
+    async fn shard_iterator(&self, shard_id: &str, start: &Start) -> Result<Option<String>, ReadError> {
+        let (kind, sequence_number) = match start {
+            Start::TrimHorizon => (ShardIteratorType::TrimHorizon, None),
+            Start::After(s) => (ShardIteratorType::AfterSequenceNumber, Some(s.clone())),
+            Start::At(s) => (ShardIteratorType::AtSequenceNumber, Some(s.clone())),
+        };
+        self.streams
+            .get_shard_iterator()
+            .stream_arn(&self.stream_arn)
+            .shard_id(shard_id)
+            .shard_iterator_type(kind)
+            .set_sequence_number(sequence_number)
+            .send()
+            .await
+            .map(|out| out.shard_iterator)
+            .map_err(|err| read_error("GetShardIterator", err))
+    }
+
+    /// Logs a transient read failure and backs off.
+    async fn transient(
+        &self,
+        operation: &'static str,
+        attempt: u32,
+        error: ReadError,
+        stop: &mut watch::Receiver<Stop>,
+    ) {
+        let reason = match error {
+            ReadError::Transient(reason) => reason,
+            ReadError::Trimmed => "TRIM_HORIZON is trimmed".to_owned(),
+            ReadError::Expired => "the iterator expired at once".to_owned(),
+            _ => "unexpected answer".to_owned(),
+        };
+        tracing::warn!(operation, attempt, error = %reason, "stream read failed; retrying");
+        pause(self.config.backoff(attempt), stop).await;
+    }
+
+    /// Marks the shard finished.
+    async fn finish(&self, key: &ShardKey, stop: &watch::Receiver<Stop>) -> Exit {
+        match self
+            .lease_call(stop, || self.leases.finish(key, &self.config.owner))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(shard_id = %key.shard_id, "shard finished");
+                self.report
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .shards_finished += 1;
+                Exit::Finished
+            }
+            Err(exit) => exit,
+        }
+    }
+
+    /// Calls the lease store, retrying transient failures a few times (not
+    /// cut short by shutdown: the batch in hand is to be checkpointed).
+    async fn lease_call<T, Fut>(
+        &self,
+        stop: &watch::Receiver<Stop>,
+        mut call: impl FnMut() -> Fut,
+    ) -> Result<T, Exit>
+    where
+        Fut: Future<Output = Result<T, LeaseError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Ok(value) => return Ok(value),
+                Err(LeaseError::LostLease { shard_id, owner }) => {
+                    tracing::warn!(%shard_id, new_owner = ?owner, "lease lost; stopping the shard");
+                    return Err(Exit::Lost);
+                }
+                Err(error) if error.is_retryable() && attempt < LEASE_CALL_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(attempt, error = %DisplayErrorContext(&error), "lease call failed; retrying");
+                    tokio::time::sleep(self.config.backoff(attempt)).await;
+                    if *stop.borrow() == Stop::Lost {
+                        return Err(Exit::Lost);
+                    }
+                }
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(error = %DisplayErrorContext(&error), "lease table keeps failing; letting the shard go");
+                    return Err(Exit::Interrupted);
+                }
+                Err(error) => return Err(Exit::Fatal(RunnerError::Lease(error))),
+            }
+        }
+    }
+
+    fn count(&self, outcome: &BatchOutcome) {
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        report.batches += 1;
+        report.records += outcome.records;
+        report.published += outcome.published;
+        report.skipped += outcome.skipped;
+        report.quarantined += outcome.quarantined;
+        if outcome.first_failure.is_some() {
+            report.failed_batches += 1;
+        }
+    }
+}
+
+/// Sleeps for `delay`, or less if the coordinator says stop.
+async fn pause(delay: Duration, stop: &mut watch::Receiver<Stop>) {
+    if *stop.borrow_and_update() != Stop::Run {
+        return;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        _ = stop.changed() => {}
+    }
+}
