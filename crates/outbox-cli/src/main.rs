@@ -26,6 +26,7 @@ const COMMAND_VARIABLES: &[&str] = &[
     "OUTBOX_LEASE_TABLE",
     "OUTBOX_ON_FAILURE_QUEUE_URL",
     "OUTBOX_RUNNER_OWNER",
+    "OUTBOX_BATCH_DEADLINE_SECONDS",
     "OUTBOX_TARGET_QUEUE_URL",
     "OUTBOX_COSMOS_CONTAINER",
     "OUTBOX_COSMOS_DATABASE",
@@ -124,6 +125,11 @@ enum RelayCommand {
         /// Attempts of a failing record before it goes to the on-failure queue.
         #[arg(long, default_value_t = 5)]
         max_batch_retries: u32,
+        /// Longest time one batch may take, retries included, in seconds; the
+        /// relay stops retrying a margin (OUTBOX_DEADLINE_MARGIN_MS) before it.
+        #[arg(long, env = "OUTBOX_BATCH_DEADLINE_SECONDS", default_value_t = 30,
+              value_parser = clap::value_parser!(u64).range(3..=3600))]
+        batch_deadline_seconds: u64,
     },
     /// Reads a Cosmos DB container's change feed and publishes its outbox documents to
     /// the EventBridge bus, with one lease per feed range in a lease container shared by
@@ -188,6 +194,7 @@ async fn main() -> ExitCode {
             lease_seconds,
             batch_limit,
             max_batch_retries,
+            batch_deadline_seconds,
         }) => {
             let mut runner = RunnerConfig::new(process_owner(owner));
             runner.lease_duration = std::time::Duration::from_secs(lease_seconds);
@@ -196,6 +203,7 @@ async fn main() -> ExitCode {
             runner.discovery_interval = runner.lease_duration;
             runner.max_batch_retries = max_batch_retries;
             runner.batch_limit = batch_limit;
+            runner.batch_deadline = std::time::Duration::from_secs(batch_deadline_seconds);
             let options = RunnerOptions {
                 lease_table,
                 create_lease_table,
