@@ -26,6 +26,10 @@ cargo clippy -p outbox-consumer --all-targets --all-features --quiet -- -D warni
 step "the writer crate's dependencies hold no relay code"
 scripts/check-writer-deps.sh
 
+step "cargo package --workspace --no-verify (every crate's manifest packages)"
+cargo package --workspace --no-verify --allow-dirty --quiet
+rm -rf target/package
+
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
