@@ -84,6 +84,23 @@ pub fn streams_client() -> aws_sdk_dynamodbstreams::Client {
     aws_sdk_dynamodbstreams::Client::new(&sdk_config_at(&endpoint(DYNAMODB_ENDPOINT_VAR)))
 }
 
+/// The `outbox` command built beside the test binaries (`scripts/test.sh`
+/// builds it first), or a panic that says how to build it.
+pub fn outbox_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("outbox"))
+        .unwrap_or_default();
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p outbox-cli` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
 /// A name no other test in this run uses: `<prefix>-<pid>-<n>-<random>`.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

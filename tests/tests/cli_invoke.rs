@@ -1,20 +1,8 @@
 //! `outbox invoke` as a script sees it: its exit status and its messages.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers outside #[test] fns
 
-use std::path::PathBuf;
+use outbox_tests::outbox_binary;
 use std::process::{Command, Output, Stdio};
-
-fn outbox_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let bin = dir.join("outbox");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p outbox-cli` first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
 
 /// `outbox invoke` on a fixture with a bus that refuses connections, no
 /// retries, and `extra` arguments.

@@ -3,7 +3,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -13,7 +12,9 @@ use outbox_cli::replay::{ReplayOptions, ReplaySelection, replay};
 use outbox_core::{FixedClock, OutboxEvent, Quarantine, QuarantinedRecord, SystemClock};
 use outbox_dynamodb::{DynamoDbOutboxWriter, OutboxSchema, OutboxTransaction};
 use outbox_eventbridge::{EventBridgeSink, QuarantineMessage, SqsQuarantine};
-use outbox_tests::{DYNAMODB_ENDPOINT_VAR, MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
+use outbox_tests::{
+    DYNAMODB_ENDPOINT_VAR, MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, outbox_binary, unique_name,
+};
 use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::{Value, json};
 
@@ -366,18 +367,6 @@ async fn replay_dry_run_publishes_nothing() {
     assert!(events.iter().all(|e| out.contains(&e.id().to_string())), "{out}");
     assert!(out.contains("nothing published"), "{out}");
     assert!(delivered(&stack).await.is_empty());
-}
-
-fn outbox_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let bin = dir.join("outbox");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p outbox-cli` first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
 }
 
 /// Runs the `outbox` command with the emulators as endpoint overrides.

@@ -3,7 +3,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use outbox_dynamodb::{ATTR_SEQUENCE, DynamoDbOutboxWriter, OutboxSchema, OutboxT
 use outbox_dynamodb_relay::RunnerConfig;
 use outbox_eventbridge::QuarantineMessage;
 use outbox_lambda::Config;
-use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
+use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, outbox_binary, unique_name};
 use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::{Value, json};
 
@@ -156,18 +155,6 @@ async fn every_event_arrives_through_the_bus_and_the_poison_item_is_quarantined_
         "{raw}"
     );
     assert!(drain_queue(&sqs, &stack.on_failure.url).await.unwrap().is_empty());
-}
-
-fn outbox_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let bin = dir.join("outbox");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p outbox-cli` first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
 }
 
 fn spawn_runner(stack: &LocalStack, owner: &str) -> Child {

@@ -5,25 +5,13 @@
 //! The endpoint is given only with `AWS_ENDPOINT_URL_EVENTBRIDGE`.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers outside #[test] fns
 
+use outbox_tests::outbox_binary;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 const TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
-
-fn outbox_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let bin = dir.join("outbox");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p outbox-cli` first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
 
 /// One request as the bus received it: lower-case header names and values, and the body.
 type Received = (Vec<(String, String)>, String);

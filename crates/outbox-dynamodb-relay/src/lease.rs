@@ -454,29 +454,29 @@ impl DynamoDbLeaseStore {
 
     /// Every lease of `stream_arn` (strongly consistent).
     pub async fn list(&self, stream_arn: &str) -> Result<Vec<Lease>, LeaseError> {
-        let mut leases = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", ATTR_PK)
-                .expression_attribute_values(":pk", AttributeValue::S(stream_arn.to_owned()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| lease_error(&self.table, e))?;
-            for item in page.items() {
-                leases.push(lease_from_item(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(leases),
-            }
-        }
+        self.partition(stream_arn)
+            .await?
+            .iter()
+            .map(lease_from_item)
+            .collect()
+    }
+
+    /// Every item under the partition key `pk`, through the SDK's paginator
+    /// (strongly consistent).
+    pub(crate) async fn partition(&self, pk: &str) -> Result<Vec<Item>, LeaseError> {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", ATTR_PK)
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<Item>, _>>()
+            .await
+            .map_err(|e| lease_error(&self.table, e))
     }
 
     /// The lease of `shard`, if it has an item (strongly consistent).

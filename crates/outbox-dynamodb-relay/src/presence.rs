@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use outbox_dynamodb::Item;
 
 use crate::lease::{ATTR_EXPIRES, ATTR_PK, ATTR_SK, lease_error};
 use crate::{DynamoDbLeaseStore, LeaseError};
@@ -46,38 +45,20 @@ impl DynamoDbLeaseStore {
     /// owner order (strongly consistent).
     pub async fn runners(&self, stream_arn: &str) -> Result<Vec<String>, LeaseError> {
         let now = self.now_ms();
-        let mut runners = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", ATTR_PK)
-                .expression_attribute_values(":pk", AttributeValue::S(presence_key(stream_arn)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| lease_error(&self.table, e))?;
-            for item in page.items() {
-                let owner = item.get(ATTR_SK).and_then(|v| v.as_s().ok());
+        let mut runners: Vec<String> = self
+            .partition(&presence_key(stream_arn))
+            .await?
+            .iter()
+            .filter_map(|item| {
+                let owner = item.get(ATTR_SK).and_then(|v| v.as_s().ok())?;
                 let until = item
                     .get(ATTR_EXPIRES)
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse::<i64>().ok());
-                if let (Some(owner), Some(until)) = (owner, until)
-                    && until >= now
-                {
-                    runners.push(owner.clone());
-                }
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
+                    .and_then(|v| v.as_n().ok())?
+                    .parse::<i64>()
+                    .ok()?;
+                (until >= now).then(|| owner.clone())
+            })
+            .collect();
         runners.sort();
         Ok(runners)
     }
