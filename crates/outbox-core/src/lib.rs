@@ -8,7 +8,9 @@
 //! - [`Clock`], so that time (and the time-ordered event ids) can be fixed in tests;
 //! - the relay algorithm ([`Relay`]) over two ports, [`EventSink`] and
 //!   [`Quarantine`], with its chunking, retry policy and outcome; fakes of
-//!   the ports are in the `fakes` module behind the `test-util` feature.
+//!   the ports are in the `fakes` module behind the `test-util` feature;
+//! - the [`host`] skeleton of the standalone relays: leased partitions, one
+//!   worker each, discovery, renewal, balancing and a graceful stop.
 //!
 //! ```no_run
 //! use outbox_core::{OutboxEvent, SystemClock};
@@ -34,6 +36,7 @@ mod envelope;
 mod error;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fakes;
+pub mod host;
 mod payload;
 mod port;
 mod relay;

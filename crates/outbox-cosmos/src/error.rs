@@ -275,6 +275,16 @@ impl LeaseError {
     }
 }
 
+impl outbox_core::host::LeaseFault for LeaseError {
+    fn is_lost(&self) -> bool {
+        matches!(self, Self::LostLease { .. })
+    }
+
+    fn is_retryable(&self) -> bool {
+        LeaseError::is_retryable(self)
+    }
+}
+
 /// Why the change-feed processor stopped with an error. Transient errors
 /// (throttling, 5xx, timeouts) never end a run: they are retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -301,7 +311,7 @@ pub enum ProcessorError {
     },
     /// The lease store failed in a way retrying cannot fix.
     #[error("the lease store failed")]
-    Lease(#[source] LeaseError),
+    Lease(#[from] LeaseError),
 }
 
 /// How an SDK error is handled.

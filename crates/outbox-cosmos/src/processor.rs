@@ -3,16 +3,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Mutex;
 
 use azure_data_cosmos::CosmosError;
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::feed::FeedRange;
 use azure_data_cosmos::options::ReadFeedRangesOptions;
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use outbox_core::host::{self, Acquired, Holdings, Partitions, Plan, RoundError, StopSignal, WorkerExit};
 use outbox_core::{EventSink, Quarantine, Relay};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -21,51 +19,6 @@ use crate::{CosmosChangeDecoder, CosmosLeaseStore, Lease, LeaseError, ProcessorE
 
 /// The most documents one change-feed page may be asked for here.
 pub const MAX_ITEMS_PER_PAGE: u32 = 1000;
-
-/// How often a lease call that failed transiently is retried inside a
-/// worker before the range is let go (the next discovery takes it up again).
-const LEASE_CALL_RETRIES: u32 = 5;
-
-/// What the coordinator tells a range worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Run,
-    /// Finish the page in hand (checkpointed), then end.
-    Finish,
-    /// The lease is someone else's now: end at once.
-    Lost,
-}
-
-/// Why a range worker ended.
-#[derive(Debug)]
-enum Exit {
-    /// Told to finish: the page in hand is checkpointed; the lease is still ours.
-    Finished,
-    /// The lease is someone else's now.
-    Lost,
-    /// The lease container kept failing: release and take it up later.
-    Interrupted,
-    /// The run must stop.
-    Fatal(ProcessorError),
-}
-
-/// A range being worked on.
-struct Held {
-    stop: watch::Sender<Stop>,
-    /// Until when the lease is surely ours (measured from before the last
-    /// successful acquire or renewal).
-    valid_until: Instant,
-    /// Child ranges to split the lease into once its worker has finished.
-    split_into: Option<Vec<FeedRange>>,
-}
-
-type WorkerFuture<'a> = Pin<Box<dyn Future<Output = (String, Exit)> + Send + 'a>>;
-
-/// A discovery round that could not finish.
-enum DiscoveryError {
-    Transient(String),
-    Fatal(ProcessorError),
-}
 
 /// The change-feed processor: the relay over a container's change feed,
 /// outside Azure Functions (a container on Azure Container Apps, a VM, a
@@ -187,114 +140,51 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<ProcessorReport, ProcessorError> {
         self.config.validate()?;
-        let renew_every = self.config.lease_duration / 3;
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut held: HashMap<String, Held> = HashMap::new();
-        let mut workers: FuturesUnordered<WorkerFuture<'_>> = FuturesUnordered::new();
-        let mut next_discovery = Instant::now();
-        let mut next_renewal = Instant::now() + renew_every;
-        let mut discovery_failures = 0u32;
-        let mut failure: Option<ProcessorError> = None;
         tracing::info!(prefix = %self.leases.prefix(), owner = %self.config.owner, "change-feed processor started");
-
-        loop {
-            if Instant::now() >= next_discovery {
-                match self.discover(&mut held, &mut workers).await {
-                    Ok(()) => {
-                        discovery_failures = 0;
-                        next_discovery = Instant::now() + self.config.discovery_interval;
-                    }
-                    Err(DiscoveryError::Fatal(error)) => {
-                        failure = Some(error);
-                        break;
-                    }
-                    Err(DiscoveryError::Transient(reason)) => {
-                        discovery_failures += 1;
-                        tracing::warn!(attempt = discovery_failures, error = %reason, "discovery failed; retrying");
-                        let delay = self
-                            .config
-                            .backoff(discovery_failures)
-                            .min(self.config.discovery_interval);
-                        next_discovery = Instant::now() + delay;
-                    }
-                }
-            }
-            if Instant::now() >= next_renewal {
-                if let Err(error) = self.renew_all(&mut held).await {
-                    failure = Some(error);
-                    break;
-                }
-                next_renewal = Instant::now() + renew_every;
-            }
-            tokio::select! {
-                biased;
-                () = &mut shutdown => {
-                    tracing::info!(ranges = held.len(), "shutdown requested");
-                    break;
-                }
-                Some((id, exit)) = workers.next(), if !workers.is_empty() => {
-                    if let Some(error) = self.worker_ended(&mut held, id, exit).await {
-                        failure = Some(error);
-                        break;
-                    }
-                    next_discovery = next_discovery.min(Instant::now() + self.config.backoff_initial);
-                }
-                () = tokio::time::sleep_until(next_discovery.min(next_renewal)) => {}
-            }
-        }
-
-        // Let every worker finish its page in hand, keeping the leases alive meanwhile.
-        for range in held.values_mut() {
-            range.split_into = None;
-            range.stop.send_if_modified(|stop| {
-                let running = *stop == Stop::Run;
-                if running {
-                    *stop = Stop::Finish;
-                }
-                running
-            });
-        }
-        while !workers.is_empty() {
-            tokio::select! {
-                Some((id, exit)) = workers.next() => {
-                    if let Some(error) = self.worker_ended(&mut held, id, exit).await {
-                        failure.get_or_insert(error);
-                    }
-                }
-                () = tokio::time::sleep_until(next_renewal) => {
-                    if let Err(error) = self.renew_all(&mut held).await {
-                        tracing::error!(error = %error, "renewing leases failed during shutdown");
-                    }
-                    next_renewal = Instant::now() + renew_every;
-                }
-            }
-        }
+        let ranges = Ranges {
+            processor: self,
+            splits: Mutex::new(HashMap::new()),
+        };
+        let result = host::run(&ranges, &self.config.host(), shutdown).await;
         let report = self.report();
-        match failure {
-            Some(error) => {
-                tracing::error!(error = %error, "change-feed processor failed");
-                Err(error)
-            }
-            None => {
+        match result {
+            Ok(()) => {
                 tracing::info!(?report, "change-feed processor stopped");
                 Ok(report)
             }
+            Err(error) => {
+                tracing::error!(error = %error, "change-feed processor failed");
+                Err(error)
+            }
         }
     }
+}
+
+/// The processor's feed ranges, as the host skeleton drives them.
+struct Ranges<'a, S, Q> {
+    processor: &'a CosmosChangeFeedProcessor<S, Q>,
+    /// Leases whose range was split, with their children: split instead of
+    /// released once their worker has finished.
+    splits: Mutex<HashMap<String, Vec<FeedRange>>>,
+}
+
+impl<S: EventSink, Q: Quarantine> Partitions for Ranges<'_, S, Q> {
+    type Lease = (Lease, FeedRange);
+    type LeaseError = LeaseError;
+    type Error = ProcessorError;
+
+    const NAME: &'static str = "range";
 
     /// Lists feed ranges and leases: creates leases for uncovered ranges,
     /// splits leases of split ranges, and takes this instance's share.
-    async fn discover<'a>(
-        &'a self,
-        held: &mut HashMap<String, Held>,
-        workers: &mut FuturesUnordered<WorkerFuture<'a>>,
-    ) -> Result<(), DiscoveryError> {
-        let ranges = self
+    async fn discover(&self, held: Holdings<'_>) -> Result<Plan<Self::Lease>, RoundError<ProcessorError>> {
+        let processor = self.processor;
+        let ranges = processor
             .monitored
             .read_feed_ranges(Some(ReadFeedRangesOptions::default().with_force_refresh(true)))
             .await
             .map_err(|e| monitored_error("reading feed ranges", e))?;
-        let mut leases = self.leases.list().await.map_err(lease_discovery_error)?;
+        let mut leases = processor.leases.list().await.map_err(lease_round_error)?;
 
         // Ranges no lease overlaps: the first run, or ranges that appeared.
         let mut created = false;
@@ -304,19 +194,21 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
                 .filter_map(|l| l.range().ok())
                 .any(|r| r.overlaps(range));
             if !covered {
-                created |= self
+                created |= processor
                     .leases
                     .create_if_absent(range, None, None)
                     .await
-                    .map_err(lease_discovery_error)?;
+                    .map_err(lease_round_error)?;
             }
         }
         if created {
-            leases = self.leases.list().await.map_err(lease_discovery_error)?;
+            leases = processor.leases.list().await.map_err(lease_round_error)?;
         }
 
         // Leases whose range was split.
-        let owner = self.config.owner.as_str();
+        let owner = processor.config.owner.as_str();
+        let running = held.running();
+        let mut plan = Plan::default();
         let mut split_any = false;
         let mut splitting: HashSet<String> = HashSet::new();
         for lease in &leases {
@@ -324,51 +216,45 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
                 continue;
             };
             splitting.insert(lease.id.clone());
-            if let Some(range) = held.get_mut(&lease.id) {
-                if range.split_into.is_none() {
+            if held.holds(&lease.id) {
+                if running.contains(&lease.id) {
                     tracing::info!(lease = %lease.id, children = children.len(), "range split; finishing the parent");
-                    range.split_into = Some(children);
-                    range.stop.send_if_modified(|stop| {
-                        let running = *stop == Stop::Run;
-                        if running {
-                            *stop = Stop::Finish;
-                        }
-                        running
-                    });
+                    self.splits
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(lease.id.clone(), children);
+                    plan.finish.push(lease.id.clone());
                 }
                 continue;
             }
-            if lease.is_held_by_other(owner, self.leases.now_ms()) {
+            if lease.is_held_by_other(owner, processor.leases.now_ms()) {
                 continue;
             }
-            match self
+            match processor
                 .leases
-                .acquire(lease, owner, self.config.lease_duration, false)
+                .acquire(lease, owner, processor.config.lease_duration, false)
                 .await
             {
-                Ok(acquired) => match self.leases.split(&acquired, owner, &children).await {
+                Ok(acquired) => match processor.leases.split(&acquired, owner, &children).await {
                     Ok(()) => {
-                        self.count(|r| r.splits += 1);
+                        processor.count(|r| r.splits += 1);
                         split_any = true;
                     }
                     Err(error) => {
                         tracing::warn!(lease = %lease.id, error = %error, "splitting the lease failed; retrying later");
-                        let _ = self.leases.release(&lease.id, owner).await;
+                        let _ = processor.leases.release(&lease.id, owner).await;
                     }
                 },
                 Err(LeaseError::Held { .. } | LeaseError::NotFound { .. }) => {}
-                Err(error) if error.is_retryable() => {
-                    return Err(DiscoveryError::Transient(error.to_string()));
-                }
-                Err(error) => return Err(DiscoveryError::Fatal(ProcessorError::Lease(error))),
+                Err(error) => return Err(lease_round_error(error)),
             }
         }
         if split_any {
-            leases = self.leases.list().await.map_err(lease_discovery_error)?;
+            leases = processor.leases.list().await.map_err(lease_round_error)?;
         }
 
         // This instance's share.
-        let now = self.leases.now_ms();
+        let now = processor.leases.now_ms();
         let candidates: Vec<&Lease> = leases
             .iter()
             .filter(|l| !splitting.contains(&l.id) && split_children(l, &ranges).is_none())
@@ -382,15 +268,16 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
             }
         }
         let target = outbox_core::fair_share(candidates.len(), others.len() + 1);
-        let mut mine = held.len();
+        let mut mine = running.len();
         for lease in &candidates {
             if mine >= target {
                 break;
             }
-            if held.contains_key(&lease.id) || lease.is_held_by_other(owner, now) {
+            if held.holds(&lease.id) || lease.is_held_by_other(owner, now) {
                 continue;
             }
-            if self.take(lease, false, held, workers).await? {
+            if let Some(acquired) = self.take(lease, false).await? {
+                plan.acquired.push(acquired);
                 mine += 1;
             }
         }
@@ -403,133 +290,111 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
                 && let Some(lease) = leases.last()
             {
                 tracing::info!(lease = %lease.id, from = %victim, target, "taking over a lease to balance the load");
-                self.take(lease, true, held, workers).await?;
+                plan.acquired.extend(self.take(lease, true).await?);
             }
         }
-        Ok(())
+        Ok(plan)
     }
 
-    /// Acquires `lease` and starts its worker. `Ok(false)`: someone was faster.
-    async fn take<'a>(
-        &'a self,
+    async fn renew(&self, id: &str) -> Result<(), LeaseError> {
+        let processor = self.processor;
+        processor
+            .leases
+            .renew(id, &processor.config.owner, processor.config.lease_duration)
+            .await
+            .map(drop)
+    }
+
+    /// Splits the lease when its range was split, else releases it.
+    async fn release(&self, id: &str) {
+        let processor = self.processor;
+        let owner = processor.config.owner.as_str();
+        let split_into = self.splits.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        if let Some(children) = split_into {
+            match processor.leases.read(id).await {
+                Ok(lease) => match processor.leases.split(&lease, owner, &children).await {
+                    Ok(()) => {
+                        processor.count(|r| r.splits += 1);
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(lease = %id, error = %error, "splitting the lease failed; retrying later")
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(lease = %id, error = %error, "reading the lease to split failed")
+                }
+            }
+        }
+        match processor.leases.release(id, owner).await {
+            Ok(()) => tracing::info!(lease = %id, "lease released"),
+            Err(error) => {
+                tracing::warn!(lease = %id, error = %error, "releasing the lease failed; it will expire")
+            }
+        }
+    }
+
+    async fn work(&self, (lease, range): Self::Lease, stop: StopSignal) -> WorkerExit<ProcessorError> {
+        let span = tracing::info_span!("range", lease = %lease.id);
+        self.processor.work(lease, range, stop).instrument(span).await
+    }
+
+    fn progress(&self, held: usize) {
+        let report = self.processor.report();
+        tracing::info!(
+            ranges = held,
+            pages = report.pages,
+            published = report.published,
+            skipped = report.skipped,
+            quarantined = report.quarantined,
+            failed_pages = report.failed_pages,
+            "progress"
+        );
+    }
+}
+
+impl<S: EventSink, Q: Quarantine> Ranges<'_, S, Q> {
+    /// Acquires `lease` for a new worker. `None`: someone was faster.
+    async fn take(
+        &self,
         lease: &Lease,
         steal: bool,
-        held: &mut HashMap<String, Held>,
-        workers: &mut FuturesUnordered<WorkerFuture<'a>>,
-    ) -> Result<bool, DiscoveryError> {
+    ) -> Result<Option<Acquired<(Lease, FeedRange)>>, RoundError<ProcessorError>> {
+        let processor = self.processor;
         let range = match lease.range() {
             Ok(range) => range,
             Err(error) => {
                 tracing::warn!(lease = %lease.id, error = %error, "skipping a malformed lease");
-                return Ok(false);
+                return Ok(None);
             }
         };
-        let started = Instant::now();
-        match self
+        let at = Instant::now();
+        match processor
             .leases
-            .acquire(lease, &self.config.owner, self.config.lease_duration, steal)
+            .acquire(
+                lease,
+                &processor.config.owner,
+                processor.config.lease_duration,
+                steal,
+            )
             .await
         {
             Ok(acquired) => {
                 tracing::info!(lease = %acquired.id, continuation = acquired.continuation.is_some(), "lease acquired");
-                self.count(|r| r.leases_acquired += 1);
-                let (stop, stopped) = watch::channel(Stop::Run);
-                held.insert(
-                    acquired.id.clone(),
-                    Held {
-                        stop,
-                        valid_until: started + self.config.lease_duration,
-                        split_into: None,
-                    },
-                );
-                let span = tracing::info_span!("range", lease = %acquired.id);
-                workers.push(Box::pin(self.work(acquired, range, stopped).instrument(span)));
-                Ok(true)
+                processor.count(|r| r.leases_acquired += 1);
+                Ok(Some(Acquired {
+                    id: acquired.id.clone(),
+                    lease: (acquired, range),
+                    at,
+                }))
             }
             Err(LeaseError::Held { owner, .. }) => {
                 tracing::debug!(lease = %lease.id, %owner, "lease taken by another instance");
-                Ok(false)
+                Ok(None)
             }
-            Err(LeaseError::NotFound { .. }) => Ok(false),
-            Err(error) if error.is_retryable() => Err(DiscoveryError::Transient(error.to_string())),
-            Err(error) => Err(DiscoveryError::Fatal(ProcessorError::Lease(error))),
+            Err(LeaseError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(lease_round_error(error)),
         }
-    }
-
-    /// Renews every lease held; a lost one, or one that could not be renewed
-    /// in time, stops its worker.
-    async fn renew_all(&self, held: &mut HashMap<String, Held>) -> Result<(), ProcessorError> {
-        for (id, range) in held.iter_mut() {
-            if *range.stop.borrow() == Stop::Lost {
-                continue;
-            }
-            let started = Instant::now();
-            match self
-                .leases
-                .renew(id, &self.config.owner, self.config.lease_duration)
-                .await
-            {
-                Ok(_) => range.valid_until = started + self.config.lease_duration,
-                Err(LeaseError::LostLease { owner, .. }) => {
-                    tracing::warn!(lease = %id, new_owner = ?owner, "lease lost; stopping the range");
-                    range.stop.send_replace(Stop::Lost);
-                }
-                Err(error) if error.is_retryable() => {
-                    let expiring = Instant::now() + self.config.lease_duration / 3 >= range.valid_until;
-                    tracing::warn!(lease = %id, expiring, error = %error, "lease renewal failed");
-                    if expiring {
-                        range.stop.send_replace(Stop::Lost);
-                    }
-                }
-                Err(error) => return Err(ProcessorError::Lease(error)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Handles a worker's end: splits or releases the lease when it is still
-    /// ours. Returns the run's error, if it is one.
-    async fn worker_ended(
-        &self,
-        held: &mut HashMap<String, Held>,
-        id: String,
-        exit: Exit,
-    ) -> Option<ProcessorError> {
-        let split_into = held.remove(&id).and_then(|h| h.split_into);
-        let owner = self.config.owner.as_str();
-        let (release, error) = match exit {
-            Exit::Lost => (false, None),
-            Exit::Finished => {
-                if let Some(children) = split_into {
-                    match self.leases.read(&id).await {
-                        Ok(lease) => match self.leases.split(&lease, owner, &children).await {
-                            Ok(()) => {
-                                self.count(|r| r.splits += 1);
-                                return None;
-                            }
-                            Err(error) => {
-                                tracing::warn!(lease = %id, error = %error, "splitting the lease failed; retrying later")
-                            }
-                        },
-                        Err(error) => {
-                            tracing::warn!(lease = %id, error = %error, "reading the lease to split failed")
-                        }
-                    }
-                }
-                (true, None)
-            }
-            Exit::Interrupted => (true, None),
-            Exit::Fatal(error) => (true, Some(error)),
-        };
-        if release {
-            match self.leases.release(&id, owner).await {
-                Ok(()) => tracing::info!(lease = %id, "lease released"),
-                Err(error) => {
-                    tracing::warn!(lease = %id, error = %error, "releasing the lease failed; it will expire")
-                }
-            }
-        }
-        error
     }
 }
 
@@ -566,18 +431,18 @@ fn refused(operation: &'static str, error: CosmosError) -> ProcessorError {
     }
 }
 
-fn monitored_error(operation: &'static str, error: CosmosError) -> DiscoveryError {
+fn monitored_error(operation: &'static str, error: CosmosError) -> RoundError<ProcessorError> {
     match classify(&error) {
-        ErrorClass::Transient => DiscoveryError::Transient(error.to_string()),
-        ErrorClass::Permanent => DiscoveryError::Fatal(refused(operation, error)),
+        ErrorClass::Transient => RoundError::Transient(error.to_string()),
+        ErrorClass::Permanent => RoundError::Fatal(refused(operation, error)),
     }
 }
 
-fn lease_discovery_error(error: LeaseError) -> DiscoveryError {
+fn lease_round_error(error: LeaseError) -> RoundError<ProcessorError> {
     if error.is_retryable() {
-        DiscoveryError::Transient(error.to_string())
+        RoundError::Transient(error.to_string())
     } else {
-        DiscoveryError::Fatal(ProcessorError::Lease(error))
+        RoundError::Fatal(ProcessorError::Lease(error))
     }
 }
 

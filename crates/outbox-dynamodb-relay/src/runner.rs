@@ -1,32 +1,24 @@
 //! The standalone DynamoDB Streams runner: the relay outside Lambda (see
 //! [`DynamoDbStreamRunner`]).
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_types::error::display::DisplayErrorContext;
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use outbox_core::host::{self, Acquired, Holdings, Partitions, Plan, RoundError, StopSignal, WorkerExit};
 use outbox_core::{EventSink, Quarantine, Relay};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::balance::{StreamShard, plan_leases};
 use crate::lease::{ErrorClass, classify};
-use crate::{DynamoDbLeaseStore, DynamoDbStreamDecoder, LeaseError, ShardKey};
+use crate::{DynamoDbLeaseStore, DynamoDbStreamDecoder, Lease, LeaseError, ShardKey};
 
 /// The most records one `GetRecords` call returns (its `Limit` is at most
 /// 1000, "DynamoDB Streams API Reference: GetRecords").
 pub const MAX_GET_RECORDS_LIMIT: i32 = 1000;
-
-/// How often a lease call that failed transiently is retried inside a batch
-/// before the shard is let go (another round takes it up again).
-const LEASE_CALL_RETRIES: u32 = 5;
 
 /// How often a transiently failing `DescribeTable` is retried by
 /// [`stream_arn_for_table`].
@@ -109,29 +101,6 @@ enum Start {
     At(String),
 }
 
-/// What the coordinator tells a shard worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Run,
-    Shutdown,
-    Lost,
-}
-
-/// Why a shard worker ended.
-#[derive(Debug)]
-enum Exit {
-    /// The shard is closed and done; its lease is finished.
-    Finished,
-    /// Shutdown: the batch in hand is checkpointed; release the lease.
-    Stopped,
-    /// The lease is someone else's now.
-    Lost,
-    /// The lease table kept failing: release and take it up again later.
-    Interrupted,
-    /// The run must stop.
-    Fatal(RunnerError),
-}
-
 /// A failed Streams call, as a shard worker handles it.
 enum ReadError {
     Expired,
@@ -153,22 +122,6 @@ where
         class => ReadError::Fatal(fatal(operation, class, err)),
     }
 }
-
-/// How often a running runner logs its counts at `info`.
-const PROGRESS_EVERY: Duration = Duration::from_secs(30);
-
-/// A shard being worked on.
-struct Held {
-    stop: watch::Sender<Stop>,
-    /// Being handed over to another runner: it ends at its next batch
-    /// boundary and its lease is released.
-    handing_over: bool,
-    /// Until when the lease is surely ours (measured from before the last
-    /// successful acquire or renewal).
-    valid_until: Instant,
-}
-
-type WorkerFuture<'a> = Pin<Box<dyn Future<Output = (String, Exit)> + Send + 'a>>;
 
 /// The standalone runner: the relay outside Lambda.
 ///
@@ -277,212 +230,23 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
     /// then too.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<RunnerReport, RunnerError> {
         self.config.validate()?;
-        let renew_every = self.config.lease_duration / 3;
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut held: HashMap<String, Held> = HashMap::new();
-        let mut workers: FuturesUnordered<WorkerFuture<'_>> = FuturesUnordered::new();
-        let mut next_discovery = Instant::now();
-        let mut next_renewal = Instant::now() + renew_every;
-        let mut next_progress = Instant::now() + PROGRESS_EVERY;
-        let mut discovery_failures = 0u32;
-        let mut failure: Option<RunnerError> = None;
         tracing::info!(stream_arn = %self.stream_arn, owner = %self.config.owner, "stream runner started");
-        self.announce().await;
-
-        loop {
-            if Instant::now() >= next_discovery {
-                match self.discover(&mut held, &mut workers).await {
-                    Ok(()) => {
-                        discovery_failures = 0;
-                        next_discovery = Instant::now() + self.config.discovery_interval;
-                    }
-                    Err(ReadError::Fatal(error)) => {
-                        failure = Some(error);
-                        break;
-                    }
-                    Err(other) => {
-                        discovery_failures += 1;
-                        let reason = match other {
-                            ReadError::Transient(reason) => reason,
-                            _ => "the stream answered unexpectedly".to_owned(),
-                        };
-                        tracing::warn!(attempt = discovery_failures, error = %reason, "shard discovery failed; retrying");
-                        let delay = self
-                            .config
-                            .backoff(discovery_failures)
-                            .min(self.config.discovery_interval);
-                        next_discovery = Instant::now() + delay;
-                    }
-                }
+        let result = host::run(&Shards(&self), &self.config.host(), shutdown).await;
+        let report = self.report();
+        match result {
+            Ok(()) => {
+                tracing::info!(%report, "stream runner stopped");
+                Ok(report)
             }
-            if Instant::now() >= next_renewal {
-                if let Err(error) = self.renew_all(&mut held).await {
-                    failure = Some(error);
-                    break;
-                }
-                next_renewal = Instant::now() + renew_every;
-            }
-            if Instant::now() >= next_progress {
-                let report = self.report.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                tracing::info!(
-                    shards = held.len(),
-                    batches = report.batches,
-                    published = report.published,
-                    skipped = report.skipped,
-                    quarantined = report.quarantined,
-                    failed_batches = report.failed_batches,
-                    sent_to_on_failure = report.sent_to_on_failure,
-                    "progress"
-                );
-                next_progress = Instant::now() + PROGRESS_EVERY;
-            }
-            tokio::select! {
-                biased;
-                () = &mut shutdown => {
-                    tracing::info!(shards = held.len(), "shutdown requested");
-                    break;
-                }
-                Some((shard_id, exit)) = workers.next(), if !workers.is_empty() => {
-                    if matches!(exit, Exit::Finished) {
-                        next_discovery = Instant::now();
-                    }
-                    if let Some(error) = self.worker_ended(&mut held, shard_id, exit).await {
-                        failure = Some(error);
-                        break;
-                    }
-                }
-                () = tokio::time::sleep_until(next_discovery.min(next_renewal)) => {}
-            }
-        }
-
-        // Let every worker finish its batch in hand, keeping the leases alive meanwhile.
-        for shard in held.values() {
-            shard.stop.send_if_modified(|stop| {
-                let running = *stop == Stop::Run;
-                if running {
-                    *stop = Stop::Shutdown;
-                }
-                running
-            });
-        }
-        while !workers.is_empty() {
-            tokio::select! {
-                Some((shard_id, exit)) = workers.next() => {
-                    if let Some(error) = self.worker_ended(&mut held, shard_id, exit).await {
-                        failure.get_or_insert(error);
-                    }
-                }
-                () = tokio::time::sleep_until(next_renewal) => {
-                    if let Err(error) = self.renew_all(&mut held).await {
-                        tracing::error!(error = %DisplayErrorContext(&error), "renewing leases failed during shutdown");
-                    }
-                    next_renewal = Instant::now() + renew_every;
-                }
-            }
-        }
-        if let Err(error) = self.leases.withdraw(&self.stream_arn, &self.config.owner).await {
-            tracing::warn!(error = %DisplayErrorContext(&error), "withdrawing this runner failed; it will expire");
-        }
-        let report = self.report.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match failure {
-            Some(error) => {
+            Err(error) => {
                 tracing::error!(error = %DisplayErrorContext(&error), "stream runner failed");
                 Err(error)
             }
-            None => {
-                tracing::info!(?report, "stream runner stopped");
-                Ok(report)
-            }
         }
     }
 
-    /// Lists the shards and leases, and takes every shard that may be taken.
-    async fn discover<'a>(
-        &'a self,
-        held: &mut HashMap<String, Held>,
-        workers: &mut FuturesUnordered<WorkerFuture<'a>>,
-    ) -> Result<(), ReadError> {
-        let shards = self.describe_shards().await?;
-        let leases = self
-            .leases
-            .list(&self.stream_arn)
-            .await
-            .map_err(lease_read_error)?;
-        let runners = match self.leases.runners(&self.stream_arn).await {
-            Ok(runners) => runners,
-            Err(error) if error.is_retryable() => {
-                tracing::warn!(error = %DisplayErrorContext(&error), "reading the live runners failed; counting lease holders only");
-                Vec::new()
-            }
-            Err(error) => return Err(lease_read_error(error)),
-        };
-        let now_ms = self.leases.now_ms();
-        let mine: HashSet<String> = held
-            .iter()
-            .filter(|(_, h)| !h.handing_over)
-            .map(|(id, _)| id.clone())
-            .collect();
-        let plan = plan_leases(&shards, &leases, &runners, &self.config.owner, &mine, now_ms);
-        if plan.shed > 0 {
-            self.hand_over(held, plan.shed, plan.target);
-        }
-        for shard in plan.take {
-            let key = ShardKey::new(&self.stream_arn, &shard.shard_id);
-            let started = Instant::now();
-            let acquired = self
-                .leases
-                .acquire(
-                    &key,
-                    &self.config.owner,
-                    shard.parent.as_deref(),
-                    self.config.lease_duration,
-                )
-                .await;
-            match acquired {
-                Ok(lease) => {
-                    tracing::info!(shard_id = %lease.shard_id, checkpoint = ?lease.checkpoint, "lease acquired");
-                    let (stop, stopped) = watch::channel(Stop::Run);
-                    held.insert(
-                        shard.shard_id.clone(),
-                        Held {
-                            stop,
-                            handing_over: false,
-                            valid_until: started + self.config.lease_duration,
-                        },
-                    );
-                    let span = tracing::info_span!("shard", shard_id = %lease.shard_id);
-                    workers.push(Box::pin(self.work(lease, stopped).instrument(span)));
-                }
-                Err(LeaseError::Held { owner, .. }) => {
-                    tracing::debug!(shard_id = %shard.shard_id, %owner, "shard taken by another runner");
-                }
-                Err(LeaseError::Finished { .. }) => {
-                    tracing::debug!(shard_id = %shard.shard_id, "shard finished meanwhile");
-                }
-                Err(error) => return Err(lease_read_error(error)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Asks `count` of the held shards (the last in id order) to end at their
-    /// next batch boundary, so their leases are released for a runner short
-    /// of its share.
-    fn hand_over(&self, held: &mut HashMap<String, Held>, count: usize, target: usize) {
-        let mut ids: Vec<&String> = held
-            .iter()
-            .filter(|(_, h)| !h.handing_over && *h.stop.borrow() == Stop::Run)
-            .map(|(id, _)| id)
-            .collect();
-        ids.sort();
-        let chosen: Vec<String> = ids.into_iter().rev().take(count).cloned().collect();
-        for shard_id in chosen {
-            if let Some(shard) = held.get_mut(&shard_id) {
-                tracing::info!(%shard_id, target, "handing the shard over to balance the load");
-                shard.handing_over = true;
-                shard.stop.send_replace(Stop::Shutdown);
-            }
-        }
+    fn report(&self) -> RunnerReport {
+        self.report.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Every shard of the stream, following `LastEvaluatedShardId`.
@@ -513,84 +277,160 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
             }
         }
     }
+}
 
-    /// Renews every lease held; a lost one, or one that could not be renewed
-    /// in time, stops its worker.
-    async fn renew_all(&self, held: &mut HashMap<String, Held>) -> Result<(), RunnerError> {
-        self.announce().await;
-        for (shard_id, shard) in held.iter_mut() {
-            if *shard.stop.borrow() == Stop::Lost {
-                continue;
+/// The runner's shards, as the host skeleton drives them.
+struct Shards<'a, S, Q, F>(&'a DynamoDbStreamRunner<S, Q, F>);
+
+impl<S: EventSink, Q: Quarantine, F: Quarantine> Partitions for Shards<'_, S, Q, F> {
+    type Lease = Lease;
+    type LeaseError = LeaseError;
+    type Error = RunnerError;
+
+    const NAME: &'static str = "shard";
+
+    /// Lists the shards, the leases and the live runners, takes every shard
+    /// that may be taken and hands over what exceeds this runner's share.
+    async fn discover(&self, held: Holdings<'_>) -> Result<Plan<Lease>, RoundError<RunnerError>> {
+        let runner = self.0;
+        let shards = runner.describe_shards().await.map_err(|error| match error {
+            ReadError::Fatal(error) => RoundError::Fatal(error),
+            ReadError::Transient(reason) => RoundError::Transient(reason),
+            _ => RoundError::Transient("the stream answered unexpectedly".to_owned()),
+        })?;
+        let leases = runner
+            .leases
+            .list(&runner.stream_arn)
+            .await
+            .map_err(lease_round_error)?;
+        let runners = match runner.leases.runners(&runner.stream_arn).await {
+            Ok(runners) => runners,
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(error = %DisplayErrorContext(&error), "reading the live runners failed; counting lease holders only");
+                Vec::new()
             }
-            let key = ShardKey::new(&self.stream_arn, shard_id);
-            let started = Instant::now();
-            match self
+            Err(error) => return Err(lease_round_error(error)),
+        };
+        let owner = runner.config.owner.as_str();
+        let running = held.running();
+        let balance = plan_leases(
+            &shards,
+            &leases,
+            &runners,
+            owner,
+            &running,
+            runner.leases.now_ms(),
+        );
+        let mut plan = Plan::default();
+        // The last in id order are handed over, so that runners agree on the order.
+        let mut sorted: Vec<&String> = running.iter().collect();
+        sorted.sort();
+        for shard_id in sorted.into_iter().rev().take(balance.shed) {
+            tracing::info!(%shard_id, target = balance.target, "handing the shard over to balance the load");
+            plan.finish.push(shard_id.clone());
+        }
+        for shard in balance.take {
+            let key = ShardKey::new(&runner.stream_arn, &shard.shard_id);
+            let at = Instant::now();
+            let acquired = runner
                 .leases
-                .renew(&key, &self.config.owner, self.config.lease_duration)
-                .await
-            {
-                Ok(_) => shard.valid_until = started + self.config.lease_duration,
-                Err(LeaseError::LostLease { owner, .. }) => {
-                    tracing::warn!(%shard_id, new_owner = ?owner, "lease lost; stopping the shard");
-                    shard.stop.send_replace(Stop::Lost);
+                .acquire(&key, owner, shard.parent.as_deref(), runner.config.lease_duration)
+                .await;
+            match acquired {
+                Ok(lease) => {
+                    tracing::info!(shard_id = %lease.shard_id, checkpoint = ?lease.checkpoint, "lease acquired");
+                    plan.acquired.push(Acquired {
+                        id: lease.shard_id.clone(),
+                        lease,
+                        at,
+                    });
                 }
-                Err(error) if error.is_retryable() => {
-                    let expiring = Instant::now() + self.config.lease_duration / 3 >= shard.valid_until;
-                    tracing::warn!(%shard_id, expiring, error = %DisplayErrorContext(&error), "lease renewal failed");
-                    if expiring {
-                        shard.stop.send_replace(Stop::Lost);
-                    }
+                Err(LeaseError::Held { owner, .. }) => {
+                    tracing::debug!(shard_id = %shard.shard_id, %owner, "shard taken by another runner");
                 }
-                Err(error) => return Err(RunnerError::Lease(error)),
+                Err(LeaseError::Finished { .. }) => {
+                    tracing::debug!(shard_id = %shard.shard_id, "shard finished meanwhile");
+                }
+                Err(error) => return Err(lease_round_error(error)),
             }
         }
-        Ok(())
+        Ok(plan)
+    }
+
+    async fn renew(&self, shard_id: &str) -> Result<(), LeaseError> {
+        let runner = self.0;
+        let key = ShardKey::new(&runner.stream_arn, shard_id);
+        runner
+            .leases
+            .renew(&key, &runner.config.owner, runner.config.lease_duration)
+            .await
+            .map(drop)
+    }
+
+    async fn release(&self, shard_id: &str) {
+        let runner = self.0;
+        let key = ShardKey::new(&runner.stream_arn, shard_id);
+        match runner.leases.release(&key, &runner.config.owner).await {
+            Ok(()) => tracing::info!(%shard_id, "lease released"),
+            Err(error) => {
+                tracing::warn!(%shard_id, error = %DisplayErrorContext(&error), "releasing the lease failed; it will expire");
+            }
+        }
+    }
+
+    async fn work(&self, lease: Lease, stop: StopSignal) -> WorkerExit<RunnerError> {
+        let span = tracing::info_span!("shard", shard_id = %lease.shard_id);
+        self.0.work(lease, stop).instrument(span).await
     }
 
     /// Tells the other runners that this one is alive, for one lease duration.
     async fn announce(&self) {
-        if let Err(error) = self
+        let runner = self.0;
+        if let Err(error) = runner
             .leases
-            .announce(&self.stream_arn, &self.config.owner, self.config.lease_duration)
+            .announce(
+                &runner.stream_arn,
+                &runner.config.owner,
+                runner.config.lease_duration,
+            )
             .await
         {
             tracing::warn!(error = %DisplayErrorContext(&error), "announcing this runner failed");
         }
     }
 
-    /// Handles a worker's end: releases the lease when it is still ours and
-    /// the shard is not finished. Returns the run's error, if it is one.
-    async fn worker_ended(
-        &self,
-        held: &mut HashMap<String, Held>,
-        shard_id: String,
-        exit: Exit,
-    ) -> Option<RunnerError> {
-        held.remove(&shard_id);
-        let (release, error) = match exit {
-            Exit::Finished | Exit::Lost => (false, None),
-            Exit::Stopped | Exit::Interrupted => (true, None),
-            Exit::Fatal(error) => (true, Some(error)),
-        };
-        if release {
-            let key = ShardKey::new(&self.stream_arn, &shard_id);
-            match self.leases.release(&key, &self.config.owner).await {
-                Ok(()) => tracing::info!(%shard_id, "lease released"),
-                Err(error) => {
-                    tracing::warn!(%shard_id, error = %DisplayErrorContext(&error), "releasing the lease failed; it will expire");
-                }
-            }
+    async fn withdraw(&self) {
+        let runner = self.0;
+        if let Err(error) = runner
+            .leases
+            .withdraw(&runner.stream_arn, &runner.config.owner)
+            .await
+        {
+            tracing::warn!(error = %DisplayErrorContext(&error), "withdrawing this runner failed; it will expire");
         }
-        error
+    }
+
+    fn progress(&self, held: usize) {
+        let report = self.0.report();
+        tracing::info!(
+            shards = held,
+            batches = report.batches,
+            published = report.published,
+            skipped = report.skipped,
+            quarantined = report.quarantined,
+            failed_batches = report.failed_batches,
+            sent_to_on_failure = report.sent_to_on_failure,
+            "progress"
+        );
     }
 }
 
 /// A lease store error met during discovery.
-fn lease_read_error(error: LeaseError) -> ReadError {
+fn lease_round_error(error: LeaseError) -> RoundError<RunnerError> {
     if error.is_retryable() {
-        ReadError::Transient(DisplayErrorContext(&error).to_string())
+        RoundError::Transient(DisplayErrorContext(&error).to_string())
     } else {
-        ReadError::Fatal(RunnerError::Lease(error))
+        RoundError::Fatal(RunnerError::Lease(error))
     }
 }
 

@@ -1,40 +1,30 @@
 //! A range worker: reads its feed range from the lease's continuation,
 //! relays each page, and checkpoints the continuation past what is done.
 
-use std::future::Future;
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use azure_data_cosmos::FeedScope;
 use azure_data_cosmos::feed::{ContinuationToken, FeedRange};
 use azure_data_cosmos::models::ChangeFeedItem;
 use azure_data_cosmos::options::{ChangeFeedOptions, ChangeFeedStartFrom, MaxItemCountHint};
 use futures_util::stream::StreamExt;
+use outbox_core::host::{Stop, StopSignal, WorkerExit, lease_call};
 use outbox_core::{BatchOutcome, Decoded, EventSink, Quarantine, RelayRecord, SkipReason};
 use serde_json::Value;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::{ErrorClass, classify};
-use crate::{Lease, LeaseError, ProcessorError};
+use crate::{Lease, ProcessorError};
 
-use super::{CosmosChangeFeedProcessor, Exit, LEASE_CALL_RETRIES, Stop, refused};
+use super::{CosmosChangeFeedProcessor, refused};
+
+type Exit = WorkerExit<ProcessorError>;
 
 impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
     /// Works one leased range until told to stop, the lease is lost, or the run fails.
-    pub(super) async fn work(
-        &self,
-        lease: Lease,
-        range: FeedRange,
-        mut stop: watch::Receiver<Stop>,
-    ) -> (String, Exit) {
-        let exit = self.work_range(&lease, range, &mut stop).await;
-        tracing::debug!(?exit, "range worker ended");
-        (lease.id, exit)
-    }
-
-    async fn work_range(&self, lease: &Lease, range: FeedRange, stop: &mut watch::Receiver<Stop>) -> Exit {
+    pub(super) async fn work(&self, lease: Lease, range: FeedRange, mut stop: StopSignal) -> Exit {
+        let (lease, stop) = (&lease, &mut stop);
         let owner = self.config.owner.as_str();
         let page_size = MaxItemCountHint::Limit(
             NonZeroU32::new(self.config.max_items_per_page).unwrap_or(NonZeroU32::MIN),
@@ -46,7 +36,7 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
         let mut errors = 0u32;
         let mut failures = 0u32;
         loop {
-            match *stop.borrow() {
+            match stop.state() {
                 Stop::Run => {}
                 Stop::Finish => return Exit::Finished,
                 Stop::Lost => return Exit::Lost,
@@ -70,7 +60,7 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
                         }
                         errors += 1;
                         tracing::warn!(attempt = errors, error = %error, "opening the change feed failed; retrying");
-                        pause(self.config.backoff(errors), stop).await;
+                        stop.pause(self.config.backoff(errors)).await;
                         continue;
                     }
                 }
@@ -88,7 +78,7 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
                     }
                     errors += 1;
                     tracing::warn!(attempt = errors, error = %error, "change-feed read failed; rebuilding the stream from the last checkpoint");
-                    pause(self.config.backoff(errors), stop).await;
+                    stop.pause(self.config.backoff(errors)).await;
                     continue;
                 }
                 None => {
@@ -101,7 +91,7 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
             errors = 0;
             if page.items().is_empty() {
                 idle += 1;
-                pause(self.config.backoff(idle), stop).await;
+                stop.pause(self.config.backoff(idle)).await;
                 continue;
             }
             idle = 0;
@@ -123,9 +113,10 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
             self.tally(&outcome);
             match &outcome.first_failure {
                 None => {
-                    if let Err(exit) = self
-                        .lease_call(stop, || self.leases.checkpoint(&lease.id, owner, &next))
-                        .await
+                    if let Err(exit) = lease_call(stop, self.config.backoffs(), || {
+                        self.leases.checkpoint(&lease.id, owner, &next)
+                    })
+                    .await
                     {
                         return exit;
                     }
@@ -148,7 +139,7 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
                         "page not fully delivered; not checkpointing, reading again from the last checkpoint"
                     );
                     stream = None;
-                    pause(self.config.backoff(failures), stop).await;
+                    stop.pause(self.config.backoff(failures)).await;
                 }
             }
         }
@@ -178,45 +169,5 @@ impl<S: EventSink, Q: Quarantine> CosmosChangeFeedProcessor<S, Q> {
             r.skipped += outcome.skipped;
             r.quarantined += outcome.quarantined;
         });
-    }
-
-    /// Runs a lease call, retrying transient failures a few times. `Err`:
-    /// how the worker must end.
-    async fn lease_call<T, F, Fut>(&self, stop: &mut watch::Receiver<Stop>, call: F) -> Result<T, Exit>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, LeaseError>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match call().await {
-                Ok(value) => return Ok(value),
-                Err(LeaseError::LostLease { id, owner }) => {
-                    tracing::warn!(lease = %id, new_owner = ?owner, "lease lost; stopping the range");
-                    return Err(Exit::Lost);
-                }
-                Err(error) if error.is_retryable() && attempt < LEASE_CALL_RETRIES => {
-                    attempt += 1;
-                    tracing::warn!(attempt, error = %error, "lease call failed; retrying");
-                    pause(self.config.backoff(attempt), stop).await;
-                    if *stop.borrow() == Stop::Lost {
-                        return Err(Exit::Lost);
-                    }
-                }
-                Err(error) if error.is_retryable() => {
-                    tracing::warn!(error = %error, "lease calls keep failing; letting the range go");
-                    return Err(Exit::Interrupted);
-                }
-                Err(error) => return Err(Exit::Fatal(ProcessorError::Lease(error))),
-            }
-        }
-    }
-}
-
-/// Sleeps `delay`, or less if the worker is told to stop.
-async fn pause(delay: Duration, stop: &mut watch::Receiver<Stop>) {
-    tokio::select! {
-        () = tokio::time::sleep(delay) => {}
-        _ = stop.changed() => {}
     }
 }

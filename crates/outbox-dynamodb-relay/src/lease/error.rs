@@ -88,6 +88,16 @@ impl LeaseError {
     }
 }
 
+impl outbox_core::host::LeaseFault for LeaseError {
+    fn is_lost(&self) -> bool {
+        matches!(self, Self::LostLease { .. })
+    }
+
+    fn is_retryable(&self) -> bool {
+        LeaseError::is_retryable(self)
+    }
+}
+
 pub(crate) fn malformed(shard_id: &str, reason: impl Into<String>) -> LeaseError {
     LeaseError::Malformed {
         shard_id: shard_id.to_owned(),

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use outbox_core::Backoff;
+use outbox_core::host::HostConfig;
+
 use crate::{LeaseError, StreamError};
 
 use super::MAX_GET_RECORDS_LIMIT;
@@ -49,39 +52,40 @@ impl RunnerConfig {
     /// Checks the values, naming the first that is wrong.
     pub fn validate(&self) -> Result<(), RunnerError> {
         let invalid = |reason: String| Err(RunnerError::InvalidConfig { reason });
-        if self.owner.is_empty() {
-            return invalid("owner is empty".into());
-        }
         if !(1..=MAX_GET_RECORDS_LIMIT).contains(&self.batch_limit) {
             return invalid(format!(
                 "batch_limit is {}; GetRecords takes 1 to {MAX_GET_RECORDS_LIMIT}",
                 self.batch_limit
             ));
         }
-        if self.lease_duration < Duration::from_millis(30) {
-            return invalid(format!("lease_duration {:?} is too short", self.lease_duration));
-        }
-        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
-            return invalid(format!(
-                "backoff must be positive and backoff_max ({:?}) at least backoff_initial ({:?})",
-                self.backoff_max, self.backoff_initial
-            ));
-        }
-        if self.batch_deadline.is_zero() || self.discovery_interval.is_zero() {
-            return invalid("batch_deadline and discovery_interval must be positive".into());
-        }
-        Ok(())
+        self.host().validate().or_else(invalid)
     }
 
     /// The backoff before attempt `attempt` (1-based) of something that
     /// failed or found nothing: `backoff_initial * 2^(attempt-1)`, at most
     /// `backoff_max`.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        outbox_core::Backoff {
+        self.backoffs().delay(attempt)
+    }
+
+    /// The backoff of every wait.
+    pub(crate) fn backoffs(&self) -> Backoff {
+        Backoff {
             initial: self.backoff_initial,
             max: self.backoff_max,
         }
-        .delay(attempt)
+    }
+
+    /// The settings the host skeleton reads.
+    pub(crate) fn host(&self) -> HostConfig {
+        HostConfig {
+            owner: self.owner.clone(),
+            lease_duration: self.lease_duration,
+            backoff_initial: self.backoff_initial,
+            backoff_max: self.backoff_max,
+            batch_deadline: self.batch_deadline,
+            discovery_interval: self.discovery_interval,
+        }
     }
 }
 
@@ -201,5 +205,5 @@ pub enum RunnerError {
     /// The lease store failed in a way retrying cannot fix (missing table,
     /// access denied, malformed lease).
     #[error("the lease store failed")]
-    Lease(#[source] LeaseError),
+    Lease(#[from] LeaseError),
 }

@@ -1,5 +1,7 @@
 //! The stream runner's unit tests.
 
+use std::time::Duration;
+
 use outbox_core::{Decoded, OutboxEvent, RelayRecord, SkipReason, SystemClock};
 
 use super::*;

@@ -2,17 +2,16 @@
 //! checkpoints what is done, and retries or sends to the on-failure queue
 //! what is not.
 
-use std::time::Duration;
-
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
-use aws_smithy_types::error::display::DisplayErrorContext;
+use outbox_core::host::{Stop, StopSignal, WorkerExit, lease_call};
 use outbox_core::{BatchOutcome, Decoded, EventSink, Quarantine, QuarantinedRecord, RelayRecord};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{DynamoDbStreamRunner, Exit, LEASE_CALL_RETRIES, ReadError, Start, Stop, read_error};
-use crate::{Lease, LeaseError, RunnerError, ShardKey};
+use super::{DynamoDbStreamRunner, ReadError, Start, read_error};
+use crate::{Lease, RunnerError, ShardKey};
+
+type Exit = WorkerExit<RunnerError>;
 
 /// What to checkpoint after a relayed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,13 +79,9 @@ pub(super) fn exhausted_record(
 
 impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
     /// Works one shard until it is finished, its lease is lost, or the run stops.
-    pub(super) async fn work(&self, lease: Lease, mut stop: watch::Receiver<Stop>) -> (String, Exit) {
-        let exit = self.work_shard(&lease, &mut stop).await;
-        tracing::debug!(?exit, "shard worker ended");
-        (lease.shard_id, exit)
-    }
-
-    async fn work_shard(&self, lease: &Lease, stop: &mut watch::Receiver<Stop>) -> Exit {
+    pub(super) async fn work(&self, lease: Lease, mut stop: StopSignal) -> Exit {
+        let stop = &mut stop;
+        let lease = &lease;
         let key = ShardKey::new(&self.stream_arn, &lease.shard_id);
         let owner = self.config.owner.as_str();
         let mut start = lease.checkpoint.clone().map_or(Start::TrimHorizon, Start::After);
@@ -94,10 +89,9 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
         let mut idle = 0u32;
         let mut errors = 0u32;
         loop {
-            let state = *stop.borrow();
-            match state {
+            match stop.state() {
                 Stop::Run => {}
-                Stop::Shutdown => return Exit::Stopped,
+                Stop::Finish => return Exit::Finished,
                 Stop::Lost => return Exit::Lost,
             }
             let current = match iterator.take() {
@@ -174,7 +168,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                     Some(next) => {
                         iterator = Some(next);
                         idle += 1;
-                        pause(self.config.backoff(idle), stop).await;
+                        stop.pause(self.config.backoff(idle)).await;
                         continue;
                     }
                 }
@@ -200,9 +194,10 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
             };
             match plan {
                 BatchPlan::Done { checkpoint } => {
-                    if let Err(exit) = self
-                        .lease_call(stop, || self.leases.checkpoint(&key, owner, &checkpoint))
-                        .await
+                    if let Err(exit) = lease_call(stop, self.config.backoffs(), || {
+                        self.leases.checkpoint(&key, owner, &checkpoint)
+                    })
+                    .await
                     {
                         return exit;
                     }
@@ -215,17 +210,19 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                 }
                 BatchPlan::Failed { checkpoint, failed } => {
                     if let Some(checkpoint) = checkpoint
-                        && let Err(exit) = self
-                            .lease_call(stop, || self.leases.checkpoint(&key, owner, &checkpoint))
-                            .await
+                        && let Err(exit) = lease_call(stop, self.config.backoffs(), || {
+                            self.leases.checkpoint(&key, owner, &checkpoint)
+                        })
+                        .await
                     {
                         return exit;
                     }
                     let record = &decoded[failed];
                     let position = record.position.as_str();
-                    let attempts = match self
-                        .lease_call(stop, || self.leases.record_failure(&key, owner, position))
-                        .await
+                    let attempts = match lease_call(stop, self.config.backoffs(), || {
+                        self.leases.record_failure(&key, owner, position)
+                    })
+                    .await
                     {
                         Ok(attempts) => attempts,
                         Err(exit) => return exit,
@@ -239,9 +236,10 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                                     .lock()
                                     .unwrap_or_else(|e| e.into_inner())
                                     .sent_to_on_failure += 1;
-                                if let Err(exit) = self
-                                    .lease_call(stop, || self.leases.checkpoint(&key, owner, position))
-                                    .await
+                                if let Err(exit) = lease_call(stop, self.config.backoffs(), || {
+                                    self.leases.checkpoint(&key, owner, position)
+                                })
+                                .await
                                 {
                                     return exit;
                                 }
@@ -250,7 +248,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                             Err(error) => {
                                 tracing::error!(%position, attempts, error = %error, "on-failure destination refused the record; retrying");
                                 start = Start::At(position.to_owned());
-                                pause(self.config.backoff(attempts), stop).await;
+                                stop.pause(self.config.backoff(attempts)).await;
                             }
                         }
                     } else {
@@ -262,7 +260,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                             "batch failed; reading again from the failed record"
                         );
                         start = Start::At(position.to_owned());
-                        pause(self.config.backoff(attempts), stop).await;
+                        stop.pause(self.config.backoff(attempts)).await;
                     }
                 }
             }
@@ -294,7 +292,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
         operation: &'static str,
         attempt: u32,
         error: ReadError,
-        stop: &mut watch::Receiver<Stop>,
+        stop: &mut StopSignal,
     ) {
         let reason = match error {
             ReadError::Transient(reason) => reason,
@@ -303,14 +301,15 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
             _ => "unexpected answer".to_owned(),
         };
         tracing::warn!(operation, attempt, error = %reason, "stream read failed; retrying");
-        pause(self.config.backoff(attempt), stop).await;
+        stop.pause(self.config.backoff(attempt)).await;
     }
 
     /// Marks the shard finished.
-    async fn finish(&self, key: &ShardKey, stop: &watch::Receiver<Stop>) -> Exit {
-        match self
-            .lease_call(stop, || self.leases.finish(key, &self.config.owner))
-            .await
+    async fn finish(&self, key: &ShardKey, stop: &StopSignal) -> Exit {
+        match lease_call(stop, self.config.backoffs(), || {
+            self.leases.finish(key, &self.config.owner)
+        })
+        .await
         {
             Ok(()) => {
                 tracing::info!(shard_id = %key.shard_id, "shard finished");
@@ -318,44 +317,9 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .shards_finished += 1;
-                Exit::Finished
+                Exit::Done
             }
             Err(exit) => exit,
-        }
-    }
-
-    /// Calls the lease store, retrying transient failures a few times (not
-    /// cut short by shutdown: the batch in hand is to be checkpointed).
-    async fn lease_call<T, Fut>(
-        &self,
-        stop: &watch::Receiver<Stop>,
-        mut call: impl FnMut() -> Fut,
-    ) -> Result<T, Exit>
-    where
-        Fut: Future<Output = Result<T, LeaseError>>,
-    {
-        let mut attempt = 0;
-        loop {
-            match call().await {
-                Ok(value) => return Ok(value),
-                Err(LeaseError::LostLease { shard_id, owner }) => {
-                    tracing::warn!(%shard_id, new_owner = ?owner, "lease lost; stopping the shard");
-                    return Err(Exit::Lost);
-                }
-                Err(error) if error.is_retryable() && attempt < LEASE_CALL_RETRIES => {
-                    attempt += 1;
-                    tracing::warn!(attempt, error = %DisplayErrorContext(&error), "lease call failed; retrying");
-                    tokio::time::sleep(self.config.backoff(attempt)).await;
-                    if *stop.borrow() == Stop::Lost {
-                        return Err(Exit::Lost);
-                    }
-                }
-                Err(error) if error.is_retryable() => {
-                    tracing::warn!(error = %DisplayErrorContext(&error), "lease table keeps failing; letting the shard go");
-                    return Err(Exit::Interrupted);
-                }
-                Err(error) => return Err(Exit::Fatal(RunnerError::Lease(error))),
-            }
         }
     }
 
@@ -369,16 +333,5 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
         if outcome.first_failure.is_some() {
             report.failed_batches += 1;
         }
-    }
-}
-
-/// Sleeps for `delay`, or less if the coordinator says stop.
-async fn pause(delay: Duration, stop: &mut watch::Receiver<Stop>) {
-    if *stop.borrow_and_update() != Stop::Run {
-        return;
-    }
-    tokio::select! {
-        () = tokio::time::sleep(delay) => {}
-        _ = stop.changed() => {}
     }
 }
