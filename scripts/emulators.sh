@@ -22,7 +22,7 @@
 #   env_file=$(scripts/emulators.sh start "$dir") && . "$env_file"
 # works; the env file exports the AWS SDK's endpoint variables
 # (AWS_ENDPOINT_URL_DYNAMODB and _DYNAMODB_STREAMS for DynamoDB Local;
-# AWS_ENDPOINT_URL_EVENTBRIDGE and _SQS for moto) and fake AWS
+# AWS_ENDPOINT_URL_EVENTBRIDGE, _SQS and _S3 for moto) and fake AWS
 # credentials/region. The emulators run in their own session (setsid) with stdio
 # on log files, so they never hold the caller's pipes open; they also survive the
 # caller, so callers should `trap 'scripts/emulators.sh stop "$dir"' EXIT`.
@@ -412,6 +412,7 @@ export AWS_ENDPOINT_URL_DYNAMODB=http://$BIND_HOST:${port[dynamodb]}
 export AWS_ENDPOINT_URL_DYNAMODB_STREAMS=http://$BIND_HOST:${port[dynamodb]}
 export AWS_ENDPOINT_URL_EVENTBRIDGE=http://$BIND_HOST:${port[moto]}
 export AWS_ENDPOINT_URL_SQS=http://$BIND_HOST:${port[moto]}
+export AWS_ENDPOINT_URL_S3=http://$BIND_HOST:${port[moto]}
 export AWS_ACCESS_KEY_ID=test
 export AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1

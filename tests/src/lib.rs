@@ -57,6 +57,11 @@ pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&sdk_config_at(endpoint))
 }
 
+/// An S3 client for `endpoint` (moto).
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::new(&sdk_config_at(endpoint))
+}
+
 /// The endpoint in `var`, or a panic that says how to get one.
 pub fn endpoint(var: &str) -> String {
     match std::env::var(var) {

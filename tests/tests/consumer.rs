@@ -16,7 +16,7 @@ use outbox_consumer::{
 };
 use outbox_core::{EventSink, FixedClock, OutboxEvent, SystemClock};
 use outbox_eventbridge::EventBridgeSink;
-use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
+use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, s3_client, unique_name};
 use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, oneshot};
@@ -344,6 +344,7 @@ async fn events_delivered_by_eventbridge_are_parsed_and_processed_once() {
         &dynamodb_client(),
         &eventbridge_client(&moto),
         &sqs,
+        &s3_client(&moto),
         &unique_name("consume"),
         "com.example.orders",
     )

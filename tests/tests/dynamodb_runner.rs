@@ -1,6 +1,6 @@
 //! The standalone DynamoDB Streams runner and its lease store against
 //! DynamoDB Local: delivery, order, checkpoints, resumption, lease takeover,
-//! the on-failure destination and poison records.
+//! the on-failure destination, poison records and records of any size.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers outside #[test] fns
 
 use std::collections::{HashMap, HashSet};
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use outbox_cli::bootstrap::create_outbox_table;
+use outbox_cli::bootstrap::{create_bucket, create_outbox_table, create_queue, drain_queue};
 use outbox_core::fakes::{Fault, FlakySink, RecordingQuarantine, RecordingSink};
 use outbox_core::{
     ChunkLimits, EntryResult, EventSink, FailureClass, FixedClock, OutboxEvent, Quarantine, QuarantineError,
@@ -21,7 +21,11 @@ use outbox_dynamodb_relay::{
     DynamoDbLeaseStore, DynamoDbStreamDecoder, DynamoDbStreamRunner, Lease, LeaseError, RunnerConfig,
     RunnerError, RunnerReport, ShardKey, create_lease_table, stream_arn_for_table,
 };
-use outbox_tests::{dynamodb_client, read_stream, streams_client, unique_name};
+use outbox_eventbridge::{QuarantineMessage, S3ClaimCheck, SqsQuarantine};
+use outbox_tests::{
+    MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, read_stream, s3_client, sqs_client, streams_client,
+    unique_name,
+};
 use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -610,6 +614,103 @@ async fn a_poison_item_is_quarantined_and_the_rest_delivered() {
         lease.checkpoint.as_deref(),
         Some(f.last_position().await.as_str())
     );
+}
+
+/// Records too large for a quarantine message (a valid event over the
+/// PutEvents entry limit, a poison item near DynamoDB's 400 KB) are stored
+/// in S3 by claim-check; the shard moves on in one pass.
+#[tokio::test]
+async fn records_of_any_size_are_quarantined_by_claim_check_and_the_shard_moves_on() {
+    let f = Fixture::new().await;
+    let moto = endpoint(MOTO_ENDPOINT_VAR);
+    let (sqs, s3) = (sqs_client(&moto), s3_client(&moto));
+    let queue = create_queue(&sqs, &unique_name("claim-quarantine"))
+        .await
+        .unwrap();
+    let bucket = create_bucket(&s3, &unique_name("claim")).await.unwrap();
+    let schema = OutboxSchema::new(&f.table).with_max_event_bytes(None);
+    let put = |event: &OutboxEvent, poison: bool| {
+        let mut item = schema.to_item(event, OutboxSchema::default_partition_value(event));
+        if poison {
+            item.insert("sequence".into(), AttributeValue::S("not-a-number".into()));
+        }
+        dynamodb_client()
+            .put_item()
+            .table_name(&f.table)
+            .set_item(Some(item))
+            .send()
+    };
+    let big = |order: &str| {
+        OutboxEvent::builder("com.example.orders", "OrderChanged")
+            .aggregate("Order", order)
+            .sequence(1)
+            .payload(&json!({ "blob": "x".repeat(300 * 1024) }))
+            .build(&SystemClock)
+            .unwrap()
+    };
+    let before = f.write("a", 1, false).await;
+    let too_large = big("large");
+    put(&too_large, false).await.expect("put a 300 KB event");
+    let poison = big("poison");
+    put(&poison, true).await.expect("put a 300 KB poison item");
+    let after = f.write("a", 2, false).await;
+
+    let sink = Arc::new(RecordingSink::default());
+    let quarantine = SqsQuarantine::new(sqs.clone(), &queue.url)
+        .with_origin(format!("dynamodb:{}", f.table))
+        .with_claim_check(S3ClaimCheck::new(s3.clone(), &bucket));
+    let on_failure = Arc::new(RecordingQuarantine::default());
+    let running = start(f.runner(
+        Shared::new(&sink),
+        quarantine,
+        Shared::new(&on_failure),
+        config("claim"),
+    ));
+    eventually("both small events", || sink.published().len() >= 2).await;
+    let last = f.last_position().await;
+    let leases = f.lease_store();
+    let mut checkpoint = None;
+    let deadline = Instant::now() + PATIENCE;
+    while checkpoint.as_deref() != Some(last.as_str()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        checkpoint = leases
+            .list(&f.stream_arn)
+            .await
+            .unwrap()
+            .pop()
+            .and_then(|l| l.checkpoint);
+    }
+    let report = running.shutdown().await;
+
+    assert_eq!(
+        checkpoint.as_deref(),
+        Some(last.as_str()),
+        "the checkpoint passed every record"
+    );
+    assert_eq!(ids(&sink.published()), [before.id(), after.id()]);
+    assert_eq!(
+        (
+            report.quarantined,
+            report.failed_batches,
+            report.sent_to_on_failure
+        ),
+        (2, 0, 0),
+        "one pass, nothing to the on-failure destination: {report}"
+    );
+    let messages = drain_queue(&sqs, &queue.url).await.unwrap();
+    assert_eq!(messages.len(), 2);
+    for message in messages {
+        let message = QuarantineMessage::from_body(&message.body).unwrap();
+        assert!(message.claim_check.is_some(), "{message:?}");
+        let whole = message.resolve(&s3).await.unwrap();
+        match whole.outbox_event() {
+            Some(event) => assert_eq!(event.unwrap(), too_large),
+            None => {
+                let raw = whole.raw.expect("the poison record whole");
+                assert!(raw.contains(&poison.id().to_string()) && raw.len() > 300 * 1024);
+            }
+        }
+    }
 }
 
 #[tokio::test]

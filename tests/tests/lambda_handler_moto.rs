@@ -10,7 +10,7 @@ use outbox_cli::bootstrap::{LocalStack, create_local_stack, drain_queue};
 use outbox_dynamodb_relay::LambdaStreamBatch;
 use outbox_eventbridge::QuarantineMessage;
 use outbox_lambda::{Config, ENV_EVENT_BUS_NAME, ENV_QUARANTINE_QUEUE_URL, ENV_TABLE_NAME, build_handler};
-use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
+use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, s3_client, unique_name};
 use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::Value;
 
@@ -26,6 +26,7 @@ async fn stack() -> LocalStack {
         &dynamodb_client(),
         &eventbridge_client(&moto),
         &sqs_client(&moto),
+        &s3_client(&moto),
         &unique_name("handler"),
         "com.example.orders",
     )

@@ -11,9 +11,10 @@ use outbox_cli::redrive::{RedriveOptions, redrive};
 use outbox_cli::replay::{ReplayOptions, ReplaySelection, replay};
 use outbox_core::{FixedClock, OutboxEvent, Quarantine, QuarantinedRecord, SystemClock};
 use outbox_dynamodb::{DynamoDbOutboxWriter, OutboxSchema, OutboxTransaction};
-use outbox_eventbridge::{EventBridgeSink, QuarantineMessage, SqsQuarantine};
+use outbox_eventbridge::{EventBridgeSink, QuarantineMessage, S3ClaimCheck, SqsQuarantine};
 use outbox_tests::{
-    DYNAMODB_ENDPOINT_VAR, MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, outbox_binary, unique_name,
+    DYNAMODB_ENDPOINT_VAR, MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, outbox_binary, s3_client,
+    unique_name,
 };
 use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::{Value, json};
@@ -26,6 +27,7 @@ async fn stack(prefix: &str) -> LocalStack {
         &dynamodb_client(),
         &eventbridge_client(&moto),
         &sqs_client(&moto),
+        &s3_client(&moto),
         &unique_name(prefix),
         SOURCE,
     )
@@ -35,6 +37,10 @@ async fn stack(prefix: &str) -> LocalStack {
 
 fn sqs() -> aws_sdk_sqs::Client {
     sqs_client(&endpoint(MOTO_ENDPOINT_VAR))
+}
+
+fn s3() -> aws_sdk_s3::Client {
+    s3_client(&endpoint(MOTO_ENDPOINT_VAR))
 }
 
 fn sink(bus: &str) -> EventBridgeSink {
@@ -126,9 +132,15 @@ async fn redrive_republishes_quarantined_events_and_leaves_only_the_raw_record()
     quarantine(&stack, &events).await;
 
     let mut out = Vec::new();
-    let report = redrive(&sqs(), &sink(&stack.bus.bus), &redrive_options(&stack), &mut out)
-        .await
-        .unwrap();
+    let report = redrive(
+        &sqs(),
+        &s3(),
+        &sink(&stack.bus.bus),
+        &redrive_options(&stack),
+        &mut out,
+    )
+    .await
+    .unwrap();
     let out = String::from_utf8(out).unwrap();
 
     assert_eq!(
@@ -154,6 +166,102 @@ async fn redrive_republishes_quarantined_events_and_leaves_only_the_raw_record()
 }
 
 #[tokio::test]
+async fn a_record_too_large_for_the_queue_is_stored_in_s3_and_redriven_whole() {
+    let stack = stack("claim").await;
+    let quarantine = SqsQuarantine::new(sqs(), &stack.quarantine.url)
+        .with_origin("dynamodb:orders")
+        .with_claim_check(S3ClaimCheck::new(s3(), &stack.claim_checks));
+    // 300 KB of payload: over the queue's 256 KiB and over a PutEvents entry.
+    let big = OutboxEvent::builder(SOURCE, "OrderChanged")
+        .aggregate("Order", "big")
+        .sequence(1)
+        .payload(&json!({ "blob": "x".repeat(300 * 1024) }))
+        .build(&SystemClock)
+        .unwrap();
+    quarantine
+        .quarantine(&QuarantinedRecord {
+            position: "000000000000000000100".into(),
+            reason: "event too large".into(),
+            event: Some(big.clone()),
+            raw: None,
+        })
+        .await
+        .unwrap();
+    let raw = format!(r#"{{"eventName":"INSERT","junk":"{}"}}"#, "y".repeat(350 * 1024));
+    quarantine
+        .quarantine(&QuarantinedRecord {
+            position: "000000000000000000101".into(),
+            reason: "malformed outbox item".into(),
+            event: None,
+            raw: Some(raw.clone()),
+        })
+        .await
+        .unwrap();
+
+    let messages = left_in_quarantine(&stack).await;
+    assert_eq!(messages.len(), 2);
+    for message in &messages {
+        let check = message.claim_check.as_ref().expect("stored by claim-check");
+        assert!(
+            message.event.is_none() && message.raw.is_none(),
+            "the record is not in the message"
+        );
+        assert!(check.bytes > 300 * 1024, "{check:?}");
+        let head = s3()
+            .head_object()
+            .bucket(&check.bucket)
+            .key(&check.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.server_side_encryption().map(|e| e.as_str()),
+            Some("AES256"),
+            "stored encrypted"
+        );
+        let whole = message.clone().resolve(&s3()).await.unwrap();
+        assert_eq!(
+            (&whole.reason, &whole.position),
+            (&message.reason, &message.position)
+        );
+        match whole.outbox_event() {
+            Some(event) => assert_eq!(event.unwrap(), big),
+            None => assert_eq!(whole.raw.as_deref(), Some(raw.as_str())),
+        }
+    }
+
+    // Quarantine again (the messages were taken out above) and redrive: the
+    // event is read whole from S3 and republished; the bus refuses it for its
+    // size, so it stays in the queue, and the poison record stays too.
+    for message in &messages {
+        sqs()
+            .send_message()
+            .queue_url(&stack.quarantine.url)
+            .message_body(message.to_body())
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut out = Vec::new();
+    let report = redrive(
+        &sqs(),
+        &s3(),
+        &sink(&stack.bus.bus),
+        &redrive_options(&stack),
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!((report.listed, report.raw_only), (2, 1), "{out}");
+    assert!(
+        out.contains(&big.id().to_string()),
+        "the event is listed whole: {out}"
+    );
+    assert_eq!(left_in_quarantine(&stack).await.len(), 2);
+}
+
+#[tokio::test]
 async fn redrive_dry_run_only_lists_and_event_ids_select() {
     let stack = stack("redrive-select").await;
     let events: Vec<OutboxEvent> = (1..=3).map(|i| event(&format!("o-{i}"), 1)).collect();
@@ -166,7 +274,7 @@ async fn redrive_dry_run_only_lists_and_event_ids_select() {
         dry_run: true,
         ..redrive_options(&stack)
     };
-    let report = redrive(&sqs, &sink, &dry, &mut out).await.unwrap();
+    let report = redrive(&sqs, &s3(), &sink, &dry, &mut out).await.unwrap();
     let out = String::from_utf8(out).unwrap();
     assert_eq!((report.listed, report.republished), (4, 0), "{out}");
     assert!(events.iter().all(|e| out.contains(&e.id().to_string())), "{out}");
@@ -179,7 +287,9 @@ async fn redrive_dry_run_only_lists_and_event_ids_select() {
         event_ids: vec![chosen.clone(), "00000000-0000-0000-0000-000000000000".into()],
         ..redrive_options(&stack)
     };
-    let report = redrive(&sqs, &sink, &selected, &mut Vec::new()).await.unwrap();
+    let report = redrive(&sqs, &s3(), &sink, &selected, &mut Vec::new())
+        .await
+        .unwrap();
     assert_eq!(
         (
             report.listed,
@@ -211,7 +321,7 @@ async fn a_publish_failure_leaves_the_messages_in_the_queue() {
 
     let mut out = Vec::new();
     let missing_bus = sink(&format!("{}-missing", stack.bus.bus));
-    let report = redrive(&sqs(), &missing_bus, &redrive_options(&stack), &mut out)
+    let report = redrive(&sqs(), &s3(), &missing_bus, &redrive_options(&stack), &mut out)
         .await
         .unwrap();
     let out = String::from_utf8(out).unwrap();
@@ -223,6 +333,7 @@ async fn a_publish_failure_leaves_the_messages_in_the_queue() {
     // right bus delivers it.
     let report = redrive(
         &sqs(),
+        &s3(),
         &sink(&stack.bus.bus),
         &redrive_options(&stack),
         &mut Vec::new(),

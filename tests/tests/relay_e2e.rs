@@ -14,7 +14,7 @@ use outbox_dynamodb::{ATTR_SEQUENCE, DynamoDbOutboxWriter, OutboxSchema, OutboxT
 use outbox_dynamodb_relay::RunnerConfig;
 use outbox_eventbridge::QuarantineMessage;
 use outbox_lambda::Config;
-use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, outbox_binary, unique_name};
+use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, outbox_binary, s3_client, unique_name};
 use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::{Value, json};
 
@@ -28,6 +28,7 @@ async fn stack(prefix: &str) -> LocalStack {
         &dynamodb_client(),
         &eventbridge_client(&moto),
         &sqs_client(&moto),
+        &s3_client(&moto),
         prefix,
         SOURCE,
     )

@@ -29,7 +29,7 @@ use outbox_cli::bootstrap::{LocalStack, create_local_stack, drain_queue};
 use outbox_core::{Decoded, OutboxEvent, Relay, RelayRecord, SystemClock};
 use outbox_eventbridge::{EventBridgeSink, QuarantineMessage, SqsQuarantine};
 use outbox_lambda::Config;
-use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, unique_name};
+use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, s3_client, unique_name};
 use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::{Value, json};
 
@@ -387,6 +387,7 @@ async fn stack() -> LocalStack {
         &dynamodb_client(),
         &eventbridge_client(&moto),
         &sqs_client(&moto),
+        &s3_client(&moto),
         &unique_name("faults"),
         SOURCE,
     )

@@ -293,6 +293,9 @@ pub struct LocalStack {
     pub quarantine: Queue,
     /// Where the standalone runner sends records that exhausted their retries.
     pub on_failure: Queue,
+    /// The S3 bucket where quarantine messages too large for their queue
+    /// are stored (claim-checks).
+    pub claim_checks: String,
 }
 
 impl LocalStack {
@@ -308,6 +311,7 @@ impl LocalStack {
             ("OUTBOX_QUARANTINE_QUEUE_URL", self.quarantine.url.as_str()),
             ("OUTBOX_ON_FAILURE_QUEUE_URL", self.on_failure.url.as_str()),
             ("OUTBOX_TARGET_QUEUE_URL", self.bus.target.url.as_str()),
+            ("OUTBOX_CLAIM_CHECK_BUCKET", self.claim_checks.as_str()),
         ];
         aws.iter()
             .map(|(name, value)| (*name, value.as_str()))
@@ -325,7 +329,7 @@ fn shell_quote(value: &str) -> String {
 /// The AWS variables that say where the services are (region, endpoints,
 /// profile), as set in this process: what `outbox bootstrap` passes on.
 pub fn aws_location_variables() -> Vec<(&'static str, String)> {
-    const NAMES: [&str; 7] = [
+    const NAMES: [&str; 8] = [
         "AWS_REGION",
         "AWS_PROFILE",
         "AWS_ENDPOINT_URL",
@@ -333,6 +337,7 @@ pub fn aws_location_variables() -> Vec<(&'static str, String)> {
         "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
         "AWS_ENDPOINT_URL_EVENTBRIDGE",
         "AWS_ENDPOINT_URL_SQS",
+        "AWS_ENDPOINT_URL_S3",
     ];
     NAMES
         .into_iter()
@@ -342,11 +347,13 @@ pub fn aws_location_variables() -> Vec<(&'static str, String)> {
 
 /// Creates the local resources of one relay, all named after `prefix`: the
 /// outbox table, a bus with a rule sending events of `source` to a target
-/// queue, the quarantine queue and the on-failure queue.
+/// queue, the quarantine queue, the on-failure queue and the claim-check
+/// bucket.
 pub async fn create_local_stack(
     dynamodb: &Client,
     eventbridge: &aws_sdk_eventbridge::Client,
     sqs: &aws_sdk_sqs::Client,
+    s3: &aws_sdk_s3::Client,
     prefix: &str,
     source: &str,
 ) -> Result<LocalStack, BootstrapError> {
@@ -355,10 +362,45 @@ pub async fn create_local_stack(
     let bus = create_bus_with_queue_target(eventbridge, sqs, &format!("{prefix}-bus"), source).await?;
     let quarantine = create_queue(sqs, &format!("{prefix}-quarantine")).await?;
     let on_failure = create_queue(sqs, &format!("{prefix}-on-failure")).await?;
+    let claim_checks = create_bucket(s3, &format!("{prefix}-claim-checks")).await?;
     Ok(LocalStack {
         table,
         bus,
         quarantine,
         on_failure,
+        claim_checks,
     })
+}
+
+/// Creates an S3 bucket named after `name` (lower-cased and cut to the 63
+/// characters S3 allows) in the client's region, or finds it is already
+/// this account's; returns its name.
+pub async fn create_bucket(s3: &aws_sdk_s3::Client, name: &str) -> Result<String, BootstrapError> {
+    use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+    let mut bucket: String = name.to_lowercase().chars().take(63).collect();
+    while bucket.ends_with('-') {
+        bucket.pop();
+    }
+    let mut request = s3.create_bucket().bucket(&bucket);
+    // us-east-1 is the one region that takes no location constraint.
+    if let Some(region) = s3.config().region().map(|r| r.as_ref().to_owned())
+        && region != "us-east-1"
+    {
+        request = request.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region.as_str()))
+                .build(),
+        );
+    }
+    match request.send().await {
+        Ok(_) => Ok(bucket),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_bucket_already_owned_by_you()) =>
+        {
+            Ok(bucket)
+        }
+        Err(err) => Err(failed(format!("CreateBucket {bucket}"))(err)),
+    }
 }

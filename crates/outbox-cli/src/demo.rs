@@ -318,6 +318,7 @@ pub async fn run(
         &ddb,
         &aws_sdk_eventbridge::Client::new(sdk),
         &sqs,
+        &aws_sdk_s3::Client::new(sdk),
         &prefix,
         SOURCE,
     )

@@ -249,6 +249,7 @@ async fn run_bootstrap(prefix: &str, source: &str) -> Result<(), AnyError> {
         &aws_sdk_dynamodb::Client::new(&sdk),
         &aws_sdk_eventbridge::Client::new(&sdk),
         &aws_sdk_sqs::Client::new(&sdk),
+        &aws_sdk_s3::Client::new(&sdk),
         prefix,
         source,
     )

@@ -155,6 +155,7 @@ fn sdk_source<E: std::error::Error + Send + Sync + 'static>(
 /// timeout), until a receive returns nothing new.
 async fn receive_all(
     sqs: &aws_sdk_sqs::Client,
+    s3: &aws_sdk_s3::Client,
     options: &RedriveOptions,
 ) -> Result<Vec<Received>, RedriveError> {
     let mut received: Vec<Received> = Vec::new();
@@ -186,7 +187,7 @@ async fn receive_all(
             received.push(Received {
                 message_id,
                 receipt_handle,
-                content: parse(m.body().unwrap_or_default()),
+                content: read(s3, m.body().unwrap_or_default()).await,
             });
         }
         if new == 0 {
@@ -195,10 +196,15 @@ async fn receive_all(
     }
 }
 
-fn parse(body: &str) -> Content {
+/// What a message body holds, its claim-checked object read with `s3`.
+async fn read(s3: &aws_sdk_s3::Client, body: &str) -> Content {
     let message = match QuarantineMessage::from_body(body) {
         Ok(m) => m,
         Err(e) => return Content::Unreadable(format!("not a quarantine message: {e}")),
+    };
+    let message = match message.resolve(s3).await {
+        Ok(m) => m,
+        Err(e) => return Content::Unreadable(outbox_core::error_chain(&e)),
     };
     match message.outbox_event() {
         Some(Ok(event)) => Content::Event(Box::new(message), Box::new(event)),
@@ -239,7 +245,8 @@ fn list(received: &[Received], out: &mut dyn Write) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Lists the quarantine queue on `out` and, unless `options.dry_run`,
+/// Lists the quarantine queue on `out` (a message whose record is stored by
+/// claim-check is read whole from S3 with `s3`) and, unless `options.dry_run`,
 /// republishes the selected events (`options.event_ids`, or all) through
 /// `sink`, in the queue's order, in chunks the sink takes, reading every
 /// per-entry result. A message is deleted only after the bus accepted its
@@ -247,11 +254,12 @@ fn list(received: &[Received], out: &mut dyn Write) -> std::io::Result<()> {
 /// unreadable messages) is made visible again at the end.
 pub async fn redrive<S: EventSink>(
     sqs: &aws_sdk_sqs::Client,
+    s3: &aws_sdk_s3::Client,
     sink: &S,
     options: &RedriveOptions,
     out: &mut dyn Write,
 ) -> Result<RedriveReport, RedriveError> {
-    let received = receive_all(sqs, options).await?;
+    let received = receive_all(sqs, s3, options).await?;
     let mut report = RedriveReport {
         listed: received.len(),
         ..RedriveReport::default()
@@ -420,7 +428,14 @@ pub async fn run(args: &RedriveArgs, out: &mut dyn Write) -> Result<RedriveRepor
         aws_sdk_eventbridge::Client::new(&sdk),
         args.bus.clone().unwrap_or_default(),
     );
-    let report = redrive(&aws_sdk_sqs::Client::new(&sdk), &sink, &options, out).await?;
+    let report = redrive(
+        &aws_sdk_sqs::Client::new(&sdk),
+        &aws_sdk_s3::Client::new(&sdk),
+        &sink,
+        &options,
+        out,
+    )
+    .await?;
     if report.failed > 0 || !report.not_found.is_empty() {
         return Err(RedriveError::Incomplete {
             failed: report.failed,

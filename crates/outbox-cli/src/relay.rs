@@ -8,7 +8,6 @@ use outbox_dynamodb_relay::{
     DynamoDbLeaseStore, DynamoDbStreamDecoder, DynamoDbStreamRunner, RunnerConfig, RunnerError, RunnerReport,
     create_lease_table, stream_arn_for_table,
 };
-use outbox_eventbridge::SqsQuarantine;
 use outbox_lambda::{Config, build_sink_and_quarantine};
 
 /// What the standalone relay needs beyond the function's configuration.
@@ -60,8 +59,11 @@ pub async fn run_dynamodb(
     }
     let stream_arn = stream_arn_for_table(&ddb, &config.table_name).await?;
     let (sink, quarantine) = build_sink_and_quarantine(config, sdk);
-    let on_failure = SqsQuarantine::new(aws_sdk_sqs::Client::new(sdk), &options.on_failure_queue_url)
-        .with_origin(format!("dynamodb:{}", config.table_name));
+    let on_failure = config.eventbridge.quarantine(
+        sdk,
+        &options.on_failure_queue_url,
+        &format!("dynamodb:{}", config.table_name),
+    );
     let runner = DynamoDbStreamRunner::new(
         streams,
         DynamoDbLeaseStore::new(ddb, &options.lease_table),

@@ -157,11 +157,11 @@ pub fn build_handler(
 ) -> TriggerHandler<EventBridgeSink, SqsQuarantine> {
     let sink = EventBridgeSink::new(config.eventbridge.client(sdk), &config.eventbridge.event_bus_name)
         .with_max_request_bytes(config.eventbridge.max_request_bytes);
-    let quarantine = SqsQuarantine::new(
-        aws_sdk_sqs::Client::new(sdk),
+    let quarantine = config.eventbridge.quarantine(
+        sdk,
         &config.eventbridge.quarantine_queue_url,
-    )
-    .with_origin(format!("cosmos:{}", config.container));
+        &format!("cosmos:{}", config.container),
+    );
     // Decoding needs only the marker; the partition key property is not read.
     let schema = CosmosOutboxSchema::new("pk").with_marker_field(&config.marker_field);
     TriggerHandler::new(

@@ -1,11 +1,12 @@
 //! The EventBridge side of a relay's configuration, from environment
-//! variables: the bus, the quarantine queue, and the request limits.
+//! variables: the bus, the quarantine queue with its claim-check bucket, and
+//! the request limits.
 
 use std::time::Duration;
 
 use outbox_core::{ConfigError, Env};
 
-use crate::DEFAULT_MAX_REQUEST_BYTES;
+use crate::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_REQUEST_BYTES, S3ClaimCheck, SqsQuarantine};
 
 /// Name (or ARN) of the EventBridge bus events are published to. Required.
 pub const ENV_EVENT_BUS_NAME: &str = "OUTBOX_EVENT_BUS_NAME";
@@ -18,12 +19,21 @@ pub const ENV_MAX_REQUEST_BYTES: &str = "OUTBOX_MAX_REQUEST_BYTES";
 /// the SDK client's operation attempt timeout.
 pub const ENV_PUT_EVENTS_TIMEOUT_MS: &str = "OUTBOX_PUT_EVENTS_TIMEOUT_MS";
 
+/// Largest quarantine message in bytes, body and attributes (default 262144;
+/// 1024 to 1048576): the quarantine queue's `MaximumMessageSize`.
+pub const ENV_QUARANTINE_MAX_MESSAGE_BYTES: &str = "OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES";
+/// S3 bucket where a quarantine message too large for the queue is stored,
+/// the message carrying its address. Unset: such a record fails instead.
+pub const ENV_CLAIM_CHECK_BUCKET: &str = "OUTBOX_CLAIM_CHECK_BUCKET";
+
 /// The variables [`EventBridgeConfig::from_env`] reads.
 pub const EVENTBRIDGE_VARIABLES: &[&str] = &[
     ENV_EVENT_BUS_NAME,
     ENV_QUARANTINE_QUEUE_URL,
     ENV_MAX_REQUEST_BYTES,
     ENV_PUT_EVENTS_TIMEOUT_MS,
+    ENV_QUARANTINE_MAX_MESSAGE_BYTES,
+    ENV_CLAIM_CHECK_BUCKET,
 ];
 
 /// Where a relay publishes and quarantines, and its request limits.
@@ -38,6 +48,10 @@ pub struct EventBridgeConfig {
     pub max_request_bytes: usize,
     /// Longest PutEvents call attempt.
     pub put_events_timeout: Duration,
+    /// The quarantine queue's message size limit.
+    pub quarantine_max_message_bytes: usize,
+    /// Where messages too large for the queue are stored.
+    pub claim_check_bucket: Option<String>,
 }
 
 impl EventBridgeConfig {
@@ -52,6 +66,21 @@ impl EventBridgeConfig {
         aws_sdk_eventbridge::Client::from_conf(conf)
     }
 
+    /// An SQS quarantine sending to `queue_url` (the quarantine queue, or a
+    /// host's on-failure queue) with this configuration's message limit and
+    /// claim-check bucket, labelled with `origin`.
+    pub fn quarantine(&self, sdk: &aws_types::SdkConfig, queue_url: &str, origin: &str) -> SqsQuarantine {
+        let quarantine = SqsQuarantine::new(aws_sdk_sqs::Client::new(sdk), queue_url)
+            .with_origin(origin)
+            .with_max_message_bytes(self.quarantine_max_message_bytes);
+        match &self.claim_check_bucket {
+            Some(bucket) => {
+                quarantine.with_claim_check(S3ClaimCheck::new(aws_sdk_s3::Client::new(sdk), bucket))
+            }
+            None => quarantine,
+        }
+    }
+
     /// Reads [`EVENTBRIDGE_VARIABLES`].
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         Ok(Self {
@@ -63,6 +92,12 @@ impl EventBridgeConfig {
                 1024..=16 << 20,
             )?,
             put_events_timeout: env.millis(ENV_PUT_EVENTS_TIMEOUT_MS, 10_000, 1..=600_000)?,
+            quarantine_max_message_bytes: env.count(
+                ENV_QUARANTINE_MAX_MESSAGE_BYTES,
+                DEFAULT_MAX_MESSAGE_BYTES,
+                1024..=1 << 20,
+            )?,
+            claim_check_bucket: env.text(ENV_CLAIM_CHECK_BUCKET),
         })
     }
 }

@@ -31,3 +31,14 @@ impl QuarantineMessageError {
         self.column
     }
 }
+
+/// A quarantine message whose whole text could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The object its claim-check names could not be read.
+    #[error("the claim-checked message could not be read")]
+    Fetch(#[from] crate::ClaimCheckError),
+    /// The stored text is not a quarantine message.
+    #[error("the claim-checked object is not a quarantine message")]
+    Body(#[from] QuarantineMessageError),
+}

@@ -13,7 +13,9 @@
 //! - [`SqsQuarantine`] implements [`outbox_core::Quarantine`]: one SQS message
 //!   per record that can never be delivered, whose body is a
 //!   [`QuarantineMessage`] that redrive tooling reads back with
-//!   [`QuarantineMessage::from_body`].
+//!   [`QuarantineMessage::from_body`]. A message too large for the queue
+//!   is stored in S3 by an [`S3ClaimCheck`] and the message carries its
+//!   [`ClaimCheck`] ([`QuarantineMessage::resolve`] reads it back).
 //!
 //! ```no_run
 //! use outbox_core::{Relay, RelayConfig, RelayRecord};
@@ -37,21 +39,23 @@
 //! # }
 //! ```
 
+mod claim_check;
 mod config;
 mod entry;
 mod error;
 mod quarantine;
 mod sink;
 
+pub use claim_check::{ClaimCheck, ClaimCheckError, DEFAULT_CLAIM_CHECK_PREFIX, S3ClaimCheck};
 pub use config::{
-    ENV_EVENT_BUS_NAME, ENV_MAX_REQUEST_BYTES, ENV_PUT_EVENTS_TIMEOUT_MS, ENV_QUARANTINE_QUEUE_URL,
-    EVENTBRIDGE_VARIABLES, EventBridgeConfig,
+    ENV_CLAIM_CHECK_BUCKET, ENV_EVENT_BUS_NAME, ENV_MAX_REQUEST_BYTES, ENV_PUT_EVENTS_TIMEOUT_MS,
+    ENV_QUARANTINE_MAX_MESSAGE_BYTES, ENV_QUARANTINE_QUEUE_URL, EVENTBRIDGE_VARIABLES, EventBridgeConfig,
 };
 pub use entry::{
     DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, TIME_ENTRY_BYTES, entry_size, request_entry_size,
     to_put_events_entry,
 };
-pub use error::QuarantineMessageError;
+pub use error::{QuarantineMessageError, ResolveError};
 pub use quarantine::{
     ATTRIBUTE_EVENT_ID, ATTRIBUTE_EVENT_TYPE, ATTRIBUTE_REASON, DEFAULT_MAX_MESSAGE_BYTES,
     MAX_REASON_ATTRIBUTE_BYTES, QuarantineMessage, SqsQuarantine,

@@ -14,7 +14,8 @@ use outbox_core::{
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::QuarantineMessageError;
+use crate::claim_check::{ClaimCheck, S3ClaimCheck};
+use crate::{QuarantineMessageError, ResolveError};
 
 /// Default size limit of one quarantine message, body and attributes: the
 /// SQS message size limit documented as 256 KiB (262,144 bytes), counting the
@@ -59,6 +60,11 @@ pub struct QuarantineMessage {
     /// The full original record, as JSON text, when it did not decode.
     #[serde(default)]
     pub raw: Option<String>,
+    /// Where the whole message is stored when it was too large for the
+    /// queue; `event` and `raw` are then left out here
+    /// ([`resolve`](Self::resolve) reads the whole message back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_check: Option<ClaimCheck>,
 }
 
 /// Equal when every field is, the event compared by its text.
@@ -70,6 +76,7 @@ impl PartialEq for QuarantineMessage {
             && self.quarantined_at == other.quarantined_at
             && self.event.as_ref().map(|e| e.get()) == other.event.as_ref().map(|e| e.get())
             && self.raw == other.raw
+            && self.claim_check == other.claim_check
     }
 }
 
@@ -87,7 +94,32 @@ impl QuarantineMessage {
             quarantined_at: at,
             event: record.event.as_ref().map(envelope_text),
             raw: record.raw.clone(),
+            claim_check: None,
         }
+    }
+
+    /// The message that stands for this one when it is stored at `check`:
+    /// the same reason, position, origin and time, without the record.
+    pub fn claimed(&self, check: ClaimCheck) -> Self {
+        Self {
+            reason: self.reason.clone(),
+            position: self.position.clone(),
+            origin: self.origin.clone(),
+            quarantined_at: self.quarantined_at,
+            event: None,
+            raw: None,
+            claim_check: Some(check),
+        }
+    }
+
+    /// The whole message: this one, or the one stored at its claim-check,
+    /// read with `s3`.
+    pub async fn resolve(self, s3: &aws_sdk_s3::Client) -> Result<Self, ResolveError> {
+        let Some(check) = &self.claim_check else {
+            return Ok(self);
+        };
+        let body = crate::claim_check::fetch(s3, check).await?;
+        Ok(Self::from_body(&body)?)
     }
 
     /// The message as an SQS message body: compact JSON in which every
@@ -141,6 +173,7 @@ pub struct SqsQuarantine {
     queue_url: String,
     origin: Option<String>,
     max_message_bytes: usize,
+    claim_check: Option<S3ClaimCheck>,
     clock: Arc<dyn Clock>,
 }
 
@@ -150,6 +183,10 @@ impl std::fmt::Debug for SqsQuarantine {
             .field("queue_url", &self.queue_url)
             .field("origin", &self.origin)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field(
+                "claim_check",
+                &self.claim_check.as_ref().map(S3ClaimCheck::bucket),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -162,6 +199,7 @@ impl SqsQuarantine {
             queue_url: queue_url.into(),
             origin: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            claim_check: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -179,6 +217,14 @@ impl SqsQuarantine {
     #[must_use]
     pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
         self.max_message_bytes = bytes;
+        self
+    }
+
+    /// Stores a message too large for the queue in `store` and sends its
+    /// claim-check instead, so that no record is refused for its size.
+    #[must_use]
+    pub fn with_claim_check(mut self, store: S3ClaimCheck) -> Self {
+        self.claim_check = Some(store);
         self
     }
 
@@ -252,26 +298,52 @@ fn message_size(body: &str, attributes: &[(&str, String)]) -> usize {
             .sum::<usize>()
 }
 
-impl Quarantine for SqsQuarantine {
-    async fn quarantine(&self, record: &QuarantinedRecord) -> Result<(), QuarantineError> {
-        let body = QuarantineMessage::new(record, self.origin.as_deref(), self.clock.now()).to_body();
-        let attributes = attributes(record);
-        let size = message_size(&body, &attributes);
-        if size > self.max_message_bytes {
+impl SqsQuarantine {
+    /// The message body for `record`: the message itself, or, when it is
+    /// too large for the queue, its claim-check after storing it.
+    async fn body(
+        &self,
+        record: &QuarantinedRecord,
+        attributes_size: usize,
+    ) -> Result<String, QuarantineError> {
+        let message = QuarantineMessage::new(record, self.origin.as_deref(), self.clock.now());
+        let body = message.to_body();
+        let size = body.len() + attributes_size;
+        if size <= self.max_message_bytes {
+            return Ok(body);
+        }
+        let Some(store) = &self.claim_check else {
             tracing::warn!(
                 position = %record.position,
                 size,
                 limit = self.max_message_bytes,
-                "quarantine message too large; not sent"
+                "quarantine message too large and no claim-check bucket; not sent"
             );
             return Err(QuarantineError {
                 message: format!(
-                    "quarantine message for record {} is {size} bytes; the queue takes at most {} bytes \
-                     (not truncated: the record fails and stays with the host's failure path)",
+                    "quarantine message for record {} is {size} bytes; the queue takes at most {} bytes. \
+                     Set a claim-check bucket (OUTBOX_CLAIM_CHECK_BUCKET) to store large records in S3, \
+                     or raise the limit (OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES) with the queue's. \
+                     The record is not truncated: it fails and stays with the host's failure path",
                     record.position, self.max_message_bytes
                 ),
             });
-        }
+        };
+        // Boxed: the S3 call's future is deep, and it is rarely taken.
+        let check = Box::pin(store.store(body, message.quarantined_at))
+            .await
+            .map_err(|error| QuarantineError {
+                message: outbox_core::error_chain(&error),
+            })?;
+        tracing::info!(position = %record.position, size, object = %check.uri(), "quarantine message stored by claim-check");
+        Ok(message.claimed(check).to_body())
+    }
+}
+
+impl Quarantine for SqsQuarantine {
+    async fn quarantine(&self, record: &QuarantinedRecord) -> Result<(), QuarantineError> {
+        let attributes = attributes(record);
+        let body = self.body(record, message_size("", &attributes)).await?;
         let mut values = HashMap::with_capacity(attributes.len());
         for (name, value) in attributes {
             let value = MessageAttributeValue::builder()

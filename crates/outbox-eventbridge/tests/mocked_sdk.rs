@@ -650,6 +650,11 @@ async fn a_message_over_the_limit_is_refused_whole_and_one_at_the_limit_is_sent(
     let error = quarantine(size - 1).quarantine(&record).await.unwrap_err();
     assert!(error.message.contains(&size.to_string()), "{}", error.message);
     assert!(error.message.contains("not truncated"), "{}", error.message);
+    assert!(
+        error.message.contains("OUTBOX_CLAIM_CHECK_BUCKET"),
+        "the error names the fix: {}",
+        error.message
+    );
     assert_eq!(rule.num_calls(), 0);
 
     quarantine(size).quarantine(&record).await.unwrap();

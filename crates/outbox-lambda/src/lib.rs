@@ -30,20 +30,21 @@ use outbox_core::Relay;
 use outbox_dynamodb_relay::DynamoDbStreamDecoder;
 use outbox_eventbridge::{EventBridgeSink, SqsQuarantine};
 
-/// The production sink and quarantine: EventBridge and SQS clients built
-/// from the SDK configuration (endpoints, credentials, retries), the
-/// `PutEvents` attempt timeout from `config`.
+/// The production sink and quarantine: EventBridge, SQS and S3 clients
+/// built from the SDK configuration (endpoints, credentials, retries), the
+/// `PutEvents` attempt timeout, the message limit and the claim-check bucket
+/// from `config`.
 pub fn build_sink_and_quarantine(
     config: &Config,
     sdk: &aws_config::SdkConfig,
 ) -> (EventBridgeSink, SqsQuarantine) {
     let sink = EventBridgeSink::new(config.eventbridge.client(sdk), &config.eventbridge.event_bus_name)
         .with_max_request_bytes(config.eventbridge.max_request_bytes);
-    let quarantine = SqsQuarantine::new(
-        aws_sdk_sqs::Client::new(sdk),
+    let quarantine = config.eventbridge.quarantine(
+        sdk,
         &config.eventbridge.quarantine_queue_url,
-    )
-    .with_origin(format!("dynamodb:{}", config.table_name));
+        &format!("dynamodb:{}", config.table_name),
+    );
     (sink, quarantine)
 }
 
