@@ -13,9 +13,14 @@
 #   4. the CDK assertion tests (node:test);
 #   5. the relay's non-negotiable settings on both templates (ReportBatchItemFailures,
 #      TRIM_HORIZON, bisect, bounded retries, ParallelizationFactor 1, the outbox filter,
-#      the on-failure destination, no IAM wildcard), and the SAM template (at its
-#      parameter defaults) compared with the CDK stack: same resources, same settings,
-#      same outputs, no example consumer;
+#      the on-failure destination, no IAM wildcard), the claim-check bucket's (SSE,
+#      public access blocked, ACLs off, objects expiring no sooner than the queues'
+#      messages, incomplete uploads aborted, retained with its TLS-only policy; the
+#      function's only S3 grant s3:PutObject on its objects, OUTBOX_CLAIM_CHECK_BUCKET
+#      naming it, OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES equal to the quarantine queue's
+#      MaximumMessageSize), and the SAM template (at its parameter defaults) compared
+#      with the CDK stack: same resources, same settings, same outputs, no example
+#      consumer;
 #   6. the same with the example consumer: SAM with DeployExampleConsumer=true against
 #      the CDK stack with it, plus the consumer's own settings on both (an
 #      EventInvokeConfig with bounded retries and age sending to a queue of its own
@@ -23,8 +28,9 @@
 #      timeout, one rule invoking it with a permission for that rule only);
 #   6b. the same without the relay function: SAM with RelayHost=none against the CDK
 #      stack with relayHost 'none': on both, no relay function, event source mapping,
-#      stream-reading role or function alarm, while the table's NEW_IMAGE stream, the
-#      queues and their alarms stay; then the same resources, settings and outputs;
+#      stream-reading role, S3 grant or function alarm, while the table's NEW_IMAGE
+#      stream, the queues and their alarms and the claim-check bucket stay; then the
+#      same resources, settings and outputs;
 #   7. what `sam build` builds: each rust-cargolambda function's Binary is a binary of
 #      the package at its CodeUri, and the features that binary requires are the ones
 #      cargo-lambda reads from that package's [package.metadata.lambda.build] (SAM
@@ -219,12 +225,22 @@ def make_resolver(resources, params, conditions):
             if fn == "Fn::If":
                 return resolve(arg[1] if condition(arg[0]) else arg[2])
             if fn == "Fn::Sub" and isinstance(arg, str):
+                # Parameters by value; ${Resource} and ${Resource.Attribute} as Ref
+                # and GetAtt resolve, so a Sub and the equivalent Join compare equal.
                 def sub(m):
                     key = m.group(1)
                     if key in params:
                         return params[key]
+                    name, dot, attribute = key.partition(".")
+                    if name in resources:
+                        kind = resources[name]["Type"]
+                        return f"GetAtt {kind}.{attribute}" if dot else f"Ref {kind}"
                     return "${" + key + "}"
                 return normalize(re.sub(r"\$\{([^}]+)\}", sub, arg))
+            if fn == "Fn::Join" and isinstance(arg, list) and len(arg) == 2 and isinstance(arg[0], str):
+                parts = resolve(arg[1])
+                if isinstance(parts, list) and all(isinstance(p, (str, int)) and not isinstance(p, bool) for p in parts):
+                    return normalize(arg[0].join(str(p) for p in parts))
         out = {}
         for k, v in node.items():
             r = resolve(v)
@@ -338,6 +354,106 @@ for label, template, resolve in SIDES if RELAY_ON_LAMBDA else ():
     patterns = [json.loads(f["Pattern"]) for f in filters if isinstance(f.get("Pattern"), str)]
     if patterns != [EXPECTED_PATTERN]:
         problems.append(f"{label}: filter {patterns} is not [{EXPECTED_PATTERN}]")
+
+# ---- the claim-check bucket, on each template (with either RelayHost)
+def bucket_objects(node):
+    """The logical id of the bucket whose objects `node` names (`${Bucket.Arn}/*` as a Sub or a Join), if it does."""
+    if isinstance(node, dict) and list(node) == ["Fn::Sub"] and isinstance(node["Fn::Sub"], str):
+        m = re.fullmatch(r"\$\{([A-Za-z0-9]+)\.Arn\}/\*", node["Fn::Sub"])
+        return m and m.group(1)
+    if isinstance(node, dict) and list(node) == ["Fn::Join"]:
+        separator, parts = node["Fn::Join"]
+        if separator == "" and len(parts) == 2 and parts[1] == "/*":
+            return getatt_target(parts[0], "Arn")
+    return None
+
+PUBLIC_ACCESS_BLOCKED = {"BlockPublicAcls": True, "BlockPublicPolicy": True,
+                         "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+
+for label, template, resolve in SIDES:
+    buckets = active(template, resolve, "AWS::S3::Bucket")
+    if len(buckets) != 1:
+        problems.append(f"{label}: expected one S3 bucket (the claim-check bucket), found {len(buckets)}")
+        continue
+    bucket_id, bucket = buckets[0]
+    bp = resolve(bucket.get("Properties", {}))
+    def bucket_problem(what):
+        problems.append(f"{label}: the claim-check bucket {bucket_id}: {what}")
+    for key in ("DeletionPolicy", "UpdateReplacePolicy"):
+        if bucket.get(key) != "Retain":
+            bucket_problem(f"{key} is {bucket.get(key)!r}, not Retain (quarantined records outlive the stack)")
+    algorithms = [r.get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm")
+                  for r in (bp.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration", [])]
+    if algorithms not in (["AES256"], ["aws:kms"], ["aws:kms:dsse"]):
+        bucket_problem(f"default encryption {algorithms} is not one SSE algorithm")
+    if bp.get("PublicAccessBlockConfiguration") != PUBLIC_ACCESS_BLOCKED:
+        bucket_problem(f"public access block {bp.get('PublicAccessBlockConfiguration')} does not block all four")
+    if bp.get("OwnershipControls") != {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}:
+        bucket_problem(f"ownership controls {bp.get('OwnershipControls')} are not BucketOwnerEnforced (ACLs off)")
+    # Objects expire, but not before the longest-kept message that may name one.
+    retention_days = max([p.get("MessageRetentionPeriod", 345600) for _, p in of_type(template, resolve, "AWS::SQS::Queue")]
+                         or [0]) / 86400
+    rules = [r for r in (bp.get("LifecycleConfiguration") or {}).get("Rules", []) if r.get("Status") == "Enabled"]
+    whole = [r for r in rules if not ({"Prefix", "Filter", "TagFilters", "ObjectSizeGreaterThan", "ObjectSizeLessThan"} & set(r))]
+    expiring = [r.get("ExpirationInDays") for r in whole if isinstance(r.get("ExpirationInDays"), int)]
+    if not expiring or min(expiring) < retention_days:
+        bucket_problem(f"no lifecycle rule expires every object after at least {retention_days:g} days "
+                       f"(the queues' retention): {rules}")
+    if not [r for r in whole if isinstance((r.get("AbortIncompleteMultipartUpload") or {}).get("DaysAfterInitiation"), int)]:
+        bucket_problem(f"no lifecycle rule aborts incomplete multipart uploads: {rules}")
+    # A policy denying every request made without TLS, kept with the retained bucket.
+    policies = [r for _, r in active(template, resolve, "AWS::S3::BucketPolicy")
+                if is_ref(r.get("Properties", {}).get("Bucket"), bucket_id)]
+    def names_bucket_and_objects(statement):
+        resource = statement.get("Resource")
+        named = [("bucket", getatt_target(x, "Arn")) if getatt_target(x, "Arn") else ("objects", bucket_objects(x))
+                 for x in (resource if isinstance(resource, list) else [resource])]
+        return sorted(named) == [("bucket", bucket_id), ("objects", bucket_id)]
+    tls_deny = [
+        s for r in policies for s in r["Properties"].get("PolicyDocument", {}).get("Statement", [])
+        if s.get("Effect") == "Deny" and "s3:*" in actions(s) and resolve(s.get("Principal")) in ("*", {"AWS": "*"})
+        and resolve(s.get("Condition")) == {"Bool": {"aws:SecureTransport": False}} and names_bucket_and_objects(s)
+    ]
+    if len(policies) != 1 or not tls_deny:
+        bucket_problem("no bucket policy denying s3:* to every principal on the bucket and its objects "
+                       "when aws:SecureTransport is false")
+    elif [k for k in ("DeletionPolicy", "UpdateReplacePolicy") if policies[0].get(k) != "Retain"]:
+        bucket_problem("its TLS-only bucket policy is not retained with it")
+    # Only the relay function's role may touch it, and only with s3:PutObject on its objects.
+    s3_statements = [s for s in statements(template, resolve) if any(a.startswith("s3:") for a in actions(s))]
+    if not RELAY_ON_LAMBDA:
+        if s3_statements:
+            problems.append(f"{label}: RelayHost=none still grants S3 actions: {s3_statements}")
+        continue
+    if len(s3_statements) != 1 or s3_statements[0].get("Effect") != "Allow" \
+            or actions(s3_statements[0]) != {"s3:PutObject"} or bucket_objects(s3_statements[0].get("Resource")) != bucket_id:
+        problems.append(f"{label}: the S3 grant is not exactly one s3:PutObject on {bucket_id}'s objects "
+                        f"(<bucket arn>/*): {s3_statements}")
+    relays = [r for _, r in active(template, resolve, "AWS::Lambda::Function")
+              if "OUTBOX_TABLE_NAME" in r.get("Properties", {}).get("Environment", {}).get("Variables", {})]
+    if len(relays) != 1:
+        problems.append(f"{label}: expected one relay function (OUTBOX_TABLE_NAME), found {len(relays)}")
+        continue
+    variables = relays[0]["Properties"]["Environment"]["Variables"]
+    if not is_ref(variables.get("OUTBOX_CLAIM_CHECK_BUCKET"), bucket_id):
+        problems.append(f"{label}: OUTBOX_CLAIM_CHECK_BUCKET is {variables.get('OUTBOX_CLAIM_CHECK_BUCKET')!r}, "
+                        f"not the claim-check bucket {bucket_id}")
+    # The quarantine's size limit is the queue's, set on the queue (SQS's default has changed before).
+    quarantine = (variables.get("OUTBOX_QUARANTINE_QUEUE_URL") or {}).get("Ref") \
+        if isinstance(variables.get("OUTBOX_QUARANTINE_QUEUE_URL"), dict) else None
+    limit = resolve(variables.get("OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES"))
+    queue_limit = resolve(template["Resources"].get(quarantine, {}).get("Properties", {}).get("MaximumMessageSize"))
+    if not isinstance(limit, int) or limit != queue_limit:
+        problems.append(f"{label}: OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES ({limit!r}) is not the quarantine queue's "
+                        f"MaximumMessageSize ({queue_limit!r})")
+    # The on-failure queue (the standalone relay's too) takes messages of that size.
+    on_failure = getatt_target(
+        next((r["Properties"] for _, r in active(template, resolve, "AWS::Lambda::EventSourceMapping")), {})
+        .get("DestinationConfig", {}).get("OnFailure", {}).get("Destination"), "Arn")
+    on_failure_limit = resolve(template["Resources"].get(on_failure, {}).get("Properties", {}).get("MaximumMessageSize"))
+    if isinstance(limit, int) and not (isinstance(on_failure_limit, int) and on_failure_limit >= limit):
+        problems.append(f"{label}: the on-failure queue's MaximumMessageSize ({on_failure_limit!r}) is below "
+                        f"OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES ({limit!r})")
 
 # ---- the example consumer's settings, on each template (deployed only with DeployExampleConsumer=true)
 EXPECT_CONSUMER = overrides.get("DeployExampleConsumer") == "true"
@@ -458,6 +574,15 @@ compare("queues", sorted_list(p for _, p in of_type(sam, resolve_sam, "AWS::SQS:
         sorted_list(p for _, p in of_type(cdk, resolve_cdk, "AWS::SQS::Queue")))
 compare("alarms", sorted_list(p for _, p in of_type(sam, resolve_sam, "AWS::CloudWatch::Alarm")),
         sorted_list(p for _, p in of_type(cdk, resolve_cdk, "AWS::CloudWatch::Alarm")))
+
+def with_policies(template, resolve, type_):
+    """Each resource's properties with its deletion and replacement policies (CloudFormation's default Delete)."""
+    return sorted_list({"DeletionPolicy": r.get("DeletionPolicy", "Delete"),
+                        "UpdateReplacePolicy": r.get("UpdateReplacePolicy", "Delete"),
+                        "Properties": resolve(r.get("Properties", {}))} for _, r in active(template, resolve, type_))
+
+for type_ in ("AWS::S3::Bucket", "AWS::S3::BucketPolicy"):
+    compare(type_, with_policies(sam, resolve_sam, type_), with_policies(cdk, resolve_cdk, type_))
 rule = lambda t, r: sorted_list(
     {k: p.get(k) for k in ("EventBusName", "EventPattern")}
     | {"State": p.get("State", "ENABLED"), "Targets": [target.get("Arn") for target in p.get("Targets", [])]}

@@ -85,6 +85,12 @@ export class OutboxRelayExampleStack extends Stack {
     out('QuarantineQueueArn', relay.quarantineQueue.queueArn);
     out('OnFailureQueueUrl', relay.onFailureQueue.queueUrl, 'Batches that exhausted the mapping’s retries.');
     out('OnFailureQueueArn', relay.onFailureQueue.queueArn);
+    out(
+      'ClaimCheckBucketName',
+      relay.claimCheckBucket.bucketName,
+      'Records too large for a queue message, one object each (the standalone relay’s OUTBOX_CLAIM_CHECK_BUCKET).',
+    );
+    out('ClaimCheckBucketArn', relay.claimCheckBucket.bucketArn);
     if (relay.alarmTopic) {
       out('AlarmTopicArn', relay.alarmTopic.topicArn);
     }

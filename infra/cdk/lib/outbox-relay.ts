@@ -16,6 +16,7 @@ import * as eventsTargets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as snsSubscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
@@ -63,8 +64,8 @@ export interface OutboxRelayProps {
   /**
    * Where the relay runs, like template.yaml's `RelayHost`. With `none`, the
    * function, its event source mapping, role, log group and the alarms on the
-   * function are not created; the table, bus, example rule, queues and queue
-   * alarms are. @default 'lambda'
+   * function are not created; the table, bus, example rule, queues,
+   * claim-check bucket and queue alarms are. @default 'lambda'
    */
   readonly relayHost?: RelayHost;
   /**
@@ -92,6 +93,19 @@ export interface OutboxRelayProps {
   readonly schema?: OutboxItemSchema;
   /** Publishing knobs. */
   readonly tuning?: RelayTuning;
+  /**
+   * Largest message of the quarantine and on-failure queues in bytes
+   * (1024..1048576): their `MaximumMessageSize` and the relay's
+   * `OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES`. A record whose message would be
+   * larger goes to the claim-check bucket. @default 262144
+   */
+  readonly quarantineMaxMessageBytes?: number;
+  /**
+   * How long the claim-check bucket keeps each stored record, in whole days;
+   * at least the queues' 14-day message retention, so an object outlives the
+   * message that names it. @default 14 days
+   */
+  readonly claimCheckRetention?: Duration;
   /** CloudWatch namespace of the EMF metrics. @default 'OutboxRelay' */
   readonly metricsNamespace?: string;
   /** Function memory (MB). @default 256 */
@@ -162,6 +176,8 @@ export const OUTBOX_RELAY_DEFAULTS = {
   exampleRuleSource: 'com.example.orders',
   metricsNamespace: 'OutboxRelay',
   maxRequestBytes: 262144,
+  quarantineMaxMessageBytes: 262144,
+  claimCheckRetention: Duration.days(14),
   maxConcurrency: 4,
   maxRetries: 6,
   retryBase: Duration.millis(50),
@@ -178,6 +194,9 @@ export const OUTBOX_RELAY_DEFAULTS = {
   iteratorAgeAlarmThreshold: Duration.seconds(60),
   relayHost: 'lambda' as RelayHost,
 } as const;
+
+/** The queues' message retention (the SQS maximum): a claim-check object must outlive its message. */
+const QUEUE_RETENTION = Duration.days(14);
 
 /** The marker value of the current outbox item schema. */
 export const OUTBOX_SCHEMA_VERSION = 'v1';
@@ -277,8 +296,9 @@ function codeFromDirectory(
  * The outbox relay: a Rust Lambda function (crate `outbox-lambda`) fed by a
  * DynamoDB stream event source mapping that only passes outbox inserts,
  * publishing to an EventBridge bus, quarantining to SQS, with an on-failure
- * queue, a least-privilege role and alarms. With `relayHost: 'none'`, the
- * same without the function and what only it needs.
+ * queue, a claim-check bucket for records too large for a queue message, a
+ * least-privilege role and alarms. With `relayHost: 'none'`, the same without
+ * the function and what only it needs.
  */
 export class OutboxRelay extends Construct {
   /** The outbox table (created or given). */
@@ -295,6 +315,12 @@ export class OutboxRelay extends Construct {
   readonly quarantineQueue: sqs.Queue;
   /** Batches that exhausted the mapping's (or the standalone relay's) retries or age. */
   readonly onFailureQueue: sqs.Queue;
+  /**
+   * Records too large for a quarantine or on-failure message, one object
+   * each (the relay's `OUTBOX_CLAIM_CHECK_BUCKET`); created with either
+   * `relayHost`, retained when the stack is deleted.
+   */
+  readonly claimCheckBucket: s3.Bucket;
   /** Where the relay runs. */
   readonly relayHost: RelayHost;
   /** The function's log group (JSON logs), with `relayHost: 'lambda'`. */
@@ -377,14 +403,53 @@ export class OutboxRelay extends Construct {
     }
 
     // ---------------------------------------------------------------- queues
+    const quarantineMaxMessageBytes = props.quarantineMaxMessageBytes ?? d.quarantineMaxMessageBytes;
     this.quarantineQueue = new sqs.Queue(this, 'QuarantineQueue', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
-      retentionPeriod: Duration.days(14),
+      retentionPeriod: QUEUE_RETENTION,
+      maxMessageSizeBytes: quarantineMaxMessageBytes,
     });
     this.onFailureQueue = new sqs.Queue(this, 'OnFailureQueue', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
-      retentionPeriod: Duration.days(14),
+      retentionPeriod: QUEUE_RETENTION,
+      // The standalone relay writes its on-failure messages in the
+      // quarantine's format, with the same size limit.
+      maxMessageSizeBytes: quarantineMaxMessageBytes,
     });
+
+    // ---------------------------------------------------------------- claim check
+    // Records whose quarantine or on-failure message would exceed
+    // quarantineMaxMessageBytes, one object per record; the message then
+    // carries the reason, the stream position and the object's address. The
+    // function and the standalone relay both use it, so it exists with either
+    // relayHost. It and its policy are retained when the stack is deleted:
+    // quarantined records outlive the stack.
+    const claimCheckRetention = props.claimCheckRetention ?? d.claimCheckRetention;
+    const retentionDays = claimCheckRetention.toDays({ integral: false });
+    if (!Number.isInteger(retentionDays) || retentionDays < QUEUE_RETENTION.toDays()) {
+      throw new Error(
+        `OutboxRelay: claimCheckRetention must be whole days, at least ${QUEUE_RETENTION.toDays()} ` +
+          `(the queues' message retention), not ${claimCheckRetention.toHumanString()}`,
+      );
+    }
+    this.claimCheckBucket = new s3.Bucket(this, 'ClaimCheckBucket', {
+      // SSE-S3 (the relay also asks for it on each PutObject). S3 Bucket Keys
+      // only reduce KMS requests, so they do not apply.
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      enforceSSL: true,
+      lifecycleRules: [
+        {
+          id: 'expire-claim-checks',
+          expiration: claimCheckRetention,
+          abortIncompleteMultipartUploadAfter: Duration.days(1),
+        },
+      ],
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    // Keep the TLS-only policy on the retained bucket.
+    this.claimCheckBucket.policy?.applyRemovalPolicy(RemovalPolicy.RETAIN);
 
     // ---------------------------------------------------------------- the function (relayHost 'lambda')
     // Everything from here to the alarms exists only where the relay runs as
@@ -440,6 +505,16 @@ export class OutboxRelay extends Construct {
           resources: [this.quarantineQueue.queueArn, this.onFailureQueue.queueArn],
         }),
       );
+      // Records too large for a queue message: new objects only (no read,
+      // list or delete). Not bucket.grantPut, which also allows the object
+      // lock, tagging and multipart abort actions.
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'ClaimCheckObjects',
+          actions: ['s3:PutObject'],
+          resources: [this.claimCheckBucket.arnForObjects('*')],
+        }),
+      );
 
       // -------------------------------------------------------------- function
       const fn = new lambda.Function(this, 'Function', {
@@ -460,6 +535,8 @@ export class OutboxRelay extends Construct {
         environment: {
           OUTBOX_EVENT_BUS_NAME: this.eventBus.eventBusName,
           OUTBOX_QUARANTINE_QUEUE_URL: this.quarantineQueue.queueUrl,
+          OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES: String(quarantineMaxMessageBytes),
+          OUTBOX_CLAIM_CHECK_BUCKET: this.claimCheckBucket.bucketName,
           OUTBOX_TABLE_NAME: this.table.tableName,
           OUTBOX_PARTITION_KEY: schema.partitionKey,
           OUTBOX_SORT_KEY: schema.sortKey,

@@ -24,6 +24,8 @@ after(() => fs.rmSync(codeDirectory, { recursive: true, force: true }));
 const RELAY_VARIABLES = [
   'OUTBOX_EVENT_BUS_NAME',
   'OUTBOX_QUARANTINE_QUEUE_URL',
+  'OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES',
+  'OUTBOX_CLAIM_CHECK_BUCKET',
   'OUTBOX_TABLE_NAME',
   'OUTBOX_PARTITION_KEY',
   'OUTBOX_SORT_KEY',
@@ -58,6 +60,80 @@ function synth(
 
 const getAtt = (logicalId: string, attribute: string) => ({ 'Fn::GetAtt': [logicalId, attribute] });
 const ref = (logicalId: string) => ({ Ref: logicalId });
+/** `<bucket arn>/*`, as CDK writes it. */
+const objectsOf = (bucketId: string) => ({ 'Fn::Join': ['', [getAtt(bucketId, 'Arn'), '/*']] });
+
+/** Every IAM statement of the template (roles' inline policies and policy resources). */
+function iamStatements(template: Template): Array<Record<string, unknown>> {
+  const documents = [
+    ...Object.values(template.findResources('AWS::IAM::Policy')).map((r) => r.Properties.PolicyDocument),
+    ...Object.values(template.findResources('AWS::IAM::Role')).flatMap((r) =>
+      (r.Properties.Policies ?? []).map((p: { PolicyDocument: unknown }) => p.PolicyDocument),
+    ),
+  ];
+  return documents.flatMap((d) => d.Statement);
+}
+
+/** The statements granting any S3 action. */
+function s3Statements(template: Template): Array<Record<string, unknown>> {
+  return iamStatements(template).filter((s) =>
+    ([] as unknown[]).concat(s.Action).some((a) => typeof a === 'string' && a.startsWith('s3:')),
+  );
+}
+
+/**
+ * The claim-check bucket, whatever the relay's host: SSE-S3, public access
+ * blocked, ACLs off, objects expiring after `retentionDays` and incomplete
+ * uploads after a day, retained with its TLS-only policy.
+ */
+function assertClaimCheckBucket(template: Template, bucketId: string, retentionDays = 14): void {
+  template.resourceCountIs('AWS::S3::Bucket', 1);
+  template.hasResource('AWS::S3::Bucket', {
+    DeletionPolicy: 'Retain',
+    UpdateReplacePolicy: 'Retain',
+    Properties: {
+      BucketEncryption: {
+        ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+      },
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
+      OwnershipControls: { Rules: [{ ObjectOwnership: 'BucketOwnerEnforced' }] },
+      LifecycleConfiguration: {
+        Rules: [
+          {
+            Id: 'expire-claim-checks',
+            Status: 'Enabled',
+            ExpirationInDays: retentionDays,
+            AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 },
+          },
+        ],
+      },
+    },
+  });
+  template.resourceCountIs('AWS::S3::BucketPolicy', 1);
+  template.hasResource('AWS::S3::BucketPolicy', {
+    DeletionPolicy: 'Retain',
+    UpdateReplacePolicy: 'Retain',
+    Properties: {
+      Bucket: ref(bucketId),
+      PolicyDocument: {
+        Statement: [
+          {
+            Effect: 'Deny',
+            Principal: { AWS: '*' },
+            Action: 's3:*',
+            Resource: [getAtt(bucketId, 'Arn'), objectsOf(bucketId)],
+            Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+          },
+        ],
+      },
+    },
+  });
+}
 
 describe('OutboxRelay (creating the table and the bus)', () => {
   const { relay, template, id } = synth();
@@ -66,6 +142,7 @@ describe('OutboxRelay (creating the table and the bus)', () => {
   const functionId = id(relay.function!);
   const quarantineId = id(relay.quarantineQueue);
   const onFailureId = id(relay.onFailureQueue);
+  const bucketId = id(relay.claimCheckBucket);
 
   test('creates one of each resource and four alarms', () => {
     template.resourceCountIs('AWS::DynamoDB::Table', 1);
@@ -75,6 +152,8 @@ describe('OutboxRelay (creating the table and the bus)', () => {
     template.resourceCountIs('AWS::Lambda::Function', 1);
     template.resourceCountIs('AWS::Lambda::EventSourceMapping', 1);
     template.resourceCountIs('AWS::IAM::Role', 1);
+    template.resourceCountIs('AWS::S3::Bucket', 1);
+    template.resourceCountIs('AWS::S3::BucketPolicy', 1);
     template.resourceCountIs('AWS::CloudWatch::Alarm', 4);
     template.resourceCountIs('AWS::SNS::Topic', 0);
   });
@@ -153,6 +232,13 @@ describe('OutboxRelay (creating the table and the bus)', () => {
     assert.deepEqual(Object.keys(env).sort(), [...RELAY_VARIABLES].sort());
     assert.deepEqual(env.OUTBOX_EVENT_BUS_NAME, ref(busId));
     assert.deepEqual(env.OUTBOX_QUARANTINE_QUEUE_URL, ref(quarantineId));
+    assert.deepEqual(env.OUTBOX_CLAIM_CHECK_BUCKET, ref(bucketId));
+    // The quarantine's size limit is the queue's own.
+    assert.equal(env.OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES, '262144');
+    assert.equal(
+      String(template.toJSON().Resources[quarantineId].Properties.MaximumMessageSize),
+      env.OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES,
+    );
     assert.deepEqual(env.OUTBOX_TABLE_NAME, ref(tableId));
     assert.equal(env.OUTBOX_PARTITION_KEY, 'pk');
     assert.equal(env.OUTBOX_MARKER_ATTRIBUTE, 'outbox');
@@ -161,7 +247,7 @@ describe('OutboxRelay (creating the table and the bus)', () => {
     assert.equal(env.OUTBOX_PUT_EVENTS_TIMEOUT_MS, '10000');
   });
 
-  test('IAM: four statements, each on the exact ARNs, nothing on *', () => {
+  test('IAM: five statements, each on the exact ARNs, nothing on *', () => {
     template.hasResourceProperties('AWS::IAM::Role', {
       AssumeRolePolicyDocument: {
         Statement: [{ Action: 'sts:AssumeRole', Effect: 'Allow', Principal: { Service: 'lambda.amazonaws.com' } }],
@@ -193,6 +279,7 @@ describe('OutboxRelay (creating the table and the bus)', () => {
             Action: 'sqs:SendMessage',
             Resource: [getAtt(quarantineId, 'Arn'), getAtt(onFailureId, 'Arn')],
           },
+          { Sid: 'ClaimCheckObjects', Effect: 'Allow', Action: 's3:PutObject', Resource: objectsOf(bucketId) },
         ]),
       },
     });
@@ -200,11 +287,26 @@ describe('OutboxRelay (creating the table and the bus)', () => {
     assert.doesNotMatch(json, /"\*"/);
   });
 
+  test('IAM: the only S3 grant is s3:PutObject on the claim-check bucket\'s objects', () => {
+    assert.deepEqual(s3Statements(template), [
+      { Sid: 'ClaimCheckObjects', Effect: 'Allow', Action: 's3:PutObject', Resource: objectsOf(bucketId) },
+    ]);
+  });
+
+  test('claim-check bucket: SSE-S3, no public access, no ACLs, 14-day expiry, retained, TLS only', () => {
+    assertClaimCheckBucket(template, bucketId);
+  });
+
   test('queues: SQS-managed encryption, 14 days retention', () => {
     const queues = template.findResources('AWS::SQS::Queue', {
       Properties: { SqsManagedSseEnabled: true, MessageRetentionPeriod: 1209600 },
     });
     assert.equal(Object.keys(queues).length, 3);
+  });
+
+  test('quarantine and on-failure queues: an explicit 256 KiB message size limit', () => {
+    const limited = template.findResources('AWS::SQS::Queue', { Properties: { MaximumMessageSize: 262144 } });
+    assert.deepEqual(Object.keys(limited).sort(), [quarantineId, onFailureId].sort());
   });
 
   test('example rule: source com.example.orders to its queue, allowed by a queue policy', () => {
@@ -359,6 +461,32 @@ describe('OutboxRelay (options)', () => {
     template.resourceCountIs('AWS::SQS::Queue', 2);
   });
 
+  test('quarantineMaxMessageBytes sets both queues and the variable; claimCheckRetention the expiry', () => {
+    const { relay, template, id } = synth({
+      quarantineMaxMessageBytes: 1048576,
+      claimCheckRetention: Duration.days(30),
+    });
+    const limited = template.findResources('AWS::SQS::Queue', { Properties: { MaximumMessageSize: 1048576 } });
+    assert.deepEqual(Object.keys(limited).sort(), [id(relay.quarantineQueue), id(relay.onFailureQueue)].sort());
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: { Variables: Match.objectLike({ OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES: '1048576' }) },
+    });
+    assertClaimCheckBucket(template, id(relay.claimCheckBucket), 30);
+  });
+
+  test('a claim-check retention shorter than the queues\' or not in whole days is refused', () => {
+    for (const retention of [Duration.days(13), Duration.hours(14 * 24 + 1)]) {
+      assert.throws(
+        () => synth({ claimCheckRetention: retention }),
+        /claimCheckRetention must be whole days, at least 14/,
+      );
+    }
+  });
+
+  test('a quarantine message size limit outside SQS\'s range is refused', () => {
+    assert.throws(() => synth({ quarantineMaxMessageBytes: 1048577 }), /maximum message size must be between/);
+  });
+
   test('an alarm email creates a topic that every alarm notifies', () => {
     const { relay, template, id } = synth({ alarmEmail: 'ops@example.com' });
     template.resourceCountIs('AWS::SNS::Topic', 1);
@@ -383,9 +511,22 @@ describe('OutboxRelay relayHost', () => {
   };
 
   test("'lambda' is the default: the function, its mapping, role, log group and four alarms", () => {
-    for (const { relay, template } of [synth(), synth({ relayHost: 'lambda' })]) {
+    for (const { relay, template, id } of [synth(), synth({ relayHost: 'lambda' })]) {
       assert.equal(relay.relayHost, 'lambda');
       assertSharedResources(template);
+      assertClaimCheckBucket(template, id(relay.claimCheckBucket));
+      assert.deepEqual(
+        s3Statements(template).map((s) => [s.Action, s.Resource]),
+        [['s3:PutObject', objectsOf(id(relay.claimCheckBucket))]],
+      );
+      template.hasResourceProperties('AWS::Lambda::Function', {
+        Environment: {
+          Variables: Match.objectLike({
+            OUTBOX_CLAIM_CHECK_BUCKET: ref(id(relay.claimCheckBucket)),
+            OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES: '262144',
+          }),
+        },
+      });
       template.resourceCountIs('AWS::Lambda::Function', 1);
       template.resourceCountIs('AWS::Lambda::EventSourceMapping', 1);
       template.resourceCountIs('AWS::IAM::Role', 1);
@@ -434,6 +575,15 @@ describe('OutboxRelay relayHost', () => {
     }
     const onFunction = template.findResources('AWS::CloudWatch::Alarm', { Properties: { Namespace: 'AWS/Lambda' } });
     assert.deepEqual(onFunction, {});
+  });
+
+  test("'none' keeps the claim-check bucket (the standalone relay writes to it) and grants nothing on it", () => {
+    const { relay, template, id } = synth({ relayHost: 'none', codeDirectory: undefined });
+    assertClaimCheckBucket(template, id(relay.claimCheckBucket));
+    assert.deepEqual(s3Statements(template), []);
+    // The queues keep their size limit: the standalone relay applies it too.
+    const limited = template.findResources('AWS::SQS::Queue', { Properties: { MaximumMessageSize: 262144 } });
+    assert.deepEqual(Object.keys(limited).sort(), [id(relay.quarantineQueue), id(relay.onFailureQueue)].sort());
   });
 
   test("'none' ignores a code directory, and its queue alarms notify the alarm topic", () => {
@@ -632,6 +782,8 @@ describe('the example app stack', () => {
     const outputs = Object.keys(Template.fromStack(stack).findOutputs('*')).sort();
     assert.deepEqual(outputs, [
       'AlarmNames',
+      'ClaimCheckBucketArn',
+      'ClaimCheckBucketName',
       'EventBusArn',
       'EventBusName',
       'EventSourceMappingId',
@@ -675,6 +827,8 @@ describe('the example app stack', () => {
     const outputs = template.findOutputs('*');
     assert.deepEqual(Object.keys(outputs).sort(), [
       'AlarmNames',
+      'ClaimCheckBucketArn',
+      'ClaimCheckBucketName',
       'EventBusArn',
       'EventBusName',
       'ExampleRuleArn',
