@@ -10,15 +10,18 @@
 #      CloudFormation and CloudWatch beside the relay's services;
 #   2. `samlocal deploy` of template.yaml with RelayHost=none (LocalStack runs functions
 #      only in Docker): the table and its stream, the bus, the example rule and its queue
-#      and queue policy, the quarantine and on-failure queues and their alarms;
+#      and queue policy, the quarantine and on-failure queues and their alarms, the
+#      claim-check bucket;
 #   3. the stack's wiring, with boto3: the table's NEW_IMAGE stream and TTL (an item put
 #      is read back from the stream), the bus's rule (an event of the example source
-#      reaches the example queue, one of another source does not), the two queues, S3;
+#      reaches the example queue, one of another source does not), the two queues, the
+#      claim-check bucket (SSE-S3, an object put and read back);
 #   4. the standalone relay (`outbox relay dynamodb`) on the stack's table, bus and queues,
 #      while N events (OUTBOX_LOCALSTACK_EVENTS, default 100) are committed to the table
 #      the way the writer does (crates/outbox-dynamodb/src/item.rs: the order and its
-#      outbox item in one TransactWriteItems) and one poison item is put: all N must
-#      reach the example queue, the poison item the quarantine queue;
+#      outbox item in one TransactWriteItems) and one 300 KB poison item is put: all N
+#      must reach the example queue, the poison item the quarantine queue through the
+#      stack's claim-check bucket (the message names the object, SSE-S3, read back whole);
 #   5. `outbox invoke --event tests/fixtures/dynamodb-mixed-batch.json` against the stack:
 #      no batch item failure, its 3 events at the example queue, its malformed item in
 #      the quarantine queue.
@@ -115,7 +118,8 @@ def outputs(stack):
            for o in boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])}
     names = {"TableName": "OUTBOX_TABLE_NAME", "TableStreamArn": "OUTBOX_CHECK_STREAM_ARN",
              "EventBusName": "OUTBOX_EVENT_BUS_NAME", "QuarantineQueueUrl": "OUTBOX_QUARANTINE_QUEUE_URL",
-             "OnFailureQueueUrl": "OUTBOX_ON_FAILURE_QUEUE_URL", "ExampleTargetQueueUrl": "OUTBOX_CHECK_TARGET_QUEUE_URL"}
+             "OnFailureQueueUrl": "OUTBOX_ON_FAILURE_QUEUE_URL", "ExampleTargetQueueUrl": "OUTBOX_CHECK_TARGET_QUEUE_URL",
+             "ClaimCheckBucketName": "OUTBOX_CLAIM_CHECK_BUCKET"}
     missing = sorted(set(names) - set(out))
     if missing:
         fail(f"stack {stack} has no outputs {missing} (it has {sorted(out)})")
@@ -174,16 +178,18 @@ def resources():
         got, other = receive(url, 1, 5, lambda b: b.get("probe") == probe)
         if len(got) != 1 or other:
             fail(f"the {name} queue gave back {got} and {other}")
-    # S3 (the claim-check store to come): a bucket, an object written and read back.
-    s3, bucket = boto3.client("s3"), f"outbox-check-{probe}"
-    s3.create_bucket(Bucket=bucket)
-    s3.put_object(Bucket=bucket, Key="probe.json", Body=b'{"probe":true}')
-    if s3.get_object(Bucket=bucket, Key="probe.json")["Body"].read() != b'{"probe":true}':
+    # The claim-check bucket: SSE-S3 by default, and an object put and read back. (LocalStack's
+    # CloudFormation does not apply the lifecycle rule; deploy-check checks it in the template.)
+    s3, bucket = boto3.client("s3"), env("OUTBOX_CLAIM_CHECK_BUCKET")
+    sse = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    if [r["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] for r in sse] != ["AES256"]:
+        fail(f"claim-check bucket encryption {sse}")
+    s3.put_object(Bucket=bucket, Key=f"check/{probe}.json", Body=b'{"probe":true}')
+    if s3.get_object(Bucket=bucket, Key=f"check/{probe}.json")["Body"].read() != b'{"probe":true}':
         fail("S3 gave back another object")
-    s3.delete_object(Bucket=bucket, Key="probe.json")
-    s3.delete_bucket(Bucket=bucket)
+    s3.delete_object(Bucket=bucket, Key=f"check/{probe}.json")
     print("table + NEW_IMAGE stream + TTL, bus -> rule -> example queue (and only its source), "
-          "quarantine and on-failure queues, S3: all as deployed")
+          "quarantine and on-failure queues, claim-check bucket: all as deployed")
 
 
 def write(count):
@@ -204,14 +210,17 @@ def write(count):
             {"Put": {"TableName": table, "Item": it, "ConditionExpression": "attribute_not_exists(pk)"}}
             for it in (order, item)])
         ids.append(eid)
-    # Poison: an outbox item whose sequence is a string (as in dynamodb-malformed-outbox-item.json).
+    # Poison: an outbox item whose sequence is a string (as in dynamodb-malformed-outbox-item.json),
+    # with a 300 KB payload, so that its quarantine message is over the queue's 256 KiB and goes
+    # to the claim-check bucket.
     ms = int(time.time() * 1000)
     poison = uuid7(ms)
     ddb.put_item(TableName=table, Item={
         "pk": {"S": f"Order#{tag}-poison"}, "sk": {"S": f"OUTBOX#{2:020d}#{poison}"}, "outbox": {"S": "v1"},
         "event_id": {"S": poison}, "source": {"S": "com.example.orders"}, "event_type": {"S": "OrderPaid"},
         "aggregate_type": {"S": "Order"}, "aggregate_id": {"S": f"{tag}-poison"}, "sequence": {"S": "2"},
-        "occurred_at": {"S": "2026-11-23T10:00:01.000Z"}, "payload": {"S": "{}"}})
+        "occurred_at": {"S": "2026-11-23T10:00:01.000Z"},
+        "payload": {"S": json.dumps({"blob": "x" * (300 * 1024)})}})
     print(json.dumps({"events": ids, "poison": poison}))
 
 
@@ -231,7 +240,7 @@ def running(pid):
         return True
 
 
-def await_delivery(expected, quarantined, seconds, label, pid=None):
+def await_delivery(expected, quarantined, seconds, label, pid=None, min_claimed=0):
     """Waits until every id of `expected` is at the example queue and every id of `quarantined`
     in the quarantine queue (by the quarantine message's raw record or event); gives up at
     once if process `pid` (the relay) exits."""
@@ -245,23 +254,33 @@ def await_delivery(expected, quarantined, seconds, label, pid=None):
             duplicates += eid in seen
             seen.add(eid)
         foreign += len(other)
-    q_want, q_seen, reasons = set(quarantined), set(), []
+    q_want, q_seen, reasons, claimed = set(quarantined), set(), [], 0
     while q_seen != q_want and time.time() < deadline + 10 and running(pid):
         got, _ = receive(quarantine, 1, 1)
         for body in got:
+            check = body.get("claim_check")
+            if check:
+                # The message names the object holding the whole message.
+                claimed += 1
+                stored = boto3.client("s3").get_object(Bucket=check["bucket"], Key=check["key"])
+                if stored.get("ServerSideEncryption") != "AES256":
+                    fail(f"claim-checked object {check} is not stored with SSE-S3")
+                body = json.loads(stored["Body"].read())
             text = (body.get("raw") or "") + json.dumps(body.get("event") or {})
             for eid in q_want:
                 if eid in text:
                     q_seen.add(eid)
                     reasons.append(body.get("reason"))
     print(f"{label}: {len(seen)}/{len(want)} events at the example queue ({duplicates} duplicates, "
-          f"{foreign} others), {len(q_seen)}/{len(q_want)} quarantined: {reasons}")
+          f"{foreign} others), {len(q_seen)}/{len(q_want)} quarantined ({claimed} by claim-check): {reasons}")
     if not running(pid):
         fail(f"{label}: the relay (pid {pid}) exited")
     if seen != want:
         fail(f"{label}: {len(want - seen)} events never reached the example queue")
     if q_seen != q_want:
         fail(f"{label}: not quarantined: {sorted(q_want - q_seen)}")
+    if claimed < min_claimed:
+        fail(f"{label}: {claimed} quarantine messages by claim-check, expected {min_claimed}")
     if [r for r in reasons if "sequence" not in (r or "")]:
         fail(f"{label}: quarantined for another reason than its sequence: {reasons}")
 
@@ -289,7 +308,7 @@ elif command == "write":
     write(int(sys.argv[2]))
 elif command == "await-relay":
     written = json.load(open(sys.argv[2], encoding="utf-8"))
-    await_delivery(written["events"], [written["poison"]], 60, "standalone relay", int(sys.argv[3]))
+    await_delivery(written["events"], [written["poison"]], 60, "standalone relay", int(sys.argv[3]), 1)
 elif command == "await-invoke":
     published, poison = fixture_ids(sys.argv[2])
     await_delivery(published, poison, 20, "outbox invoke")
