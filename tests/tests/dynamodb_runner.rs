@@ -401,6 +401,47 @@ async fn a_stopped_runner_hands_over_at_its_checkpoint() {
     );
 }
 
+/// A deployment that gives every replica one name (`OUTBOX_RUNNER_OWNER`
+/// in a template) still gets one owner per process.
+#[tokio::test]
+async fn two_runners_given_one_name_never_share_a_shard() {
+    let f = Fixture::new().await;
+    let mut written = Vec::new();
+    for sequence in 1..=10 {
+        written.push(f.write("same", sequence, false).await);
+    }
+    let sinks = [
+        Arc::new(RecordingSink::default()),
+        Arc::new(RecordingSink::default()),
+    ];
+    let configs = [config("replica"), config("replica")];
+    assert_ne!(
+        configs[0].owner, configs[1].owner,
+        "a per-process part tells them apart"
+    );
+    let runners: Vec<Running> = sinks
+        .iter()
+        .zip(configs)
+        .map(|(sink, config)| {
+            start(f.runner(
+                Shared::new(sink),
+                RecordingQuarantine::default(),
+                RecordingQuarantine::default(),
+                config,
+            ))
+        })
+        .collect();
+    let total = || sinks.iter().map(|s| s.published().len()).sum::<usize>();
+    eventually("ten events", || total() >= 10).await;
+    tokio::time::sleep(LEASE).await;
+    for running in runners {
+        running.shutdown().await;
+    }
+    let counts = sinks.each_ref().map(|s| s.published().len());
+    assert_eq!(total(), written.len(), "each event once: {counts:?}");
+    assert!(counts.contains(&0), "one runner holds the one shard: {counts:?}");
+}
+
 #[tokio::test]
 async fn two_runners_never_share_a_shard_and_the_survivor_takes_over_after_a_crash() {
     let f = Fixture::new().await;
@@ -436,7 +477,7 @@ async fn two_runners_never_share_a_shard_and_the_survivor_takes_over_after_a_cra
         assert!(Instant::now() < deadline, "checkpoint never reached {last}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let (owner_index, survivor_index) = if owner == "one" { (0, 1) } else { (1, 0) };
+    let (owner_index, survivor_index) = if owner.starts_with("one#") { (0, 1) } else { (1, 0) };
     assert_eq!(sinks[owner_index].published().len(), 5);
     assert!(
         sinks[survivor_index].published().is_empty(),

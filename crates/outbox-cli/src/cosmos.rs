@@ -68,7 +68,7 @@ pub struct CosmosArgs {
 impl CosmosArgs {
     /// The processor settings these arguments ask for, with `owner` when none was given.
     pub fn processor_config(&self, default_owner: impl FnOnce() -> String) -> ProcessorConfig {
-        let mut config = ProcessorConfig::new(self.owner.clone().unwrap_or_else(default_owner));
+        let mut config = ProcessorConfig::new(&self.owner.clone().unwrap_or_else(default_owner));
         config.lease_duration = Duration::from_secs(self.lease_seconds);
         config.discovery_interval = config.lease_duration / 3;
         config.max_items_per_page = self.max_items;
@@ -180,7 +180,7 @@ mod tests {
         ])
         .unwrap();
         let config = args.processor_config(|| "host-1".into());
-        assert_eq!(config.owner, "host-1");
+        assert!(config.owner.starts_with("host-1#"), "{}", config.owner);
         assert_eq!(config.lease_duration, Duration::from_secs(30));
         assert_eq!(config.discovery_interval, Duration::from_secs(10));
         assert_eq!(config.max_items_per_page, 250);
@@ -189,7 +189,8 @@ mod tests {
         assert_eq!(args.processor_name, "outbox-relay");
         assert_eq!(args.region, "eastus");
         let named = parse(&["--owner", "relay-a"]).unwrap();
-        assert_eq!(named.processor_config(|| unreachable!()).owner, "relay-a");
+        let owner = named.processor_config(|| unreachable!()).owner;
+        assert!(owner.starts_with("relay-a#"), "{owner}");
     }
 
     #[test]

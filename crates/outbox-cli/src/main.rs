@@ -180,12 +180,9 @@ async fn main() -> ExitCode {
             .await
             .map(drop)
             .map_err(Into::into),
-        Command::Relay(RelayCommand::Cosmos(mut args)) => {
-            args.owner = Some(process_owner(args.owner.take()));
-            outbox_cli::cosmos::run(&args, host_name)
-                .await
-                .map_err(Into::into)
-        }
+        Command::Relay(RelayCommand::Cosmos(args)) => outbox_cli::cosmos::run(&args, host_name)
+            .await
+            .map_err(Into::into),
         Command::Relay(RelayCommand::Dynamodb {
             lease_table,
             create_lease_table,
@@ -196,7 +193,7 @@ async fn main() -> ExitCode {
             max_batch_retries,
             batch_deadline_seconds,
         }) => {
-            let mut runner = RunnerConfig::new(process_owner(owner));
+            let mut runner = RunnerConfig::new(&owner.unwrap_or_else(host_name));
             runner.lease_duration = std::time::Duration::from_secs(lease_seconds);
             // Free and expired shards are looked for once per lease duration, so a
             // dead runner's shards are taken over within two lease durations.
@@ -272,15 +269,6 @@ fn host_name() -> String {
     host.trim().to_owned()
 }
 
-/// This process's id in the leases: the configured name (default: the host
-/// name), then the process id and a random part, so that two processes
-/// never share an id, even when a deployment gives every replica one name.
-fn process_owner(configured: Option<String>) -> String {
-    let name = configured.unwrap_or_else(host_name);
-    let random = uuid::Uuid::now_v7().simple().to_string();
-    format!("{name}#{}-{}", std::process::id(), &random[random.len() - 8..])
-}
-
 /// Prints an error and its whole chain of causes.
 fn report(err: &(dyn std::error::Error + 'static)) {
     eprintln!("error: {err}");
@@ -288,21 +276,5 @@ fn report(err: &(dyn std::error::Error + 'static)) {
     while let Some(cause) = source {
         eprintln!("  caused by: {cause}");
         source = cause.source();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::process_owner;
-
-    #[test]
-    fn two_processes_given_one_name_get_different_owner_ids() {
-        let (a, b) = (
-            process_owner(Some("relay".into())),
-            process_owner(Some("relay".into())),
-        );
-        assert_ne!(a, b);
-        assert!(a.starts_with("relay#") && b.starts_with("relay#"), "{a} {b}");
-        assert!(process_owner(None).contains('#'));
     }
 }

@@ -26,7 +26,8 @@ const LEASE_CALL_RETRIES: u32 = 5;
 /// The settings every host shares, whatever the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostConfig {
-    /// This process's identity in the leases; unique per running process.
+    /// This process's identity in the leases; unique per running process
+    /// (see [`instance_owner`]).
     pub owner: String,
     /// How long a lease lasts without renewal (renewed every third of it).
     pub lease_duration: Duration,
@@ -68,6 +69,15 @@ impl HostConfig {
             max: self.backoff_max,
         }
     }
+}
+
+/// A lease owner id for this process: `name`, then the process id and a
+/// random part, so that two processes never share an id, even when a
+/// deployment gives every replica one name (two owners with one id would
+/// both work the same partition).
+pub fn instance_owner(name: &str) -> String {
+    let random = uuid::Uuid::now_v7().simple().to_string();
+    format!("{name}#{}-{}", std::process::id(), &random[random.len() - 8..])
 }
 
 /// What the host tells a worker.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use outbox_core::Backoff;
-use outbox_core::host::HostConfig;
+use outbox_core::host::{HostConfig, instance_owner};
 
 use crate::ProcessorError;
 
@@ -13,7 +13,8 @@ use super::MAX_ITEMS_PER_PAGE;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProcessorConfig {
-    /// This instance's identity in the leases; unique per running process.
+    /// This instance's identity in the leases; unique per running process
+    /// ([`new`](Self::new) makes it so).
     pub owner: String,
     /// How long a lease lasts without renewal (renewed every third of it).
     /// A stopped instance's ranges are taken over within about this long.
@@ -33,11 +34,12 @@ pub struct ProcessorConfig {
 }
 
 impl ProcessorConfig {
-    /// Defaults for `owner`: 15 s leases, pages of 100, backoff 100 ms
-    /// doubling to 1 s, 30 s per page, discovery every 5 s.
-    pub fn new(owner: impl Into<String>) -> Self {
+    /// Defaults for an instance named `name` (its owner id is the name with
+    /// a per-process part, [`instance_owner`]): 15 s leases, pages of 100,
+    /// backoff 100 ms doubling to 1 s, 30 s per page, discovery every 5 s.
+    pub fn new(name: &str) -> Self {
         Self {
-            owner: owner.into(),
+            owner: instance_owner(name),
             lease_duration: Duration::from_secs(15),
             max_items_per_page: 100,
             backoff_initial: Duration::from_millis(100),

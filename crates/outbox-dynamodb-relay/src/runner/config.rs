@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use outbox_core::Backoff;
-use outbox_core::host::HostConfig;
+use outbox_core::host::{HostConfig, instance_owner};
 
 use crate::{LeaseError, StreamError};
 
@@ -13,7 +13,8 @@ use super::MAX_GET_RECORDS_LIMIT;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunnerConfig {
-    /// This runner's identity in the lease table; unique per running process.
+    /// This runner's identity in the lease table; unique per running
+    /// process ([`new`](Self::new) makes it so).
     pub owner: String,
     /// How long a lease lasts without renewal (renewed every third of it).
     pub lease_duration: Duration,
@@ -34,11 +35,13 @@ pub struct RunnerConfig {
 }
 
 impl RunnerConfig {
-    /// Defaults for `owner`: 10 s leases, batches of 1000, 5 retries,
-    /// backoff 100 ms doubling to 2 s, 30 s per batch, discovery every 10 s.
-    pub fn new(owner: impl Into<String>) -> Self {
+    /// Defaults for a runner named `name` (its owner id is the name with
+    /// a per-process part, [`instance_owner`]): 10 s leases, batches of
+    /// 1000, 5 retries, backoff 100 ms doubling to 2 s, 30 s per batch,
+    /// discovery every 10 s.
+    pub fn new(name: &str) -> Self {
         Self {
-            owner: owner.into(),
+            owner: instance_owner(name),
             lease_duration: Duration::from_secs(10),
             batch_limit: MAX_GET_RECORDS_LIMIT,
             max_batch_retries: 5,
