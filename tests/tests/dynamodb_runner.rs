@@ -522,6 +522,46 @@ async fn two_runners_never_share_a_shard_and_the_survivor_takes_over_after_a_cra
     );
 }
 
+/// The retry budget is time: a bus outage shorter than it sends nothing to
+/// the on-failure destination, however many attempts it takes.
+#[tokio::test]
+async fn an_outage_shorter_than_the_retry_budget_sends_nothing_to_on_failure() {
+    let f = Fixture::new().await;
+    let mut written = Vec::new();
+    for sequence in 1..=5 {
+        written.push(f.write("outage", sequence, false).await);
+    }
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let is_down = Arc::clone(&down);
+    let sink = Arc::new(FlakySink::new(move |_, _| {
+        if is_down.load(Ordering::SeqCst) {
+            Fault::Entry(FailureClass::Transient, "InternalFailure")
+        } else {
+            Fault::Accept
+        }
+    }));
+    let on_failure = Arc::new(RecordingQuarantine::default());
+    let mut config = config("outage");
+    config.retry_budget = Duration::from_secs(10);
+    let running = start(f.runner(
+        Shared::new(&sink),
+        RecordingQuarantine::default(),
+        Shared::new(&on_failure),
+        config,
+    ));
+    // Down for 2 s: at least five failed attempts, where an attempt count of
+    // five would already have given up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    down.store(false, Ordering::SeqCst);
+    eventually("every event after the outage", || sink.accepted().len() >= 5).await;
+    let report = running.shutdown().await;
+
+    assert!(report.failed_batches >= 5, "{report}");
+    assert!(on_failure.records().is_empty(), "nothing sent on: {report}");
+    let accepted: HashSet<Uuid> = ids(&sink.accepted()).into_iter().collect();
+    assert_eq!(accepted, ids(&written).into_iter().collect());
+}
+
 #[tokio::test]
 async fn a_record_the_sink_keeps_refusing_goes_to_the_on_failure_destination_after_its_retries() {
     let f = Fixture::new().await;
@@ -543,7 +583,9 @@ async fn a_record_the_sink_keeps_refusing_goes_to_the_on_failure_destination_aft
     let quarantine = Arc::new(RecordingQuarantine::default());
     let on_failure = Arc::new(RecordingQuarantine::default());
     let mut config = config("retrier");
-    config.max_batch_retries = 2;
+    // Attempts are about 200 ms apart (the relay's one retry, then the
+    // runner's backoff), so the third attempt is past the budget.
+    config.retry_budget = Duration::from_millis(300);
     let running = start(f.runner(
         Shared::new(&sink),
         Shared::new(&quarantine),
@@ -567,15 +609,17 @@ async fn a_record_the_sink_keeps_refusing_goes_to_the_on_failure_destination_aft
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].position, bad_position);
     assert_eq!(sent[0].event.as_ref().map(OutboxEvent::id), Some(bad));
-    assert!(
-        sent[0].reason.starts_with("retries exhausted after 3 attempts: "),
-        "{}",
-        sent[0].reason
-    );
+    let reason = &sent[0].reason;
+    let attempts: u32 = reason
+        .strip_prefix("retries exhausted after ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{reason}"));
+    assert!(attempts >= 2, "retried within the budget first: {reason}");
     assert_eq!(
         offers.load(Ordering::SeqCst),
-        3 * 2,
-        "3 batch attempts (1 + max_batch_retries), each with 1 relay retry"
+        attempts * 2,
+        "each batch attempt with its 1 relay retry: {reason}"
     );
     assert!(
         quarantine.records().is_empty(),
@@ -589,7 +633,7 @@ async fn a_record_the_sink_keeps_refusing_goes_to_the_on_failure_destination_aft
     for (aggregate, sequences) in sequences_by_aggregate(&accepted) {
         assert_eq!(sequences[..2], [1, 2], "aggregate {aggregate} starts in order");
     }
-    assert_eq!(report.failed_batches, 3);
+    assert_eq!(report.failed_batches, attempts as usize);
     assert_eq!(report.sent_to_on_failure, 1);
 }
 
@@ -806,9 +850,18 @@ async fn the_lease_store_keeps_one_owner_and_a_checkpoint_that_only_moves_forwar
         Err(LeaseError::InvalidSequenceNumber { .. })
     ));
 
-    assert_eq!(store.record_failure(&key, "a", "12").await.unwrap(), 1);
-    assert_eq!(store.record_failure(&key, "a", "12").await.unwrap(), 2);
-    assert_eq!(store.record_failure(&key, "a", "13").await.unwrap(), 1);
+    // A failing record keeps the time of its first failure; another restarts the count and the time.
+    let first = store.record_failure(&key, "a", "12").await.unwrap();
+    assert_eq!((first.attempts, first.since_ms), (1, store.now_ms()));
+    clock.advance(chrono::Duration::milliseconds(100));
+    let again = store.record_failure(&key, "a", "12").await.unwrap();
+    assert_eq!((again.attempts, again.since_ms), (2, first.since_ms));
+    let other = store.record_failure(&key, "a", "13").await.unwrap();
+    assert_eq!((other.attempts, other.since_ms), (1, first.since_ms + 100));
+    assert_eq!(
+        store.get(&key).await.unwrap().unwrap().failing_since_ms,
+        Some(other.since_ms)
+    );
     assert!(matches!(
         store.record_failure(&key, "b", "13").await,
         Err(LeaseError::LostLease { .. })

@@ -27,6 +27,7 @@ const COMMAND_VARIABLES: &[&str] = &[
     "OUTBOX_ON_FAILURE_QUEUE_URL",
     "OUTBOX_RUNNER_OWNER",
     "OUTBOX_BATCH_DEADLINE_SECONDS",
+    "OUTBOX_RETRY_BUDGET_SECONDS",
     "OUTBOX_TARGET_QUEUE_URL",
     "OUTBOX_COSMOS_CONTAINER",
     "OUTBOX_COSMOS_DATABASE",
@@ -122,9 +123,12 @@ enum RelayCommand {
         /// Most records per GetRecords call (1 to 1000).
         #[arg(long, default_value_t = 1000)]
         batch_limit: i32,
-        /// Attempts of a failing record before it goes to the on-failure queue.
-        #[arg(long, default_value_t = 5)]
-        max_batch_retries: u32,
+        /// How long a record may keep failing, in seconds from its first
+        /// failure, before it goes to the on-failure queue (long enough by
+        /// default to ride out a bus outage of several minutes).
+        #[arg(long, env = "OUTBOX_RETRY_BUDGET_SECONDS", default_value_t = 900,
+              value_parser = clap::value_parser!(u64).range(1..=604_800))]
+        retry_budget_seconds: u64,
         /// Longest time one batch may take, retries included, in seconds; the
         /// relay stops retrying a margin (OUTBOX_DEADLINE_MARGIN_MS) before it.
         #[arg(long, env = "OUTBOX_BATCH_DEADLINE_SECONDS", default_value_t = 30,
@@ -190,7 +194,7 @@ async fn main() -> ExitCode {
             owner,
             lease_seconds,
             batch_limit,
-            max_batch_retries,
+            retry_budget_seconds,
             batch_deadline_seconds,
         }) => {
             let mut runner = RunnerConfig::new(&owner.unwrap_or_else(host_name));
@@ -198,7 +202,7 @@ async fn main() -> ExitCode {
             // Free and expired shards are looked for once per lease duration, so a
             // dead runner's shards are taken over within two lease durations.
             runner.discovery_interval = runner.lease_duration;
-            runner.max_batch_retries = max_batch_retries;
+            runner.retry_budget = std::time::Duration::from_secs(retry_budget_seconds);
             runner.batch_limit = batch_limit;
             runner.batch_deadline = std::time::Duration::from_secs(batch_deadline_seconds);
             let options = RunnerOptions {

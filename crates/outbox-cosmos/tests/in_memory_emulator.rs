@@ -846,7 +846,8 @@ async fn a_partition_split_is_followed_by_child_leases_without_loss() {
             let leases = leases_of(&leases).await;
             leases.len() == 2
                 && leases.iter().all(|l| {
-                    l.parent.as_deref() == Some(parent[0].id.as_str()) && l.owner.as_deref().is_some_and(|o| o.starts_with("p1#"))
+                    l.parent.as_deref() == Some(parent[0].id.as_str())
+                        && l.owner.as_deref().is_some_and(|o| o.starts_with("p1#"))
                 })
         },
     )

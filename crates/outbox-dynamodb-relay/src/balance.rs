@@ -134,6 +134,7 @@ mod tests {
             parent: None,
             failures: 0,
             failing_position: None,
+            failing_since_ms: None,
         }
     }
 

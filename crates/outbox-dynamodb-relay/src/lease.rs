@@ -26,6 +26,7 @@ const ATTR_FINISHED: &str = "finished";
 const ATTR_PARENT: &str = "parent";
 const ATTR_FAILURES: &str = "failures";
 const ATTR_FAILING_POSITION: &str = "failing_position";
+const ATTR_FAILING_SINCE: &str = "failing_since";
 
 /// How long [`create_lease_table`] waits for a new table to become active.
 const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -71,6 +72,17 @@ pub struct Lease {
     pub failures: u32,
     /// The position that is failing, if any.
     pub failing_position: Option<String>,
+    /// When `failing_position` first failed, epoch milliseconds.
+    pub failing_since_ms: Option<i64>,
+}
+
+/// A record that keeps failing, as the lease counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failing {
+    /// How many times it failed.
+    pub attempts: u32,
+    /// When it first failed, epoch milliseconds (by any runner).
+    pub since_ms: i64,
 }
 
 impl Lease {
@@ -134,6 +146,7 @@ pub(crate) fn sequence_order_key(sequence_number: &str) -> Result<String, LeaseE
 /// | `parent` | S | the parent shard id, when the shard has one |
 /// | `failures` | N | how many times `failing_position` failed |
 /// | `failing_position` | S | the sequence number that is failing |
+/// | `failing_since` | N | epoch milliseconds of its first failure |
 ///
 /// Every write is conditional (an owner, a forward-moving checkpoint), so no
 /// update is lost and no shard ever has two owners in the table.
@@ -361,48 +374,52 @@ impl DynamoDbLeaseStore {
         }
     }
 
-    /// Counts one more failure of `position` (restarting at 1 when another
-    /// position was failing) and returns the count.
+    /// Counts one more failure of `position` (restarting at 1, from now,
+    /// when another position was failing) and returns the count and the
+    /// time of its first failure.
     pub async fn record_failure(
         &self,
         shard: &ShardKey,
         owner: &str,
         position: &str,
-    ) -> Result<u32, LeaseError> {
+    ) -> Result<Failing, LeaseError> {
         let names = vec![
             ("#owner", ATTR_OWNER),
             ("#failures", ATTR_FAILURES),
             ("#position", ATTR_FAILING_POSITION),
+            ("#since", ATTR_FAILING_SINCE),
         ];
+        let now = self.now_ms();
         let values = || {
             vec![
                 (":owner", AttributeValue::S(owner.to_owned())),
                 (":position", AttributeValue::S(position.to_owned())),
                 (":one", AttributeValue::N("1".into())),
+                (":now", millis(now)),
             ]
         };
         // Two conditional updates cover both cases; a third round only
         // happens if the item changed in between, which an owner alone does not do.
         for _ in 0..3 {
             let same = Update {
-                expression: "SET #failures = #failures + :one".into(),
+                expression: "SET #failures = #failures + :one, #since = if_not_exists(#since, :now)".into(),
                 condition: "#owner = :owner AND #position = :position",
                 names: names.clone(),
                 values: values(),
             };
             let old = match self.update(shard, same, ReturnValue::UpdatedNew).await? {
-                Ok(item) => return failures_of(shard, &item),
+                Ok(item) => return failing_of(shard, &item),
                 Err(old) => old,
             };
             self.check_owner(shard, owner, old).await?;
             let other = Update {
-                expression: "SET #failures = :one, #position = :position".into(),
+                expression: "SET #failures = :one, #position = :position, #since = :now".into(),
                 condition: "#owner = :owner AND (attribute_not_exists(#position) OR #position <> :position)",
                 names: names.clone(),
                 values: values(),
             };
             match self.update(shard, other, ReturnValue::UpdatedNew).await? {
-                Ok(item) => return failures_of(shard, &item),
+                Ok(item) => return failing_of(shard, &item),
                 Err(old) => self.check_owner(shard, owner, old).await?,
             }
         }
@@ -415,7 +432,8 @@ impl DynamoDbLeaseStore {
     /// Marks `shard` finished (closed and fully processed) and frees it.
     pub async fn finish(&self, shard: &ShardKey, owner: &str) -> Result<(), LeaseError> {
         let update = Update {
-            expression: "SET #finished = :true, #expires = :zero REMOVE #owner, #failures, #position".into(),
+            expression: "SET #finished = :true, #expires = :zero REMOVE #owner, #failures, #position, #since"
+                .into(),
             condition: "#owner = :owner",
             names: vec![
                 ("#owner", ATTR_OWNER),
@@ -423,6 +441,7 @@ impl DynamoDbLeaseStore {
                 ("#expires", ATTR_EXPIRES),
                 ("#failures", ATTR_FAILURES),
                 ("#position", ATTR_FAILING_POSITION),
+                ("#since", ATTR_FAILING_SINCE),
             ],
             values: vec![
                 (":owner", AttributeValue::S(owner.to_owned())),
@@ -585,7 +604,7 @@ mod item;
 pub use error::LeaseError;
 pub(crate) use error::{ErrorClass, classify, lease_error};
 use error::{malformed, rejected, service_error};
-use item::{duration_ms, failures_of, key_of, lease_from_item, millis};
+use item::{duration_ms, failing_of, key_of, lease_from_item, millis};
 
 #[cfg(test)]
 mod tests;

@@ -29,7 +29,7 @@ mod stream;
 pub use lambda::LambdaStreamBatch;
 #[cfg(any(test, feature = "test-util"))]
 pub use lease::compare_sequence_numbers;
-pub use lease::{DynamoDbLeaseStore, Lease, LeaseError, ShardKey, create_lease_table};
+pub use lease::{DynamoDbLeaseStore, Failing, Lease, LeaseError, ShardKey, create_lease_table};
 pub use runner::{
     DynamoDbStreamRunner, MAX_GET_RECORDS_LIMIT, RunnerConfig, RunnerError, RunnerReport,
     stream_arn_for_table,

@@ -140,10 +140,11 @@ where
 ///   `TRIM_HORIZON` without one), decoded with the [`DynamoDbStreamDecoder`],
 ///   relayed; the checkpoint moves to the last record, or to the record before
 ///   the first failure, and reading restarts `AT_SEQUENCE_NUMBER` of the failed
-///   record after a backoff. After [`RunnerConfig::max_batch_retries`] retries
-///   of one record it goes to the on-failure destination and the checkpoint
-///   moves past it, as Lambda's `MaximumRetryAttempts` and on-failure
-///   destination do.
+///   record after a backoff. A record that has kept failing for
+///   [`RunnerConfig::retry_budget`] (counted in its lease from its first
+///   failure, whichever runner met it) goes to the on-failure destination and
+///   the checkpoint moves past it, as Lambda's `MaximumRecordAgeInSeconds`
+///   and on-failure destination do.
 /// - **Stream events**: an expired iterator is renewed from the checkpoint;
 ///   trimmed data restarts at `TRIM_HORIZON` with a warning; a closed shard
 ///   read to its end is finished; empty polls back off.

@@ -7,8 +7,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use outbox_dynamodb::Item;
 
 use super::{
-    ATTR_CHECKPOINT, ATTR_EXPIRES, ATTR_FAILING_POSITION, ATTR_FAILURES, ATTR_FINISHED, ATTR_OWNER,
-    ATTR_PARENT, ATTR_PK, ATTR_SK, malformed,
+    ATTR_CHECKPOINT, ATTR_EXPIRES, ATTR_FAILING_POSITION, ATTR_FAILING_SINCE, ATTR_FAILURES, ATTR_FINISHED,
+    ATTR_OWNER, ATTR_PARENT, ATTR_PK, ATTR_SK, Failing, malformed,
 };
 use crate::{Lease, LeaseError, ShardKey};
 
@@ -27,13 +27,19 @@ pub(super) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-pub(super) fn failures_of(shard: &ShardKey, item: &Item) -> Result<u32, LeaseError> {
-    match item.get(ATTR_FAILURES) {
+/// The failure count and its start in an item just updated.
+pub(super) fn failing_of(shard: &ShardKey, item: &Item) -> Result<Failing, LeaseError> {
+    let number = |name: &str| match item.get(name) {
         Some(AttributeValue::N(n)) => n
-            .parse()
-            .map_err(|_| malformed(&shard.shard_id, "failures is not a count")),
-        _ => Err(malformed(&shard.shard_id, "failures missing after update")),
-    }
+            .parse::<i64>()
+            .map_err(|_| malformed(&shard.shard_id, format!("{name} is not an integer"))),
+        _ => Err(malformed(&shard.shard_id, format!("{name} missing after update"))),
+    };
+    Ok(Failing {
+        attempts: u32::try_from(number(ATTR_FAILURES)?)
+            .map_err(|_| malformed(&shard.shard_id, "failures is out of range"))?,
+        since_ms: number(ATTR_FAILING_SINCE)?,
+    })
 }
 
 /// A lease from its item.
@@ -78,6 +84,7 @@ pub(super) fn lease_from_item(item: &Item) -> Result<Lease, LeaseError> {
         parent: string(ATTR_PARENT).map_err(fail)?,
         failures: u32::try_from(failures).map_err(|_| fail("failures is out of range".into()))?,
         failing_position: string(ATTR_FAILING_POSITION).map_err(fail)?,
+        failing_since_ms: number(ATTR_FAILING_SINCE).map_err(fail)?,
         shard_id,
     })
 }

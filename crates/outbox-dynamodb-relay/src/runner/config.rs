@@ -20,10 +20,11 @@ pub struct RunnerConfig {
     pub lease_duration: Duration,
     /// `Limit` of each `GetRecords`, 1 to [`MAX_GET_RECORDS_LIMIT`].
     pub batch_limit: i32,
-    /// Retries of a failed record before it goes to the on-failure
-    /// destination (Lambda's `MaximumRetryAttempts`): it is attempted
-    /// `max_batch_retries + 1` times.
-    pub max_batch_retries: u32,
+    /// How long a record may keep failing, from its first failure (by any
+    /// runner), before it goes to the on-failure destination, as Lambda's
+    /// `MaximumRecordAgeInSeconds` does. Time rather than attempts, so that
+    /// a bus outage shorter than this sends nothing there.
+    pub retry_budget: Duration,
     /// First backoff after an empty poll, a failed batch or a transient error.
     pub backoff_initial: Duration,
     /// The backoff doubles up to this.
@@ -37,14 +38,14 @@ pub struct RunnerConfig {
 impl RunnerConfig {
     /// Defaults for a runner named `name` (its owner id is the name with
     /// a per-process part, [`instance_owner`]): 10 s leases, batches of
-    /// 1000, 5 retries, backoff 100 ms doubling to 2 s, 30 s per batch,
-    /// discovery every 10 s.
+    /// 1000, a failing record retried for 15 minutes, backoff 100 ms
+    /// doubling to 2 s, 30 s per batch, discovery every 10 s.
     pub fn new(name: &str) -> Self {
         Self {
             owner: instance_owner(name),
             lease_duration: Duration::from_secs(10),
             batch_limit: MAX_GET_RECORDS_LIMIT,
-            max_batch_retries: 5,
+            retry_budget: Duration::from_secs(15 * 60),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             batch_deadline: Duration::from_secs(30),

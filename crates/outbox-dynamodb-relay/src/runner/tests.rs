@@ -5,6 +5,7 @@ use std::time::Duration;
 use outbox_core::{Decoded, OutboxEvent, RelayRecord, SkipReason, SystemClock};
 
 use super::*;
+use crate::Failing;
 
 fn skip(position: &str) -> RelayRecord {
     RelayRecord {
@@ -63,15 +64,23 @@ fn an_exhausted_record_carries_its_event_and_the_attempts() {
         position: "42".into(),
         decoded: Decoded::Event(Box::new(event.clone())),
     };
-    let q = exhausted_record(&record, 6, false);
+    let failing = |attempts| Failing {
+        attempts,
+        since_ms: 0,
+    };
+    let q = exhausted_record(&record, failing(6), Duration::from_secs(900), false);
     assert_eq!(q.position, "42");
     assert_eq!(q.event, Some(event));
     assert_eq!(q.raw, None);
     assert_eq!(
         q.reason,
-        "retries exhausted after 6 attempts: the sink did not accept the event"
+        "retries exhausted after 6 attempts over 900 s: the sink did not accept the event"
     );
-    assert!(exhausted_record(&record, 2, true).reason.contains("deadline"));
+    assert!(
+        exhausted_record(&record, failing(2), Duration::ZERO, true)
+            .reason
+            .contains("deadline")
+    );
 
     let poison = RelayRecord {
         position: "43".into(),
@@ -80,10 +89,11 @@ fn an_exhausted_record_carries_its_event_and_the_attempts() {
             raw: "{}".into(),
         },
     };
-    let q = exhausted_record(&poison, 3, false);
+    let q = exhausted_record(&poison, failing(3), Duration::from_secs(1), false);
     assert_eq!((q.event, q.raw.as_deref()), (None, Some("{}")));
     assert!(
-        q.reason.starts_with("retries exhausted after 3 attempts: "),
+        q.reason
+            .starts_with("retries exhausted after 3 attempts over 1 s: "),
         "{}",
         q.reason
     );

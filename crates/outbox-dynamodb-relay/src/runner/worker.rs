@@ -2,6 +2,8 @@
 //! checkpoints what is done, and retries or sends to the on-failure queue
 //! what is not.
 
+use std::time::Duration;
+
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use outbox_core::host::{Stop, StopSignal, WorkerExit, lease_call};
 use outbox_core::{BatchOutcome, Decoded, EventSink, Quarantine, QuarantinedRecord, RelayRecord};
@@ -9,7 +11,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{DynamoDbStreamRunner, ReadError, Start, read_error};
-use crate::{Lease, RunnerError, ShardKey};
+use crate::{Failing, Lease, RunnerError, ShardKey};
 
 type Exit = WorkerExit<RunnerError>;
 
@@ -49,7 +51,8 @@ pub(super) fn plan_batch(records: &[RelayRecord], first_failure: Option<&str>) -
 /// exhausted.
 pub(super) fn exhausted_record(
     record: &RelayRecord,
-    attempts: u32,
+    failing: Failing,
+    failing_for: Duration,
     deadline_reached: bool,
 ) -> QuarantinedRecord {
     let (event, raw, why) = match &record.decoded {
@@ -71,7 +74,11 @@ pub(super) fn exhausted_record(
     };
     QuarantinedRecord {
         position: record.position.clone(),
-        reason: format!("retries exhausted after {attempts} attempts: {why}"),
+        reason: format!(
+            "retries exhausted after {} attempts over {} s: {why}",
+            failing.attempts,
+            failing_for.as_secs()
+        ),
         event,
         raw,
     }
@@ -219,16 +226,21 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                     }
                     let record = &decoded[failed];
                     let position = record.position.as_str();
-                    let attempts = match lease_call(stop, self.config.backoffs(), || {
+                    let failing = match lease_call(stop, self.config.backoffs(), || {
                         self.leases.record_failure(&key, owner, position)
                     })
                     .await
                     {
-                        Ok(attempts) => attempts,
+                        Ok(failing) => failing,
                         Err(exit) => return exit,
                     };
-                    if attempts > self.config.max_batch_retries {
-                        let exhausted = exhausted_record(record, attempts, outcome.deadline_reached);
+                    let attempts = failing.attempts;
+                    let failing_for = Duration::from_millis(
+                        u64::try_from(self.leases.now_ms().saturating_sub(failing.since_ms)).unwrap_or(0),
+                    );
+                    if failing_for >= self.config.retry_budget {
+                        let exhausted =
+                            exhausted_record(record, failing, failing_for, outcome.deadline_reached);
                         match self.on_failure.quarantine(&exhausted).await {
                             Ok(()) => {
                                 tracing::warn!(%position, attempts, reason = %exhausted.reason, "sent to the on-failure destination");
@@ -255,6 +267,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                         tracing::warn!(
                             %position,
                             attempts,
+                            failing_for_s = failing_for.as_secs(),
                             failed = outcome.failed,
                             deadline_reached = outcome.deadline_reached,
                             "batch failed; reading again from the failed record"
