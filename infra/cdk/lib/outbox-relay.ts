@@ -122,7 +122,10 @@ export interface OutboxRelayProps {
   readonly batchSize?: number;
   /** How long to gather records before invoking. @default 1 s */
   readonly maxBatchingWindow?: Duration;
-  /** Retries of a failed batch before it goes to the on-failure queue (0..10000). @default 10 */
+  /**
+   * Retries of a failed batch before it goes to the on-failure queue (0..10000). The default, the
+   * largest bound, leaves `maxRecordAge` as the retry budget (time, not attempts). @default 10000
+   */
   readonly maxRetryAttempts?: number;
   /** Records older than this go to the on-failure queue (60 s..24 h). @default 6 h */
   readonly maxRecordAge?: Duration;
@@ -189,7 +192,7 @@ export const OUTBOX_RELAY_DEFAULTS = {
   logRetention: logs.RetentionDays.ONE_MONTH,
   batchSize: 100,
   maxBatchingWindow: Duration.seconds(1),
-  maxRetryAttempts: 10,
+  maxRetryAttempts: 10000,
   maxRecordAge: Duration.hours(6),
   iteratorAgeAlarmThreshold: Duration.seconds(60),
   relayHost: 'lambda' as RelayHost,

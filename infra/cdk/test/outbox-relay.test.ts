@@ -189,7 +189,7 @@ describe('OutboxRelay (creating the table and the bus)', () => {
       MaximumBatchingWindowInSeconds: 1,
       FunctionResponseTypes: ['ReportBatchItemFailures'],
       BisectBatchOnFunctionError: true,
-      MaximumRetryAttempts: 10,
+      MaximumRetryAttempts: 10000,
       MaximumRecordAgeInSeconds: 21600,
       ParallelizationFactor: 1,
       DestinationConfig: { OnFailure: { Destination: getAtt(onFailureId, 'Arn') } },
