@@ -78,6 +78,9 @@ pub enum Fault {
     Entry(FailureClass, &'static str),
     /// Fail the whole call with this class and code.
     Call(FailureClass, &'static str),
+    /// Answer the call only after this long (then per the rule); a scripted
+    /// call fault only.
+    Stall(std::time::Duration),
 }
 
 type Rule = Box<dyn Fn(&OutboxEvent, u32) -> Fault + Send + Sync>;
@@ -155,12 +158,17 @@ impl EventSink for FlakySink {
 
     async fn publish(&self, events: &[&OutboxEvent]) -> Result<Vec<EntryResult>, SinkError> {
         *lock(&self.calls) += 1;
-        if let Some(Fault::Call(class, code)) = lock(&self.scripted_calls).pop_front() {
-            return Err(SinkError {
-                class,
-                code: code.into(),
-                message: "scripted call failure".into(),
-            });
+        let scripted = lock(&self.scripted_calls).pop_front();
+        match scripted {
+            Some(Fault::Call(class, code)) => {
+                return Err(SinkError {
+                    class,
+                    code: code.into(),
+                    message: "scripted call failure".into(),
+                });
+            }
+            Some(Fault::Stall(delay)) => tokio::time::sleep(delay).await,
+            _ => {}
         }
         let mut results = Vec::with_capacity(events.len());
         for event in events {
@@ -187,6 +195,11 @@ impl EventSink for FlakySink {
                         message: "scripted call failure".into(),
                     });
                 }
+                Fault::Stall(_) => results.push(EntryResult::Failed {
+                    class: FailureClass::Transient,
+                    code: "Stall".into(),
+                    message: "a stall is a call fault".into(),
+                }),
             }
         }
         Ok(results)

@@ -242,7 +242,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         // Behind a trait object, the reader's type (with the source's) is not
         // part of this future's: that keeps the future `Send` for any source.
         let chunks: &mut (dyn Iterator<Item = Chunk<R::Event>> + Send) = &mut reader;
-        let mut settled = self.publish_each(chunks, &slots, &mut outcome).await;
+        let mut settled = self.publish_each(chunks, &slots, &mut outcome, deadline).await;
         if let Some(error) = stopped {
             return finish(Err(error));
         }
@@ -286,7 +286,9 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             tokio::time::sleep(delay).await;
             outcome.retried += pending.len();
             let mut chunks = self.retry_chunks(own(&mut slots), &pending).into_iter();
-            settled = self.publish_each(&mut chunks, &slots, &mut outcome).await;
+            settled = self
+                .publish_each(&mut chunks, &slots, &mut outcome, deadline)
+                .await;
         };
         let slots = own(&mut slots);
         for i in pending {
@@ -316,12 +318,14 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
     /// calls progress in between: the next calls start as soon as slots
     /// free, without waiting for their records to be decoded. Returns what
     /// to retry, what to quarantine and a whole-call permanent error if one
-    /// happened.
+    /// happened. No call outlives `deadline` less the margin (see
+    /// [`publish_chunk`](Self::publish_chunk)).
     async fn publish_each<H, T>(
         &self,
         chunks: &mut (dyn Iterator<Item = Chunk<H>> + Send),
         slots: &Mutex<Vec<Slot<H, T>>>,
         outcome: &mut BatchOutcome,
+        deadline: Option<Instant>,
     ) -> Settled
     where
         H: Deref<Target = OutboxEvent> + Send + Sync,
@@ -343,7 +347,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
                     more = false;
                     break;
                 };
-                calls.push_back(self.publish_chunk(chunk));
+                calls.push_back(self.publish_chunk(chunk, deadline));
             }
             let sent = loop {
                 // A call that has ended comes first.
@@ -363,6 +367,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             };
             // No call in flight and none to start: every chunk is settled.
             let Some(sent) = sent else { break };
+            outcome.deadline_reached |= sent.deadline_reached;
             let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
             let call = self.settle(sent, &mut slots, outcome);
             settled.retry.extend(call.retry);
@@ -373,10 +378,38 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         settled
     }
 
-    async fn publish_chunk<H: Deref<Target = OutboxEvent> + Sync>(&self, chunk: Chunk<H>) -> Sent<H> {
-        let events: Vec<&OutboxEvent> = chunk.events.iter().map(|e| &**e).collect();
-        let result = self.sink.publish(&events).await;
-        Sent { chunk, result }
+    /// One call for `chunk`, given up at `deadline` less the margin: the
+    /// batch then ends in time, and the call's entries count as failed
+    /// (whether the sink took them is unknown, so they may arrive twice).
+    /// Past that time no call starts.
+    async fn publish_chunk<H: Deref<Target = OutboxEvent> + Sync>(
+        &self,
+        chunk: Chunk<H>,
+        deadline: Option<Instant>,
+    ) -> Sent<H> {
+        let (result, deadline_reached) = {
+            let events: Vec<&OutboxEvent> = chunk.events.iter().map(|e| &**e).collect();
+            let call = self.sink.publish(&events);
+            match deadline.and_then(|d| d.checked_sub(self.config.deadline_margin)) {
+                None => (call.await, false),
+                Some(cutoff) if Instant::now() >= cutoff => (Err(deadline_passed()), true),
+                Some(cutoff) => match tokio::time::timeout_at(cutoff, call).await {
+                    Ok(result) => (result, false),
+                    Err(_) => {
+                        tracing::warn!(
+                            entries = events.len(),
+                            "batch deadline reached during a call; giving it up"
+                        );
+                        (Err(deadline_passed()), true)
+                    }
+                },
+            }
+        };
+        Sent {
+            chunk,
+            result,
+            deadline_reached,
+        }
     }
 
     /// The chunks of a retry of `pending`, their events taken from `slots`.
@@ -401,7 +434,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
     /// and a whole-call permanent error if one happened.
     fn settle<H: Deref<Target = OutboxEvent>, T: Deref<Target = str>>(
         &self,
-        Sent { chunk, result }: Sent<H>,
+        Sent { chunk, result, .. }: Sent<H>,
         slots: &mut [Slot<H, T>],
         outcome: &mut BatchOutcome,
     ) -> Settled {
@@ -535,6 +568,19 @@ impl<H> Chunk<H> {
 struct Sent<H> {
     chunk: Chunk<H>,
     result: Result<Vec<EntryResult>, SinkError>,
+    /// The call was not made, or given up, for the batch deadline.
+    deadline_reached: bool,
+}
+
+/// The failure of a call not made, or given up, for the batch deadline.
+fn deadline_passed() -> SinkError {
+    SinkError {
+        class: FailureClass::Transient,
+        code: "BatchDeadline".into(),
+        message:
+            "the batch deadline passed before the call ended; whether the sink took its entries is unknown"
+                .into(),
+    }
 }
 
 mod reader;

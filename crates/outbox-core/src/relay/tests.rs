@@ -240,6 +240,31 @@ async fn the_deadline_stops_retrying_before_it_is_too_late() {
     );
 }
 
+/// A call that stalls past the deadline (a slow bus, an attempt timeout
+/// longer than the batch has left) does not hold the batch: it is given up
+/// a margin before the deadline, its entries fail, the rest is reported.
+#[tokio::test(start_paused = true)]
+async fn a_call_stalled_past_the_deadline_is_given_up_in_time() {
+    // The first call (entries 1-10) stalls for a minute; the others answer.
+    let sink = FlakySink::new(|_, _| Fault::Accept).with_calls([Fault::Stall(Duration::from_secs(60))]);
+    let relay = Relay::new(sink, RecordingQuarantine::default(), config());
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(5);
+    let records = events(25);
+    let outcome = relay.relay(&records, Some(deadline)).await;
+    assert!(outcome.deadline_reached);
+    assert!(
+        Instant::now() <= deadline - config().deadline_margin,
+        "ended {:?} after the start, the margin before the deadline kept",
+        Instant::now() - start
+    );
+    assert_eq!((outcome.published, outcome.failed), (15, 10));
+    assert_eq!(
+        outcome.first_failure.as_deref(),
+        Some(records[0].position.as_str())
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_permanent_call_failure_fails_the_records_without_quarantining_them() {
     let sink = FlakySink::new(|_, _| Fault::Call(FailureClass::Permanent, "AccessDeniedException"));
