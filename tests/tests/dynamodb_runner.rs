@@ -401,6 +401,85 @@ async fn a_stopped_runner_hands_over_at_its_checkpoint() {
     );
 }
 
+/// A sink that answers each call after `delay`: a bus at a distance.
+struct Slow {
+    inner: RecordingSink,
+    delay: Duration,
+}
+
+impl EventSink for Slow {
+    fn limits(&self) -> ChunkLimits {
+        self.inner.limits()
+    }
+
+    fn entry_size(&self, event: &OutboxEvent) -> usize {
+        self.inner.entry_size(event)
+    }
+
+    async fn publish(&self, events: &[&OutboxEvent]) -> Result<Vec<EntryResult>, SinkError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.publish(events).await
+    }
+}
+
+/// The runner checkpoints a batch's delivered prefix as it goes: a crash in
+/// the middle of a long batch repeats only about what was in flight, not
+/// the batch.
+#[tokio::test]
+async fn a_crash_mid_batch_repeats_only_what_was_in_flight() {
+    let f = Fixture::new().await;
+    let mut written = Vec::new();
+    for i in 0..400u32 {
+        written.push(
+            f.write(&format!("crash-{}", i % 40), u64::from(i / 40 + 1), false)
+                .await,
+        );
+    }
+    // 40 calls of 10, 4 at a time, 50 ms each: the batch of 400 takes about 500 ms.
+    let slow = Arc::new(Slow {
+        inner: RecordingSink::default(),
+        delay: Duration::from_millis(50),
+    });
+    let crash = Arc::new(Notify::new());
+    let first = start(f.runner(
+        Shared::new(&slow).with_trigger(300, &crash),
+        RecordingQuarantine::default(),
+        RecordingQuarantine::default(),
+        config("before-crash"),
+    ));
+    tokio::time::timeout(PATIENCE, crash.notified())
+        .await
+        .expect("300 delivered");
+    first.task.abort();
+    let _ = first.task.await;
+    let before = slow.inner.published();
+    let checkpoint = f.leases().await.pop().and_then(|l| l.checkpoint);
+    assert!(checkpoint.is_some(), "checkpointed within the batch");
+
+    // The lease of the crashed runner expires; a new one takes over.
+    let after = Arc::new(RecordingSink::default());
+    let second = start(f.runner(
+        Shared::new(&after),
+        RecordingQuarantine::default(),
+        RecordingQuarantine::default(),
+        config("after-crash"),
+    ));
+    let all: HashSet<Uuid> = ids(&written).into_iter().collect();
+    eventually("every event after the crash", || {
+        let mut seen: HashSet<Uuid> = ids(&before).into_iter().collect();
+        seen.extend(ids(&after.published()));
+        seen == all
+    })
+    .await;
+    second.shutdown().await;
+    let duplicates = before.len() + after.published().len() - written.len();
+    assert!(
+        duplicates <= 150,
+        "{duplicates} delivered twice of the {} delivered before the crash",
+        before.len()
+    );
+}
+
 /// A deployment that gives every replica one name (`OUTBOX_RUNNER_OWNER`
 /// in a template) still gets one owner per process.
 #[tokio::test]

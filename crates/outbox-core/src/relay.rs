@@ -192,6 +192,29 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         })
     }
 
+    /// Relays one ordered batch as [`relay`](Self::relay) does, calling
+    /// `done` with the position of the last record of the batch's done
+    /// prefix (delivered, quarantined or skipped, with every record before
+    /// it) each time that prefix grows, while the batch is still being
+    /// relayed: a host can checkpoint as it goes, so that a crash repeats
+    /// only what was in flight.
+    pub fn relay_with_progress<'a>(
+        &'a self,
+        records: &'a [RelayRecord],
+        deadline: Option<Instant>,
+        done: &'a (dyn Fn(&str) + Send + Sync),
+    ) -> impl Future<Output = BatchOutcome> + Send + 'a {
+        self.run_reporting(
+            Borrowed(records.iter()),
+            deadline,
+            Some(done),
+            |outcome| match outcome {
+                Ok(outcome) => outcome,
+                Err(never) => match never {},
+            },
+        )
+    }
+
     /// Relays one ordered batch whose records come from `records` as they
     /// are decoded: the relay reads only as many as the next chunk needs, so
     /// the first calls are in flight while the rest of the batch is still
@@ -217,12 +240,27 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
 
     /// The relay algorithm; `finish` turns its result into what the caller
     /// returns.
-    async fn run<R: SourceRecord + Send, E: Send, O>(
+    fn run<'a, R: SourceRecord + Send + 'a, E: Send + 'a, O: 'a>(
+        &'a self,
+        source: impl Iterator<Item = Result<R, E>> + Send + 'a,
+        deadline: Option<Instant>,
+        finish: impl FnOnce(Result<BatchOutcome, E>) -> O + Send + 'a,
+    ) -> impl Future<Output = O> + Send + 'a {
+        self.run_reporting(source, deadline, None, finish)
+    }
+
+    /// [`run`](Self::run), reporting the done prefix to `done`.
+    async fn run_reporting<R: SourceRecord + Send, E: Send, O>(
         &self,
         source: impl Iterator<Item = Result<R, E>> + Send,
         deadline: Option<Instant>,
+        done: Option<&(dyn Fn(&str) + Send + Sync)>,
         finish: impl FnOnce(Result<BatchOutcome, E>) -> O + Send,
     ) -> O {
+        let mut progress = Progress {
+            report: done,
+            done: 0,
+        };
         // The reader adds slots between calls, the results of the calls
         // update them: never at the same time (one task), hence a lock that
         // is never contended, and never held across an await.
@@ -242,12 +280,15 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         // Behind a trait object, the reader's type (with the source's) is not
         // part of this future's: that keeps the future `Send` for any source.
         let chunks: &mut (dyn Iterator<Item = Chunk<R::Event>> + Send) = &mut reader;
-        let mut settled = self.publish_each(chunks, &slots, &mut outcome, deadline).await;
+        let mut settled = self
+            .publish_each(chunks, &slots, &mut outcome, deadline, &mut progress)
+            .await;
         if let Some(error) = stopped {
             return finish(Err(error));
         }
         outcome.records = own(&mut slots).len();
         self.quarantine_all(own(&mut slots), to_quarantine).await;
+        progress.advance(own(&mut slots));
 
         let mut retry = 0u32;
         let pending = loop {
@@ -257,6 +298,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
                 fatal,
             } = settled;
             self.quarantine_all(own(&mut slots), permanent).await;
+            progress.advance(own(&mut slots));
             if pending.is_empty() {
                 break pending;
             }
@@ -287,7 +329,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             outcome.retried += pending.len();
             let mut chunks = self.retry_chunks(own(&mut slots), &pending).into_iter();
             settled = self
-                .publish_each(&mut chunks, &slots, &mut outcome, deadline)
+                .publish_each(&mut chunks, &slots, &mut outcome, deadline, &mut progress)
                 .await;
         };
         let slots = own(&mut slots);
@@ -326,6 +368,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
         slots: &Mutex<Vec<Slot<H, T>>>,
         outcome: &mut BatchOutcome,
         deadline: Option<Instant>,
+        progress: &mut Progress<'_>,
     ) -> Settled
     where
         H: Deref<Target = OutboxEvent> + Send + Sync,
@@ -370,6 +413,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             outcome.deadline_reached |= sent.deadline_reached;
             let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
             let call = self.settle(sent, &mut slots, outcome);
+            progress.advance(&slots);
             settled.retry.extend(call.retry);
             settled.permanent.extend(call.permanent);
             settled.fatal = settled.fatal.or(call.fatal);
@@ -522,6 +566,32 @@ struct Settled {
     retry: Vec<usize>,
     permanent: Vec<(usize, QuarantinedRecord)>,
     fatal: Option<SinkError>,
+}
+
+/// How far the batch's done prefix has been reported.
+struct Progress<'p> {
+    report: Option<&'p (dyn Fn(&str) + Send + Sync)>,
+    /// The length of the prefix reported so far.
+    done: usize,
+}
+
+impl Progress<'_> {
+    /// Reports the done prefix of `slots` if it grew.
+    fn advance<H, T: Deref<Target = str>>(&mut self, slots: &[Slot<H, T>]) {
+        let Some(report) = self.report else { return };
+        let start = self.done;
+        while let Some(slot) = slots.get(self.done)
+            && matches!(
+                slot.status,
+                Status::Delivered | Status::Quarantined | Status::Skipped
+            )
+        {
+            self.done += 1;
+        }
+        if self.done > start {
+            report(&slots[self.done - 1].position);
+        }
+    }
 }
 
 /// The slots, when nothing else holds them: no locking.

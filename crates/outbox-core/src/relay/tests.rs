@@ -266,6 +266,49 @@ async fn a_call_stalled_past_the_deadline_is_given_up_in_time() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_done_prefix_is_reported_as_it_grows_and_stops_at_the_first_failure() {
+    let records = events(35);
+    let stuck = match &records[22].decoded {
+        Decoded::Event(event) => event.id(),
+        _ => unreachable!(),
+    };
+    let sink = FlakySink::new(move |e, _| {
+        if e.id() == stuck {
+            Fault::Entry(FailureClass::Transient, "ThrottlingException")
+        } else {
+            Fault::Accept
+        }
+    });
+    let relay = Relay::new(sink, RecordingQuarantine::default(), config());
+    let reported = std::sync::Mutex::new(Vec::<String>::new());
+    let done = |position: &str| reported.lock().unwrap().push(position.to_owned());
+    let outcome = relay.relay_with_progress(&records, None, &done).await;
+    assert_eq!(
+        outcome.first_failure.as_deref(),
+        Some(records[22].position.as_str())
+    );
+    let reported = reported.into_inner().unwrap();
+    let indices: Vec<usize> = reported
+        .iter()
+        .map(|p| records.iter().position(|r| &r.position == p).unwrap())
+        .collect();
+    assert!(
+        !indices.is_empty() && indices.windows(2).all(|w| w[0] < w[1]),
+        "{indices:?}"
+    );
+    assert_eq!(indices.last(), Some(&21), "up to the record before the failure");
+
+    let relay = Relay::new(RecordingSink::default(), RecordingQuarantine::default(), config());
+    let last = std::sync::Mutex::new(None::<String>);
+    let done = |position: &str| *last.lock().unwrap() = Some(position.to_owned());
+    relay.relay_with_progress(&records, None, &done).await;
+    assert_eq!(
+        last.into_inner().unwrap().as_deref(),
+        Some(records[34].position.as_str())
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_permanent_call_failure_fails_the_records_without_quarantining_them() {
     let sink = FlakySink::new(|_, _| Fault::Call(FailureClass::Permanent, "AccessDeniedException"));
     let relay = Relay::new(sink, RecordingQuarantine::default(), config());

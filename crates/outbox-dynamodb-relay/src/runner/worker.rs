@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use outbox_core::host::{Stop, StopSignal, WorkerExit, lease_call};
 use outbox_core::{BatchOutcome, Decoded, EventSink, Quarantine, QuarantinedRecord, RelayRecord};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -14,6 +16,10 @@ use super::{DynamoDbStreamRunner, ReadError, Start, read_error};
 use crate::{Failing, Lease, RunnerError, ShardKey};
 
 type Exit = WorkerExit<RunnerError>;
+
+/// The shortest time between two checkpoints within a batch: each is a
+/// lease-table write.
+const MID_BATCH_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// What to checkpoint after a relayed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,11 +196,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                 Err(error) => return Exit::Fatal(RunnerError::Decode(error)),
             };
             let span = tracing::info_span!("batch", records = decoded.len());
-            let outcome = self
-                .relay
-                .relay(&decoded, Some(Instant::now() + self.config.batch_deadline))
-                .instrument(span)
-                .await;
+            let outcome = self.relay_checkpointing(&key, &decoded).instrument(span).await;
             self.count(&outcome);
             let Some(plan) = plan_batch(&decoded, outcome.first_failure.as_deref()) else {
                 continue;
@@ -277,6 +279,39 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                     }
                 }
             }
+        }
+    }
+
+    /// Relays one batch, checkpointing its done prefix as it grows (at most
+    /// every [`MID_BATCH_CHECKPOINT_EVERY`]), so that a crash repeats only
+    /// what was in flight. Failed checkpoints here are only logged: the
+    /// batch's final checkpoint is the one that must succeed.
+    async fn relay_checkpointing(&self, key: &ShardKey, decoded: &[RelayRecord]) -> BatchOutcome {
+        let (done_tx, mut done_rx) = watch::channel(None::<String>);
+        let report = move |position: &str| {
+            done_tx.send_replace(Some(position.to_owned()));
+        };
+        let relaying = self.relay.relay_with_progress(
+            decoded,
+            Some(Instant::now() + self.config.batch_deadline),
+            &report,
+        );
+        let checkpointing = async {
+            while done_rx.changed().await.is_ok() {
+                let Some(position) = done_rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                if let Err(error) = self.leases.checkpoint(key, &self.config.owner, &position).await {
+                    tracing::debug!(error = %DisplayErrorContext(&error), "checkpoint within the batch failed");
+                }
+                tokio::time::sleep(MID_BATCH_CHECKPOINT_EVERY).await;
+            }
+            // The sender lives as long as the batch: this is not reached first.
+            std::future::pending::<std::convert::Infallible>().await
+        };
+        tokio::select! {
+            outcome = relaying => outcome,
+            never = checkpointing => match never {},
         }
     }
 
