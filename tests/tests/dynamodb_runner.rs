@@ -709,6 +709,12 @@ async fn a_record_the_sink_keeps_refusing_goes_to_the_on_failure_destination_aft
     let accepted_ids: HashSet<Uuid> = ids(&accepted).into_iter().collect();
     let expected: HashSet<Uuid> = ids(&written).into_iter().filter(|id| *id != bad).collect();
     assert_eq!(accepted_ids, expected, "every other event delivered");
+    assert_eq!(
+        accepted.len(),
+        expected.len(),
+        "the batch is read again from the refused record, but what was delivered is not published again"
+    );
+    assert!(report.already_delivered >= 2, "{report}");
     for (aggregate, sequences) in sequences_by_aggregate(&accepted) {
         assert_eq!(sequences[..2], [1, 2], "aggregate {aggregate} starts in order");
     }

@@ -32,6 +32,7 @@ mod chunk;
 mod clock;
 mod cloudevents;
 pub mod config;
+mod delivered;
 mod envelope;
 mod error;
 #[cfg(any(test, feature = "test-util"))]
@@ -46,6 +47,7 @@ mod share;
 pub use chunk::chunk_ranges;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{ConfigError, Env};
+pub use delivered::DEFAULT_DELIVERED_MEMORY;
 pub use envelope::{MAX_METADATA_KEY_LEN, OutboxEvent, OutboxEventBuilder, OutboxEventParts, TraceParent};
 pub use error::{EnvelopeError, error_chain};
 pub use payload::{MAX_PAYLOAD_DEPTH, Payload};

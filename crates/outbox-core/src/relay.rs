@@ -14,9 +14,10 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 
 use crate::chunk::{Chunker, chunk_ranges};
+use crate::delivered::Delivered;
 use crate::{
-    ChunkLimits, Clock, EntryResult, EventSink, FailureClass, OutboxEvent, Quarantine, QuarantinedRecord,
-    RetryPolicy, SinkError, SystemClock,
+    ChunkLimits, Clock, DEFAULT_DELIVERED_MEMORY, EntryResult, EventSink, FailureClass, OutboxEvent,
+    Quarantine, QuarantinedRecord, RetryPolicy, SinkError, SystemClock,
 };
 
 /// Why a record is skipped. Skips never fail a batch.
@@ -98,6 +99,9 @@ pub struct BatchOutcome {
     pub published: usize,
     /// Records skipped.
     pub skipped: usize,
+    /// Events not published again because this relay delivered them lately
+    /// (a batch read again after an earlier failure).
+    pub already_delivered: usize,
     /// Records quarantined (poison, oversize, permanently refused).
     pub quarantined: usize,
     /// Records neither delivered nor quarantined.
@@ -118,6 +122,8 @@ pub struct BatchOutcome {
 enum Status {
     Pending,
     Delivered,
+    /// Delivered by this relay in an earlier attempt of the batch.
+    AlreadyDelivered,
     Quarantined,
     Skipped,
     Failed,
@@ -130,6 +136,7 @@ pub struct Relay<S, Q> {
     quarantine: Q,
     config: RelayConfig,
     clock: Arc<dyn Clock>,
+    delivered: Arc<Delivered>,
 }
 
 impl<S: std::fmt::Debug, Q: std::fmt::Debug> std::fmt::Debug for Relay<S, Q> {
@@ -150,7 +157,17 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             quarantine,
             config,
             clock: Arc::new(SystemClock),
+            delivered: Arc::new(Delivered::new(DEFAULT_DELIVERED_MEMORY)),
         }
+    }
+
+    /// Remembers the ids of the last `capacity` events delivered (default
+    /// [`DEFAULT_DELIVERED_MEMORY`]; 0: none), so that a batch read again
+    /// after an earlier failure does not publish them again.
+    #[must_use]
+    pub fn with_delivered_memory(mut self, capacity: usize) -> Self {
+        self.delivered = Arc::new(Delivered::new(capacity));
+        self
     }
 
     /// Uses `clock` for event ages.
@@ -276,6 +293,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             stopped: &mut stopped,
             chunker: Chunker::new(self.sink.limits()),
             carry: None,
+            delivered: &self.delivered,
         };
         // Behind a trait object, the reader's type (with the source's) is not
         // part of this future's: that keeps the future `Send` for any source.
@@ -342,6 +360,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
                 Status::Delivered => outcome.published += 1,
                 Status::Quarantined => outcome.quarantined += 1,
                 Status::Skipped => outcome.skipped += 1,
+                Status::AlreadyDelivered => outcome.already_delivered += 1,
                 Status::Failed | Status::Pending => {
                     outcome.failed += 1;
                     if outcome.first_failure.is_none() {
@@ -506,6 +525,7 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
             match entries.get(k) {
                 Some(EntryResult::Published) => {
                     slot.status = Status::Delivered;
+                    self.delivered.insert(event.id());
                     outcome
                         .publish_ages_ms
                         .push((now - event.occurred_at()).num_milliseconds());
@@ -583,7 +603,7 @@ impl Progress<'_> {
         while let Some(slot) = slots.get(self.done)
             && matches!(
                 slot.status,
-                Status::Delivered | Status::Quarantined | Status::Skipped
+                Status::Delivered | Status::AlreadyDelivered | Status::Quarantined | Status::Skipped
             )
         {
             self.done += 1;

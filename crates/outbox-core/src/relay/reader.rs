@@ -6,6 +6,7 @@ use std::ops::Deref;
 use std::sync::{Mutex, PoisonError};
 
 use crate::chunk::Chunker;
+use crate::delivered::Delivered;
 use crate::{Decoded, EventSink, OutboxEvent, QuarantinedRecord, RelayRecord};
 
 use super::{Chunk, Slot, Status};
@@ -86,6 +87,8 @@ pub(super) struct Reader<'r, I, S, R: SourceRecord, E> {
     pub(super) chunker: Chunker,
     /// The next chunk, started by the record that did not fit in the last.
     pub(super) carry: Option<Chunk<R::Event>>,
+    /// What this relay delivered lately: not published again.
+    pub(super) delivered: &'r Delivered,
 }
 
 impl<I, S, R, E> Iterator for Reader<'_, I, S, R, E>
@@ -132,6 +135,10 @@ where
                         raw: Some((*raw).to_owned()),
                     },
                 )),
+                Part::Event(event) if self.delivered.contains(&event.id()) => {
+                    tracing::debug!(event_id = %event.id(), position = %&*slot.position, "delivered before; not published again");
+                    slot.status = Status::AlreadyDelivered;
+                }
                 Part::Event(event) => {
                     let size = self.sink.entry_size(&event);
                     let max_bytes = self.sink.limits().max_bytes;

@@ -308,6 +308,23 @@ async fn the_done_prefix_is_reported_as_it_grows_and_stops_at_the_first_failure(
     );
 }
 
+#[tokio::test]
+async fn a_batch_read_again_does_not_publish_what_this_relay_delivered() {
+    let records = events(12);
+    let relay = Relay::new(RecordingSink::default(), RecordingQuarantine::default(), config());
+    relay.relay(&records, None).await;
+    let again = relay.relay(&records, None).await;
+    assert_eq!((again.published, again.already_delivered, again.failed), (0, 12, 0));
+    assert_eq!(again.first_failure, None);
+    assert_eq!(relay.sink().published().len(), 12);
+
+    let forgetful = Relay::new(RecordingSink::default(), RecordingQuarantine::default(), config())
+        .with_delivered_memory(0);
+    forgetful.relay(&records, None).await;
+    forgetful.relay(&records, None).await;
+    assert_eq!(forgetful.sink().published().len(), 24);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_permanent_call_failure_fails_the_records_without_quarantining_them() {
     let sink = FlakySink::new(|_, _| Fault::Call(FailureClass::Permanent, "AccessDeniedException"));

@@ -105,6 +105,9 @@ pub struct RunnerReport {
     pub published: usize,
     /// Records skipped (not outbox inserts).
     pub skipped: usize,
+    /// Events read again after a failure that this runner had delivered:
+    /// not published again.
+    pub already_delivered: usize,
     /// Records quarantined by the relay (poison, oversize, refused).
     pub quarantined: usize,
     /// Batches with a record neither delivered nor quarantined.
@@ -120,13 +123,14 @@ impl std::fmt::Display for RunnerReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} batches, {} records: {} published, {} skipped, {} quarantined; {} failed batches, \
-             {} sent to the on-failure queue, {} shards finished",
+            "{} batches, {} records: {} published, {} skipped, {} quarantined, {} already delivered; \
+             {} failed batches, {} sent to the on-failure queue, {} shards finished",
             self.batches,
             self.records,
             self.published,
             self.skipped,
             self.quarantined,
+            self.already_delivered,
             self.failed_batches,
             self.sent_to_on_failure,
             self.shards_finished

@@ -377,6 +377,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
         report.records += outcome.records;
         report.published += outcome.published;
         report.skipped += outcome.skipped;
+        report.already_delivered += outcome.already_delivered;
         report.quarantined += outcome.quarantined;
         if outcome.first_failure.is_some() {
             report.failed_batches += 1;
