@@ -7,16 +7,17 @@ use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use outbox_cli::bootstrap::{LocalStack, create_local_stack, drain_queue};
-use outbox_cli::redrive::{RedriveOptions, redrive};
+use outbox_cli::redrive::{RedriveOptions, Sources, redrive};
 use outbox_cli::replay::{ReplayOptions, ReplaySelection, replay};
 use outbox_core::{FixedClock, OutboxEvent, Quarantine, QuarantinedRecord, SystemClock};
 use outbox_dynamodb::{DynamoDbOutboxWriter, OutboxSchema, OutboxTransaction};
+use outbox_dynamodb_relay::DynamoDbStreamDecoder;
 use outbox_eventbridge::{EventBridgeSink, QuarantineMessage, S3ClaimCheck, SqsQuarantine};
 use outbox_tests::{
     DYNAMODB_ENDPOINT_VAR, MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, outbox_binary, s3_client,
     unique_name,
 };
-use outbox_tests::{eventbridge_client, sqs_client};
+use outbox_tests::{eventbridge_client, sqs_client, streams_client};
 use serde_json::{Value, json};
 
 const SOURCE: &str = "com.example.orders";
@@ -41,6 +42,34 @@ fn sqs() -> aws_sdk_sqs::Client {
 
 fn s3() -> aws_sdk_s3::Client {
     s3_client(&endpoint(MOTO_ENDPOINT_VAR))
+}
+
+/// The clients `redrive` reads with, against the emulators.
+struct Clients {
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
+    streams: aws_sdk_dynamodbstreams::Client,
+    decoder: DynamoDbStreamDecoder,
+}
+
+impl Clients {
+    fn sources(&self) -> Sources<'_> {
+        Sources {
+            sqs: &self.sqs,
+            s3: &self.s3,
+            streams: &self.streams,
+            decoder: &self.decoder,
+        }
+    }
+}
+
+fn clients() -> Clients {
+    Clients {
+        sqs: sqs(),
+        s3: s3(),
+        streams: streams_client(),
+        decoder: DynamoDbStreamDecoder::new(OutboxSchema::new("orders")),
+    }
 }
 
 fn sink(bus: &str) -> EventBridgeSink {
@@ -133,8 +162,7 @@ async fn redrive_republishes_quarantined_events_and_leaves_only_the_raw_record()
 
     let mut out = Vec::new();
     let report = redrive(
-        &sqs(),
-        &s3(),
+        &clients().sources(),
         &sink(&stack.bus.bus),
         &redrive_options(&stack),
         &mut out,
@@ -244,8 +272,7 @@ async fn a_record_too_large_for_the_queue_is_stored_in_s3_and_redriven_whole() {
     }
     let mut out = Vec::new();
     let report = redrive(
-        &sqs(),
-        &s3(),
+        &clients().sources(),
         &sink(&stack.bus.bus),
         &redrive_options(&stack),
         &mut out,
@@ -261,12 +288,104 @@ async fn a_record_too_large_for_the_queue_is_stored_in_s3_and_redriven_whole() {
     assert_eq!(left_in_quarantine(&stack).await.len(), 2);
 }
 
+/// The Lambda event source mapping's on-failure message names a batch, not
+/// its records: redrive reads the batch back from the stream, republishes
+/// its events and deletes the message.
+#[tokio::test]
+async fn an_event_source_mapping_on_failure_message_is_read_back_from_the_stream_and_redriven() {
+    let stack = stack("esm").await;
+    let events: Vec<OutboxEvent> = (1..=3).map(|i| event(&format!("esm-{i}"), 1)).collect();
+    write(&stack, &events).await;
+    let records = outbox_tests::read_stream(&stack.table).await;
+    let sequence = |r: &aws_sdk_dynamodbstreams::types::Record| {
+        r.dynamodb().and_then(|d| d.sequence_number()).unwrap().to_owned()
+    };
+    let described = dynamodb_client()
+        .describe_table()
+        .table_name(&stack.table)
+        .send()
+        .await
+        .unwrap();
+    let stream_arn = described
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .unwrap()
+        .to_owned();
+    let shards = streams_client()
+        .describe_stream()
+        .stream_arn(&stream_arn)
+        .send()
+        .await
+        .unwrap();
+    let shard_id = shards.stream_description().unwrap().shards()[0]
+        .shard_id()
+        .unwrap()
+        .to_owned();
+    // As Lambda writes it once a batch exhausted its retries.
+    let message = json!({
+        "requestContext": {"requestId": "r-1", "functionArn": "arn:aws:lambda:us-east-1:000000000000:function:relay",
+                           "condition": "RetryAttemptsExhausted", "approximateInvokeCount": 11},
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": null},
+        "version": "1.0",
+        "timestamp": "2026-12-06T05:00:00.000Z",
+        "DDBStreamBatchInfo": {
+            "shardId": shard_id,
+            "startSequenceNumber": sequence(&records[0]),
+            "endSequenceNumber": sequence(&records[2]),
+            "approximateArrivalOfFirstRecord": "2026-12-06T04:59:00Z",
+            "approximateArrivalOfLastRecord": "2026-12-06T04:59:01Z",
+            "batchSize": 3,
+            "streamArn": stream_arn
+        }
+    });
+    sqs()
+        .send_message()
+        .queue_url(&stack.on_failure.url)
+        .message_body(message.to_string())
+        .send()
+        .await
+        .unwrap();
+
+    let mut out = Vec::new();
+    let options = RedriveOptions {
+        wait_seconds: 0,
+        ..RedriveOptions::new(&stack.on_failure.url)
+    };
+    let report = redrive(&clients().sources(), &sink(&stack.bus.bus), &options, &mut out)
+        .await
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(
+        (
+            report.listed,
+            report.batches,
+            report.republished,
+            report.failed,
+            report.unreadable
+        ),
+        (1, 1, 3, 0, 0),
+        "{out}"
+    );
+    assert!(out.contains("on-failure batch of shard"), "{out}");
+    let mut arrived = delivered(&stack).await;
+    arrived.sort();
+    let mut expected: Vec<String> = events.iter().map(|e| e.id().to_string()).collect();
+    expected.sort();
+    assert_eq!(arrived, expected);
+    assert!(
+        drain_queue(&sqs(), &stack.on_failure.url)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the message is deleted once its events are republished"
+    );
+}
+
 #[tokio::test]
 async fn redrive_dry_run_only_lists_and_event_ids_select() {
     let stack = stack("redrive-select").await;
     let events: Vec<OutboxEvent> = (1..=3).map(|i| event(&format!("o-{i}"), 1)).collect();
     quarantine(&stack, &events).await;
-    let sqs = sqs();
     let sink = sink(&stack.bus.bus);
 
     let mut out = Vec::new();
@@ -274,7 +393,9 @@ async fn redrive_dry_run_only_lists_and_event_ids_select() {
         dry_run: true,
         ..redrive_options(&stack)
     };
-    let report = redrive(&sqs, &s3(), &sink, &dry, &mut out).await.unwrap();
+    let report = redrive(&clients().sources(), &sink, &dry, &mut out)
+        .await
+        .unwrap();
     let out = String::from_utf8(out).unwrap();
     assert_eq!((report.listed, report.republished), (4, 0), "{out}");
     assert!(events.iter().all(|e| out.contains(&e.id().to_string())), "{out}");
@@ -287,7 +408,7 @@ async fn redrive_dry_run_only_lists_and_event_ids_select() {
         event_ids: vec![chosen.clone(), "00000000-0000-0000-0000-000000000000".into()],
         ..redrive_options(&stack)
     };
-    let report = redrive(&sqs, &s3(), &sink, &selected, &mut Vec::new())
+    let report = redrive(&clients().sources(), &sink, &selected, &mut Vec::new())
         .await
         .unwrap();
     assert_eq!(
@@ -321,9 +442,14 @@ async fn a_publish_failure_leaves_the_messages_in_the_queue() {
 
     let mut out = Vec::new();
     let missing_bus = sink(&format!("{}-missing", stack.bus.bus));
-    let report = redrive(&sqs(), &s3(), &missing_bus, &redrive_options(&stack), &mut out)
-        .await
-        .unwrap();
+    let report = redrive(
+        &clients().sources(),
+        &missing_bus,
+        &redrive_options(&stack),
+        &mut out,
+    )
+    .await
+    .unwrap();
     let out = String::from_utf8(out).unwrap();
     assert_eq!((report.republished, report.failed), (0, 3), "{out}");
     assert!(out.contains("left in the queue"), "{out}");
@@ -332,8 +458,7 @@ async fn a_publish_failure_leaves_the_messages_in_the_queue() {
     // Everything is still there (and visible at once): the next run with the
     // right bus delivers it.
     let report = redrive(
-        &sqs(),
-        &s3(),
+        &clients().sources(),
         &sink(&stack.bus.bus),
         &redrive_options(&stack),
         &mut Vec::new(),
@@ -364,8 +489,76 @@ fn replay_options(stack: &LocalStack, selection: ReplaySelection) -> ReplayOptio
         from: None,
         to: None,
         now: Utc::now(),
+        event_ids: Vec::new(),
         dry_run: false,
     }
+}
+
+/// A poison item fixed in the table arrives on the stream as a MODIFY,
+/// which the relay skips: `outbox replay --event-id` republishes it.
+#[tokio::test]
+async fn a_fixed_poison_item_is_republished_by_replaying_its_event_id() {
+    let stack = stack("fixed").await;
+    let schema = OutboxSchema::new(&stack.table);
+    let neighbour = event("fixed", 1);
+    write(&stack, std::slice::from_ref(&neighbour)).await;
+    let poison = event("fixed", 2);
+    let mut item = schema.to_item(&poison, OutboxSchema::default_partition_value(&poison));
+    item.insert(
+        "sequence".into(),
+        aws_sdk_dynamodb::types::AttributeValue::S("two".into()),
+    );
+    let key: std::collections::HashMap<_, _> = ["pk", "sk"]
+        .into_iter()
+        .map(|k| (k.to_owned(), item[k].clone()))
+        .collect();
+    let ddb = dynamodb_client();
+    ddb.put_item()
+        .table_name(&stack.table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+    let broken = replay(
+        &ddb,
+        &sink(&stack.bus.bus),
+        &replay_options(&stack, order("fixed")),
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(broken.undecodable, 1, "the poison item does not decode");
+    drain_queue(&sqs(), &stack.bus.target.url).await.unwrap();
+
+    // The fix: the attribute gets its right type.
+    ddb.update_item()
+        .table_name(&stack.table)
+        .set_key(Some(key))
+        .update_expression("SET #s = :s")
+        .expression_attribute_names("#s", "sequence")
+        .expression_attribute_values(":s", aws_sdk_dynamodb::types::AttributeValue::N("2".into()))
+        .send()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let options = ReplayOptions {
+        event_ids: vec![poison.id().to_string()],
+        ..replay_options(&stack, order("fixed"))
+    };
+    let report = replay(&ddb, &sink(&stack.bus.bus), &options, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.found, report.published),
+        (1, 1),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(
+        delivered(&stack).await,
+        [poison.id().to_string()],
+        "only the fixed event"
+    );
 }
 
 fn order(id: &str) -> ReplaySelection {

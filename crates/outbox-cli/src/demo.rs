@@ -269,6 +269,7 @@ async fn consumer_stage(
         from: None,
         to: None,
         now: chrono::Utc::now(),
+        event_ids: Vec::new(),
         dry_run: false,
     };
     let replayed = crate::replay::replay(&ddb, &sink, &replay, &mut std::io::sink()).await?;

@@ -1,13 +1,34 @@
-//! `outbox redrive`: lists the relay's quarantine queue and republishes the
-//! quarantined events to the bus, deleting each message only once the bus
-//! accepted its event.
+//! `outbox redrive`: lists the relay's quarantine queue (or an on-failure
+//! queue) and republishes the events to the bus, deleting each message only
+//! once the bus accepted its events. It reads the relay's own messages and
+//! the Lambda event source mapping's on-failure messages, whose batch is
+//! read back from the stream.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use outbox_core::{EntryResult, EventSink, OutboxEvent, chunk_ranges};
+use outbox_dynamodb_relay::DynamoDbStreamDecoder;
 use outbox_eventbridge::{EventBridgeSink, QuarantineMessage};
+
+mod stream_batch;
+
+pub use stream_batch::{BatchRecords, StreamBatch, read_batch};
+
+/// Where [`redrive`] reads: the queue, the claim-check bucket, and the
+/// stream behind an event source mapping's on-failure messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The queue's SQS client.
+    pub sqs: &'a aws_sdk_sqs::Client,
+    /// Reads claim-checked messages.
+    pub s3: &'a aws_sdk_s3::Client,
+    /// Reads back the batches of on-failure messages.
+    pub streams: &'a aws_sdk_dynamodbstreams::Client,
+    /// Decodes those batches' records.
+    pub decoder: &'a DynamoDbStreamDecoder,
+}
 
 /// Most messages one `ReceiveMessage` returns (the SQS API reference: 1 to 10).
 pub const MAX_RECEIVE_MESSAGES: i32 = 10;
@@ -85,9 +106,12 @@ pub struct RedriveReport {
     pub listed: usize,
     /// Events the bus accepted whose message was deleted.
     pub republished: usize,
-    /// Events the bus accepted whose message could not be deleted (they
-    /// will be redriven again: consumers de-duplicate on the event id).
+    /// Messages whose events the bus accepted but which could not be
+    /// deleted (they will be redriven again: consumers de-duplicate on the
+    /// event id).
     pub not_deleted: usize,
+    /// Event source mapping on-failure messages read back from the stream.
+    pub batches: usize,
     /// Selected events the bus did not accept: left in the queue.
     pub failed: usize,
     /// Events not selected by `--event-id`: left in the queue.
@@ -139,6 +163,8 @@ struct Received {
 enum Content {
     /// A quarantined event.
     Event(Box<QuarantineMessage>, Box<OutboxEvent>),
+    /// An event source mapping's failed batch, read back from the stream.
+    StreamBatch(Box<StreamBatch>, BatchRecords),
     /// A poison record: only the raw record.
     RawOnly(Box<QuarantineMessage>),
     /// Not a quarantine message, or an event that does not validate.
@@ -153,11 +179,8 @@ fn sdk_source<E: std::error::Error + Send + Sync + 'static>(
 
 /// Receives every message of the queue (each hidden for the visibility
 /// timeout), until a receive returns nothing new.
-async fn receive_all(
-    sqs: &aws_sdk_sqs::Client,
-    s3: &aws_sdk_s3::Client,
-    options: &RedriveOptions,
-) -> Result<Vec<Received>, RedriveError> {
+async fn receive_all(sources: &Sources<'_>, options: &RedriveOptions) -> Result<Vec<Received>, RedriveError> {
+    let sqs = sources.sqs;
     let mut received: Vec<Received> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     loop {
@@ -187,7 +210,7 @@ async fn receive_all(
             received.push(Received {
                 message_id,
                 receipt_handle,
-                content: read(s3, m.body().unwrap_or_default()).await,
+                content: read(sources, m.body().unwrap_or_default()).await,
             });
         }
         if new == 0 {
@@ -196,13 +219,26 @@ async fn receive_all(
     }
 }
 
-/// What a message body holds, its claim-checked object read with `s3`.
-async fn read(s3: &aws_sdk_s3::Client, body: &str) -> Content {
+/// What a message body holds: a quarantine message (its claim-checked
+/// object read from S3), or an on-failure message (its batch read back from
+/// the stream).
+async fn read(sources: &Sources<'_>, body: &str) -> Content {
     let message = match QuarantineMessage::from_body(body) {
         Ok(m) => m,
-        Err(e) => return Content::Unreadable(format!("not a quarantine message: {e}")),
+        Err(e) => {
+            let Some(batch) = StreamBatch::from_body(body) else {
+                return Content::Unreadable(format!("neither a quarantine nor an on-failure message: {e}"));
+            };
+            return match read_batch(sources.streams, sources.decoder, &batch).await {
+                Ok(records) => Content::StreamBatch(Box::new(batch), records),
+                Err(why) => Content::Unreadable(format!(
+                    "on-failure batch {}..{} of shard {}: {why}",
+                    batch.start_sequence_number, batch.end_sequence_number, batch.shard_id
+                )),
+            };
+        }
     };
-    let message = match message.resolve(s3).await {
+    let message = match message.resolve(sources.s3).await {
         Ok(m) => m,
         Err(e) => return Content::Unreadable(outbox_core::error_chain(&e)),
     };
@@ -230,6 +266,29 @@ fn list(received: &[Received], out: &mut dyn Write) -> std::io::Result<()> {
                 m.position,
                 m.reason
             )?,
+            Content::StreamBatch(batch, records) => {
+                writeln!(
+                    out,
+                    "{:<36}  {:<24}  {:<24}  [on-failure batch of shard {}, {} event(s) read back from the stream, \
+                     {} skipped, {} poison]",
+                    "-",
+                    "-",
+                    format!("{}..{}", batch.start_sequence_number, batch.end_sequence_number),
+                    batch.shard_id,
+                    records.events.len(),
+                    records.skipped,
+                    records.poison
+                )?;
+                for e in &records.events {
+                    writeln!(
+                        out,
+                        "{:<36}  {:<24}  {:<24}  in the batch above",
+                        e.id(),
+                        e.event_type(),
+                        ""
+                    )?;
+                }
+            }
             Content::RawOnly(m) => writeln!(
                 out,
                 "{:<36}  {:<24}  {:<24}  {}  [raw record only: fix it and republish its event; left in the queue]",
@@ -253,41 +312,57 @@ fn list(received: &[Received], out: &mut dyn Write) -> std::io::Result<()> {
 /// event. What is left (raw-only records, unselected or failed events,
 /// unreadable messages) is made visible again at the end.
 pub async fn redrive<S: EventSink>(
-    sqs: &aws_sdk_sqs::Client,
-    s3: &aws_sdk_s3::Client,
+    sources: &Sources<'_>,
     sink: &S,
     options: &RedriveOptions,
     out: &mut dyn Write,
 ) -> Result<RedriveReport, RedriveError> {
-    let received = receive_all(sqs, s3, options).await?;
+    let sqs = sources.sqs;
+    let received = receive_all(sources, options).await?;
     let mut report = RedriveReport {
         listed: received.len(),
         ..RedriveReport::default()
     };
-    writeln!(
-        out,
-        "quarantine queue {}: {} message(s)",
-        options.queue_url,
-        received.len()
-    )?;
+    writeln!(out, "queue {}: {} message(s)", options.queue_url, received.len())?;
     list(&received, out)?;
 
     let wanted: HashSet<&str> = options.event_ids.iter().map(String::as_str).collect();
     let mut selected: Vec<(&Received, &OutboxEvent)> = Vec::new();
+    // The events each deletable message still waits for: a message is
+    // deleted once the bus accepted all of them, and only if all were selected.
+    let mut outstanding: HashMap<&str, usize> = HashMap::new();
     let mut seen_ids = HashSet::new();
     for r in &received {
-        match &r.content {
-            Content::Event(_, event) => {
-                let id = event.id().to_string();
-                if wanted.is_empty() || wanted.contains(id.as_str()) {
-                    selected.push((r, event));
-                } else {
-                    report.not_selected += 1;
-                }
-                seen_ids.insert(id);
+        let events: Vec<&OutboxEvent> = match &r.content {
+            Content::Event(_, event) => vec![&**event],
+            Content::StreamBatch(_, records) => {
+                report.batches += 1;
+                records.events.iter().collect()
             }
-            Content::RawOnly(_) => report.raw_only += 1,
-            Content::Unreadable(_) => report.unreadable += 1,
+            Content::RawOnly(_) => {
+                report.raw_only += 1;
+                continue;
+            }
+            Content::Unreadable(_) => {
+                report.unreadable += 1;
+                continue;
+            }
+        };
+        let mut count = 0;
+        let mut whole = true;
+        for event in events {
+            let id = event.id().to_string();
+            if wanted.is_empty() || wanted.contains(id.as_str()) {
+                selected.push((r, event));
+                count += 1;
+            } else {
+                report.not_selected += 1;
+                whole = false;
+            }
+            seen_ids.insert(id);
+        }
+        if whole {
+            outstanding.insert(r.message_id.as_str(), count);
         }
     }
     report.not_found = options
@@ -311,6 +386,10 @@ pub async fn redrive<S: EventSink>(
         let limits = sink.limits();
         let sizes: Vec<usize> = selected.iter().map(|(_, e)| sink.entry_size(e)).collect();
         let mut progress = crate::progress::Progress::new("redrive: republished", Some(selected.len()));
+        let mut done: Vec<&Received> = received
+            .iter()
+            .filter(|r| outstanding.get(r.message_id.as_str()) == Some(&0))
+            .collect();
         for range in chunk_ranges(&sizes, limits) {
             progress.tick(range.start);
             let chunk = &selected[range.clone()];
@@ -335,39 +414,61 @@ pub async fn redrive<S: EventSink>(
             for (i, (r, event)) in chunk.iter().enumerate() {
                 match results.get(i).cloned().unwrap_or_else(|| Err("no result".into())) {
                     Ok(()) => {
-                        let gone = sqs
-                            .delete_message()
-                            .queue_url(&options.queue_url)
-                            .receipt_handle(&r.receipt_handle)
-                            .send()
-                            .await;
-                        match gone {
-                            Ok(_) => {
-                                report.republished += 1;
-                                deleted.insert(r.message_id.as_str());
-                                writeln!(out, "republished {} ({})", event.id(), event.event_type())?;
-                            }
-                            Err(e) => {
-                                report.not_deleted += 1;
-                                tracing::warn!(
-                                    event_id = %event.id(),
-                                    error = %DisplayErrorContext(&e),
-                                    "DeleteMessage failed"
-                                );
-                                writeln!(
-                                    out,
-                                    "republished {} but its message was not deleted ({}); it will be redriven again",
-                                    event.id(),
-                                    DisplayErrorContext(&e)
-                                )?;
+                        report.republished += 1;
+                        writeln!(out, "republished {} ({})", event.id(), event.event_type())?;
+                        if let Some(left) = outstanding.get_mut(r.message_id.as_str()) {
+                            *left -= 1;
+                            if *left == 0 {
+                                done.push(r);
                             }
                         }
                     }
                     Err(why) => {
                         report.failed += 1;
-                        writeln!(out, "not republished {}: {why}; left in the queue", event.id())?;
+                        outstanding.remove(r.message_id.as_str());
+                        writeln!(
+                            out,
+                            "not republished {}: {why}; its message stays in the queue",
+                            event.id()
+                        )?;
                     }
                 }
+            }
+            for r in done.drain(..) {
+                let gone = sqs
+                    .delete_message()
+                    .queue_url(&options.queue_url)
+                    .receipt_handle(&r.receipt_handle)
+                    .send()
+                    .await;
+                match gone {
+                    Ok(_) => {
+                        deleted.insert(r.message_id.as_str());
+                    }
+                    Err(e) => {
+                        report.not_deleted += 1;
+                        tracing::warn!(message_id = %r.message_id, error = %DisplayErrorContext(&e), "DeleteMessage failed");
+                        writeln!(
+                            out,
+                            "message {} was republished but not deleted ({}); it will be redriven again",
+                            r.message_id,
+                            DisplayErrorContext(&e)
+                        )?;
+                    }
+                }
+            }
+        }
+        // Messages with nothing to republish (a batch of skips) when no chunk ran.
+        for r in done {
+            if sqs
+                .delete_message()
+                .queue_url(&options.queue_url)
+                .receipt_handle(&r.receipt_handle)
+                .send()
+                .await
+                .is_ok()
+            {
+                deleted.insert(r.message_id.as_str());
             }
         }
     }
@@ -428,14 +529,16 @@ pub async fn run(args: &RedriveArgs, out: &mut dyn Write) -> Result<RedriveRepor
         aws_sdk_eventbridge::Client::new(&sdk),
         args.bus.clone().unwrap_or_default(),
     );
-    let report = redrive(
-        &aws_sdk_sqs::Client::new(&sdk),
-        &aws_sdk_s3::Client::new(&sdk),
-        &sink,
-        &options,
-        out,
-    )
-    .await?;
+    let env = outbox_core::Env::process();
+    let table = env.text(outbox_lambda::ENV_TABLE_NAME).unwrap_or_default();
+    let decoder = DynamoDbStreamDecoder::new(outbox_lambda::schema_from_env(&env, &table));
+    let sources = Sources {
+        sqs: &aws_sdk_sqs::Client::new(&sdk),
+        s3: &aws_sdk_s3::Client::new(&sdk),
+        streams: &aws_sdk_dynamodbstreams::Client::new(&sdk),
+        decoder: &decoder,
+    };
+    let report = redrive(&sources, &sink, &options, out).await?;
     if report.failed > 0 || !report.not_found.is_empty() {
         return Err(RedriveError::Incomplete {
             failed: report.failed,

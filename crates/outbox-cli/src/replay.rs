@@ -35,6 +35,10 @@ pub struct ReplayArgs {
     /// Only events that occurred before this time (RFC 3339).
     #[arg(long, value_parser = parse_time)]
     pub to: Option<DateTime<Utc>>,
+    /// Only this event (repeatable): e.g. a poison item once it is fixed,
+    /// whose corrected item the relay does not publish (it is a MODIFY).
+    #[arg(long = "event-id", value_name = "ID")]
+    pub event_ids: Vec<String>,
     /// Only list the events: publish nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -83,6 +87,8 @@ pub struct ReplayOptions {
     /// Items whose TTL is before this are left out (DynamoDB deletes expired
     /// items some time after their TTL).
     pub now: DateTime<Utc>,
+    /// Only these event ids; empty: every event selected.
+    pub event_ids: Vec<String>,
     /// Only list.
     pub dry_run: bool,
 }
@@ -280,6 +286,9 @@ pub async fn replay<S: EventSink>(
             }
         }
     }
+    if !options.event_ids.is_empty() {
+        events.retain(|e| options.event_ids.iter().any(|id| *id == e.id().to_string()));
+    }
     if options.selection == ReplaySelection::Table {
         events.sort_by(|a, b| {
             (a.occurred_at(), a.sequence(), a.id()).cmp(&(b.occurred_at(), b.sequence(), b.id()))
@@ -376,6 +385,7 @@ impl ReplayArgs {
             from: self.from,
             to: self.to,
             now,
+            event_ids: self.event_ids.clone(),
             dry_run: self.dry_run,
         })
     }
@@ -413,6 +423,7 @@ mod tests {
             from,
             to,
             now: Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap(),
+            event_ids: Vec::new(),
             dry_run: true,
         }
     }

@@ -99,8 +99,7 @@ impl Lease {
 /// Local writes them zero-padded to 21 digits, AWS as decimal strings of
 /// varying length, so comparing the strings is wrong. A value that is not a
 /// decimal number sorts after every number, and two such values compare as
-/// strings. (Tests compare checkpoints with it: `test-util`.)
-#[cfg(any(test, feature = "test-util"))]
+/// strings.
 pub fn compare_sequence_numbers(a: &str, b: &str) -> std::cmp::Ordering {
     match (digits(a), digits(b)) {
         (Some(a), Some(b)) => a.len().cmp(&b.len()).then_with(|| a.cmp(b)),

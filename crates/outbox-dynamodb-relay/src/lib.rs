@@ -27,7 +27,6 @@ mod runner;
 mod stream;
 
 pub use lambda::LambdaStreamBatch;
-#[cfg(any(test, feature = "test-util"))]
 pub use lease::compare_sequence_numbers;
 pub use lease::{DynamoDbLeaseStore, Failing, Lease, LeaseError, ShardKey, create_lease_table};
 pub use runner::{

@@ -58,21 +58,27 @@ pub struct Config {
     pub metrics_namespace: String,
 }
 
+/// The item schema of `table` with the attribute names the variables set.
+pub fn schema_from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>, table: &str) -> OutboxSchema {
+    let mut schema = OutboxSchema::new(table);
+    if let Some(v) = env.text(ENV_PARTITION_KEY) {
+        schema = schema.with_partition_key(v);
+    }
+    if let Some(v) = env.text(ENV_SORT_KEY) {
+        schema = schema.with_sort_key(v);
+    }
+    if let Some(v) = env.text(ENV_MARKER_ATTRIBUTE) {
+        schema = schema.with_marker_attribute(v);
+    }
+    schema
+}
+
 impl Config {
     /// Reads the configuration through `lookup` (a variable name to its value).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env::new(lookup);
         let table_name = env.required(ENV_TABLE_NAME)?;
-        let mut schema = OutboxSchema::new(&table_name);
-        if let Some(v) = env.text(ENV_PARTITION_KEY) {
-            schema = schema.with_partition_key(v);
-        }
-        if let Some(v) = env.text(ENV_SORT_KEY) {
-            schema = schema.with_sort_key(v);
-        }
-        if let Some(v) = env.text(ENV_MARKER_ATTRIBUTE) {
-            schema = schema.with_marker_attribute(v);
-        }
+        let schema = schema_from_env(&env, &table_name);
         Ok(Self {
             eventbridge: EventBridgeConfig::from_env(&env)?,
             relay: RelayConfig::from_env(&env)?,

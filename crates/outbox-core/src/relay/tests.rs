@@ -314,7 +314,10 @@ async fn a_batch_read_again_does_not_publish_what_this_relay_delivered() {
     let relay = Relay::new(RecordingSink::default(), RecordingQuarantine::default(), config());
     relay.relay(&records, None).await;
     let again = relay.relay(&records, None).await;
-    assert_eq!((again.published, again.already_delivered, again.failed), (0, 12, 0));
+    assert_eq!(
+        (again.published, again.already_delivered, again.failed),
+        (0, 12, 0)
+    );
     assert_eq!(again.first_failure, None);
     assert_eq!(relay.sink().published().len(), 12);
 
