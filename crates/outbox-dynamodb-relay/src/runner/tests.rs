@@ -122,7 +122,8 @@ fn config_is_validated() {
     assert!(config.validate().is_ok());
     config.batch_limit = 0;
     assert!(config.validate().is_err());
-    let mut config = RunnerConfig::new("");
+    let mut config = RunnerConfig::new("me");
+    config.owner = String::new();
     assert!(config.validate().is_err());
     config.owner = "me".into();
     config.backoff_max = Duration::from_millis(1);
