@@ -155,11 +155,23 @@ pub fn response_for(outcome: &BatchOutcome) -> DynamoDbEventResponse {
     response
 }
 
+/// Epoch milliseconds below this (September 2001) are not a time: a local
+/// runtime emulator may send the function's timeout there instead.
+const EARLIEST_EPOCH_MS: u64 = 1_000_000_000_000;
+
 /// The invocation deadline as an `Instant`, from Lambda's epoch
-/// milliseconds: `None` for 0 (no deadline, as in `Context::default()`) and
-/// for a deadline too far ahead for the monotonic clock to represent.
+/// milliseconds: `None` for 0 (no deadline, as in `Context::default()`), for
+/// a value that is not an epoch time (some local emulators send the timeout
+/// itself, e.g. 600000) and for a deadline too far ahead for the monotonic
+/// clock to represent.
 pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Option<Instant> {
-    if deadline_ms == 0 {
+    if deadline_ms < EARLIEST_EPOCH_MS {
+        if deadline_ms != 0 {
+            tracing::warn!(
+                deadline_ms,
+                "the invocation deadline is not an epoch time; relaying without one"
+            );
+        }
         return None;
     }
     let now_ms = SystemTime::now()
@@ -184,6 +196,7 @@ mod tests {
             assert!(far > Instant::now() + Duration::from_secs(100 * 365 * 86_400));
         }
         assert_eq!(deadline_from_epoch_ms(0), None);
+        assert_eq!(deadline_from_epoch_ms(600_000), None, "a timeout, not a time");
         let soon = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() + 60_000;
         let deadline = deadline_from_epoch_ms(u64::try_from(soon).unwrap()).unwrap();
         let left = deadline - Instant::now();
@@ -430,8 +443,9 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_deadline_is_no_deadline() {
+    fn a_zero_deadline_is_no_deadline_and_a_past_one_is_past() {
         assert!(deadline_from_epoch_ms(0).is_none());
-        assert!(deadline_from_epoch_ms(1).is_some_and(|d| d <= Instant::now()));
+        let past = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() - 1_000;
+        assert!(deadline_from_epoch_ms(u64::try_from(past).unwrap()).is_some_and(|d| d <= Instant::now()));
     }
 }
