@@ -12,10 +12,13 @@ use chrono::{TimeDelta, Utc};
 use outbox_cli::bootstrap::{create_local_stack, drain_queue};
 use outbox_consumer::{
     Claim, ConsumerError, IdempotencyStore, IdempotentConsumer, Processed, RecordStatus,
-    create_idempotency_table, outbox_event_from_eventbridge,
+    create_idempotency_table, outbox_event_from_eventbridge, resolve_claim_check,
 };
-use outbox_core::{EventSink, FixedClock, OutboxEvent, SystemClock};
-use outbox_eventbridge::EventBridgeSink;
+use outbox_core::fakes::RecordingQuarantine;
+use outbox_core::{
+    Decoded, EventSink, FixedClock, OutboxEvent, Relay, RelayConfig, RelayRecord, SystemClock,
+};
+use outbox_eventbridge::{EventBridgeSink, S3ClaimCheck};
 use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, s3_client, unique_name};
 use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::{Value, json};
@@ -383,5 +386,59 @@ async fn events_delivered_by_eventbridge_are_parsed_and_processed_once() {
             Processed::Ran("o-9".to_owned()),
             Processed::Duplicate("o-9".to_owned())
         ]
+    );
+}
+
+/// An event too large for EventBridge, relayed by claim-check: the bus
+/// carries its address, and the consumer reads the whole event back.
+#[tokio::test]
+async fn an_event_published_by_claim_check_reaches_the_consumer_whole() {
+    let moto = endpoint(MOTO_ENDPOINT_VAR);
+    let (sqs, s3) = (sqs_client(&moto), s3_client(&moto));
+    let stack = create_local_stack(
+        &dynamodb_client(),
+        &eventbridge_client(&moto),
+        &sqs,
+        &s3,
+        &unique_name("large"),
+        "com.example.orders",
+    )
+    .await
+    .unwrap();
+    let big = OutboxEvent::builder("com.example.orders", "OrderImported")
+        .aggregate("Order", "o-big")
+        .sequence(1)
+        .payload(&json!({ "lines": "x".repeat(300 * 1024) }))
+        .build(&SystemClock)
+        .unwrap();
+    let small = event("o-small");
+    let sink = EventBridgeSink::new(eventbridge_client(&moto), &stack.bus.bus)
+        .with_large_events(S3ClaimCheck::new(s3.clone(), &stack.claim_checks));
+    assert!(sink.entry_size(&big) < 4096, "the entry published is the address");
+    let relay = Relay::new(sink, RecordingQuarantine::default(), RelayConfig::default());
+    let records: Vec<RelayRecord> = [&big, &small]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| RelayRecord {
+            position: format!("{i:021}"),
+            decoded: Decoded::Event(Box::new((*e).clone())),
+        })
+        .collect();
+    let outcome = relay.relay(&records, None).await;
+    assert_eq!((outcome.published, outcome.quarantined), (2, 0));
+
+    let deliveries = drain_queue(&sqs, &stack.bus.target.url).await.unwrap();
+    assert_eq!(deliveries.len(), 2);
+    let mut whole = Vec::new();
+    for delivery in &deliveries {
+        let delivered: Value = serde_json::from_str(&delivery.body).unwrap();
+        let parsed = outbox_event_from_eventbridge(&delivered).unwrap();
+        whole.push(resolve_claim_check(parsed, &s3).await.unwrap());
+    }
+    whole.sort_by(|a, b| a.aggregate_id().cmp(b.aggregate_id()));
+    assert_eq!(
+        whole,
+        vec![big, small],
+        "both events whole, the large one read from S3"
     );
 }

@@ -12,15 +12,19 @@
 //!   [`commit_with_marker`](IdempotencyStore::commit_with_marker)), and
 //!   [`create_idempotency_table`].
 //! - [`outbox_event_from_eventbridge`] / [`outbox_event_from_detail`]: the
-//!   [`OutboxEvent`](outbox_core::OutboxEvent) in what EventBridge delivers.
+//!   [`OutboxEvent`](outbox_core::OutboxEvent) in what EventBridge delivers;
+//!   [`resolve_claim_check`]: the whole event, when it was published by
+//!   claim-check (too large for EventBridge).
 //! - [`ConsumerError`], with [`is_retryable`](ConsumerError::is_retryable).
 
+mod claim_check;
 mod consumer;
 mod error;
 mod eventbridge;
 mod store;
 mod transaction;
 
+pub use claim_check::{ClaimCheckError, resolve_claim_check};
 pub use consumer::{IdempotencyKey, IdempotentConsumer, Processed};
 pub use error::ConsumerError;
 pub use eventbridge::{outbox_event_from_detail, outbox_event_from_eventbridge};

@@ -29,6 +29,7 @@
 //! ```
 
 mod chunk;
+mod claim_check;
 mod clock;
 mod cloudevents;
 pub mod config;
@@ -45,6 +46,7 @@ mod retry;
 mod share;
 
 pub use chunk::chunk_ranges;
+pub use claim_check::{CLAIM_CHECK_METADATA_KEY, CLAIM_CHECK_STORE, ClaimCheck};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{ConfigError, Env};
 pub use delivered::DEFAULT_DELIVERED_MEMORY;

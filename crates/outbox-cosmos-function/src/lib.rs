@@ -155,8 +155,7 @@ pub fn build_handler(
     config: &FunctionConfig,
     sdk: &aws_config::SdkConfig,
 ) -> TriggerHandler<EventBridgeSink, SqsQuarantine> {
-    let sink = EventBridgeSink::new(config.eventbridge.client(sdk), &config.eventbridge.event_bus_name)
-        .with_max_request_bytes(config.eventbridge.max_request_bytes);
+    let sink = config.eventbridge.sink(sdk);
     let quarantine = config.eventbridge.quarantine(
         sdk,
         &config.eventbridge.quarantine_queue_url,

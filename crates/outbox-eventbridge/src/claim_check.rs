@@ -5,26 +5,7 @@
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
-/// The address of a stored record: where to read it back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ClaimCheck {
-    /// The S3 bucket.
-    pub bucket: String,
-    /// The object key.
-    pub key: String,
-    /// The object's size in bytes.
-    pub bytes: usize,
-}
-
-impl ClaimCheck {
-    /// The object's `s3://bucket/key` address.
-    pub fn uri(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.key)
-    }
-}
+pub use outbox_core::ClaimCheck;
 
 /// A claim-check store could not store or read back a record.
 #[derive(Debug, thiserror::Error)]
@@ -74,12 +55,19 @@ impl S3ClaimCheck {
 
     /// Stores `body` (JSON text) as a new object, written at `at`.
     pub async fn store(&self, body: String, at: DateTime<Utc>) -> Result<ClaimCheck, ClaimCheckError> {
-        let key = format!(
-            "{}{}/{}.json",
-            self.prefix,
-            at.format("%Y/%m/%d"),
-            uuid::Uuid::now_v7()
-        );
+        let name = format!("{}/{}.json", at.format("%Y/%m/%d"), uuid::Uuid::now_v7());
+        self.store_as(&name, body).await
+    }
+
+    /// The object key of `name`: the prefix, then the name.
+    pub fn key_for(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Stores `body` (JSON text) under `name` (after the prefix), replacing
+    /// what is there: storing the same thing again is harmless.
+    pub async fn store_as(&self, name: &str, body: String) -> Result<ClaimCheck, ClaimCheckError> {
+        let key = self.key_for(name);
         let bytes = body.len();
         self.client
             .put_object()
@@ -96,11 +84,7 @@ impl S3ClaimCheck {
                 key: key.clone(),
                 source: Box::new(error),
             })?;
-        Ok(ClaimCheck {
-            bucket: self.bucket.clone(),
-            key,
-            bytes,
-        })
+        Ok(ClaimCheck::new(self.bucket.clone(), key, bytes))
     }
 }
 

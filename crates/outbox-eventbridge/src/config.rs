@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use outbox_core::{ConfigError, Env};
 
-use crate::{DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_REQUEST_BYTES, S3ClaimCheck, SqsQuarantine};
+use crate::{
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_REQUEST_BYTES, EventBridgeSink, S3ClaimCheck, SqsQuarantine,
+};
 
 /// Name (or ARN) of the EventBridge bus events are published to. Required.
 pub const ENV_EVENT_BUS_NAME: &str = "OUTBOX_EVENT_BUS_NAME";
@@ -26,6 +28,12 @@ pub const ENV_QUARANTINE_MAX_MESSAGE_BYTES: &str = "OUTBOX_QUARANTINE_MAX_MESSAG
 /// the message carrying its address. Unset: such a record fails instead.
 pub const ENV_CLAIM_CHECK_BUCKET: &str = "OUTBOX_CLAIM_CHECK_BUCKET";
 
+/// What to do with an event too large for a `PutEvents` request:
+/// `quarantine` (default) or `claim-check` (store it in
+/// `OUTBOX_CLAIM_CHECK_BUCKET` and publish its address; consumers read it
+/// back).
+pub const ENV_LARGE_EVENTS: &str = "OUTBOX_LARGE_EVENTS";
+
 /// The variables [`EventBridgeConfig::from_env`] reads.
 pub const EVENTBRIDGE_VARIABLES: &[&str] = &[
     ENV_EVENT_BUS_NAME,
@@ -34,7 +42,19 @@ pub const EVENTBRIDGE_VARIABLES: &[&str] = &[
     ENV_PUT_EVENTS_TIMEOUT_MS,
     ENV_QUARANTINE_MAX_MESSAGE_BYTES,
     ENV_CLAIM_CHECK_BUCKET,
+    ENV_LARGE_EVENTS,
 ];
+
+/// What a relay does with an event too large for a `PutEvents` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LargeEvents {
+    /// Quarantine it (the writer's default size check keeps such events out).
+    #[default]
+    Quarantine,
+    /// Publish it by claim-check through the claim-check bucket.
+    ClaimCheck,
+}
 
 /// Where a relay publishes and quarantines, and its request limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +72,8 @@ pub struct EventBridgeConfig {
     pub quarantine_max_message_bytes: usize,
     /// Where messages too large for the queue are stored.
     pub claim_check_bucket: Option<String>,
+    /// What to do with events too large for a request.
+    pub large_events: LargeEvents,
 }
 
 impl EventBridgeConfig {
@@ -64,6 +86,20 @@ impl EventBridgeConfig {
             .timeout_config(timeouts.build())
             .build();
         aws_sdk_eventbridge::Client::from_conf(conf)
+    }
+
+    /// The sink: the client of [`client`](Self::client), the bus, the
+    /// request limit and, with [`LargeEvents::ClaimCheck`], the claim-check
+    /// bucket for events too large for a request.
+    pub fn sink(&self, sdk: &aws_types::SdkConfig) -> EventBridgeSink {
+        let sink = EventBridgeSink::new(self.client(sdk), &self.event_bus_name)
+            .with_max_request_bytes(self.max_request_bytes);
+        match (&self.large_events, &self.claim_check_bucket) {
+            (LargeEvents::ClaimCheck, Some(bucket)) => {
+                sink.with_large_events(S3ClaimCheck::new(aws_sdk_s3::Client::new(sdk), bucket))
+            }
+            _ => sink,
+        }
     }
 
     /// An SQS quarantine sending to `queue_url` (the quarantine queue, or a
@@ -98,6 +134,26 @@ impl EventBridgeConfig {
                 1024..=1 << 20,
             )?,
             claim_check_bucket: env.text(ENV_CLAIM_CHECK_BUCKET),
+            large_events: match env.text(ENV_LARGE_EVENTS).as_deref() {
+                None | Some("quarantine") => LargeEvents::Quarantine,
+                Some("claim-check") if env.text(ENV_CLAIM_CHECK_BUCKET).is_some() => LargeEvents::ClaimCheck,
+                Some("claim-check") => {
+                    return Err(ConfigError::Invalid {
+                        name: ENV_LARGE_EVENTS,
+                        value: "claim-check".into(),
+                        reason: format!(
+                            "publishing by claim-check needs a bucket: set {ENV_CLAIM_CHECK_BUCKET}"
+                        ),
+                    });
+                }
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: ENV_LARGE_EVENTS,
+                        value: other.into(),
+                        reason: "it must be `quarantine` or `claim-check`".into(),
+                    });
+                }
+            },
         })
     }
 }

@@ -11,6 +11,7 @@ use aws_sdk_eventbridge::types::PutEventsResultEntry;
 use aws_smithy_types::retry::ProvideErrorKind;
 use outbox_core::{ChunkLimits, EntryResult, EventSink, FailureClass, OutboxEvent, SinkError};
 
+use crate::S3ClaimCheck;
 use crate::entry::{
     DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, classify_entry_error, entry_size, to_put_events_entry,
 };
@@ -45,11 +46,15 @@ use crate::entry::{
 /// which fails the records without quarantining them (the events are fine,
 /// the setup is not). The client's configuration (endpoint, credentials,
 /// retries, timeouts, HTTP client) applies to every call.
+///
+/// With [`with_large_events`](Self::with_large_events), an event too large
+/// for a request is published by claim-check instead of being quarantined.
 #[derive(Debug, Clone)]
 pub struct EventBridgeSink {
     client: Client,
     bus: String,
     max_request_bytes: usize,
+    large: Option<S3ClaimCheck>,
 }
 
 impl EventBridgeSink {
@@ -59,7 +64,21 @@ impl EventBridgeSink {
             client,
             bus: bus.into(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            large: None,
         }
+    }
+
+    /// Publishes an event too large for a request by claim-check: the whole
+    /// event (its envelope JSON) is stored in `store` as
+    /// `<prefix>events/<event id>.json`, and the entry published is the same
+    /// envelope whose payload is the object's [`ClaimCheck`](outbox_core::ClaimCheck)
+    /// (see [`OutboxEvent::claimed`]). Consumers read it back with
+    /// [`OutboxEvent::claim_check`] and the object. Storing is idempotent: a
+    /// retry writes the same object.
+    #[must_use]
+    pub fn with_large_events(mut self, store: S3ClaimCheck) -> Self {
+        self.large = Some(store);
+        self
     }
 
     /// Uses `bytes` as the request size limit instead of
@@ -91,13 +110,37 @@ impl EventSink for EventBridgeSink {
     }
 
     fn entry_size(&self, event: &OutboxEvent) -> usize {
-        entry_size(event)
+        let size = entry_size(event);
+        match &self.large {
+            // Its claim-check entry, with the largest size it can carry.
+            Some(store) if size > self.max_request_bytes => event
+                .claimed(&outbox_core::ClaimCheck::new(
+                    store.bucket(),
+                    store.key_for(&large_event_name(event)),
+                    usize::MAX,
+                ))
+                .map_or(size, |claimed| entry_size(&claimed)),
+            _ => size,
+        }
     }
 
     async fn publish(&self, events: &[&OutboxEvent]) -> Result<Vec<EntryResult>, SinkError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(store) = &self.large
+            && events.iter().any(|e| entry_size(e) > self.max_request_bytes)
+        {
+            // Boxed: the S3 calls make the future deep, and this path is rare.
+            return Box::pin(self.publish_claiming(store, events)).await;
+        }
+        self.publish_entries(events).await
+    }
+}
+
+impl EventBridgeSink {
+    /// One `PutEvents` call for `events`, as they are.
+    async fn publish_entries(&self, events: &[&OutboxEvent]) -> Result<Vec<EntryResult>, SinkError> {
         if events.len() > MAX_PUT_EVENTS_ENTRIES {
             return Err(SinkError {
                 class: FailureClass::Permanent,
@@ -142,6 +185,70 @@ impl EventSink for EventBridgeSink {
         }
         tracing::debug!(bus = %self.bus, entries = events.len(), failed, "PutEvents sent");
         Ok(results)
+    }
+}
+
+/// The object name of a large event stored by claim-check.
+fn large_event_name(event: &OutboxEvent) -> String {
+    format!("events/{}.json", event.id())
+}
+
+impl EventBridgeSink {
+    /// Publishes `events`, storing those too large for a request in `store`
+    /// and sending their claim-check entries. An event that cannot be
+    /// stored fails transiently; the others are published.
+    async fn publish_claiming(
+        &self,
+        store: &S3ClaimCheck,
+        events: &[&OutboxEvent],
+    ) -> Result<Vec<EntryResult>, SinkError> {
+        let mut results: Vec<Option<EntryResult>> = vec![None; events.len()];
+        let mut claimed: Vec<Option<OutboxEvent>> = vec![None; events.len()];
+        for (i, event) in events.iter().enumerate() {
+            if entry_size(event) <= self.max_request_bytes {
+                continue;
+            }
+            let stored = store
+                .store_as(&large_event_name(event), event.to_json())
+                .await
+                .map_err(|e| outbox_core::error_chain(&e))
+                .and_then(|check| event.claimed(&check).map_err(|e| e.to_string()));
+            match stored {
+                Ok(reference) => {
+                    tracing::info!(event_id = %event.id(), "large event stored by claim-check");
+                    claimed[i] = Some(reference);
+                }
+                Err(message) => {
+                    tracing::warn!(event_id = %event.id(), error = %message, "storing a large event failed");
+                    results[i] = Some(EntryResult::Failed {
+                        class: FailureClass::Transient,
+                        code: "ClaimCheckFailed".into(),
+                        message,
+                    });
+                }
+            }
+        }
+        let sent: Vec<usize> = (0..events.len()).filter(|&i| results[i].is_none()).collect();
+        let to_send: Vec<&OutboxEvent> = sent
+            .iter()
+            .map(|&i| claimed[i].as_ref().unwrap_or(events[i]))
+            .collect();
+        if !to_send.is_empty() {
+            let answers = self.publish_entries(&to_send).await?;
+            for (&i, answer) in sent.iter().zip(answers) {
+                results[i] = Some(answer);
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or(EntryResult::Failed {
+                    class: FailureClass::Transient,
+                    code: "MissingResultEntry".into(),
+                    message: "no result for the entry".into(),
+                })
+            })
+            .collect())
     }
 }
 

@@ -101,6 +101,13 @@ export interface OutboxRelayProps {
    */
   readonly quarantineMaxMessageBytes?: number;
   /**
+   * What the relay does with an event too large for a `PutEvents` request
+   * (`OUTBOX_LARGE_EVENTS`): quarantine it, or publish it by claim-check
+   * through the claim-check bucket (consumers need `s3:GetObject` on it).
+   * @default 'quarantine'
+   */
+  readonly largeEvents?: 'quarantine' | 'claim-check';
+  /**
    * How long the claim-check bucket keeps each stored record, in whole days;
    * at least the queues' 14-day message retention, so an object outlives the
    * message that names it. @default 14 days
@@ -180,6 +187,7 @@ export const OUTBOX_RELAY_DEFAULTS = {
   metricsNamespace: 'OutboxRelay',
   maxRequestBytes: 262144,
   quarantineMaxMessageBytes: 262144,
+  largeEvents: 'quarantine' as 'quarantine' | 'claim-check',
   claimCheckRetention: Duration.days(14),
   maxConcurrency: 4,
   maxRetries: 6,
@@ -540,6 +548,7 @@ export class OutboxRelay extends Construct {
           OUTBOX_QUARANTINE_QUEUE_URL: this.quarantineQueue.queueUrl,
           OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES: String(quarantineMaxMessageBytes),
           OUTBOX_CLAIM_CHECK_BUCKET: this.claimCheckBucket.bucketName,
+          OUTBOX_LARGE_EVENTS: props.largeEvents ?? d.largeEvents,
           OUTBOX_TABLE_NAME: this.table.tableName,
           OUTBOX_PARTITION_KEY: schema.partitionKey,
           OUTBOX_SORT_KEY: schema.sortKey,

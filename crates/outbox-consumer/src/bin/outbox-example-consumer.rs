@@ -27,7 +27,8 @@ use std::time::Duration;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use outbox_consumer::{
-    ConsumerError, DEFAULT_IN_PROGRESS_EXPIRY, IdempotencyStore, IdempotentConsumer, outbox_event_from_detail,
+    ConsumerError, DEFAULT_IN_PROGRESS_EXPIRY, IdempotencyStore, IdempotentConsumer,
+    outbox_event_from_detail, resolve_claim_check,
 };
 use outbox_core::OutboxEvent;
 use serde_json::{Value, json};
@@ -92,15 +93,23 @@ async fn handle_order_event(event: &OutboxEvent) -> Result<Value, std::convert::
     }))
 }
 
-/// One invocation: parse the envelope from `detail`, process it once.
+/// One invocation: parse the envelope from `detail` (read whole from S3
+/// when it was published by claim-check), process it once.
 async fn handler(
     consumer: &IdempotentConsumer,
+    s3: &aws_sdk_s3::Client,
     event: LambdaEvent<EventBridgeEvent<Value>>,
 ) -> Result<Value, Diagnostic> {
     let outbox_event = outbox_event_from_detail(&event.payload.detail).map_err(|e| Diagnostic {
         error_type: "NonRetryable.NotAnOutboxEvent".into(),
         error_message: e.to_string(),
     })?;
+    let outbox_event = resolve_claim_check(outbox_event, s3)
+        .await
+        .map_err(|e| Diagnostic {
+            error_type: "Retryable.ClaimCheck".into(),
+            error_message: e.to_string(),
+        })?;
     let processed = consumer
         .process(&outbox_event, || handle_order_event(&outbox_event))
         .await
@@ -141,7 +150,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let store = IdempotencyStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table, config.scope)
         .with_in_progress_expiry(config.in_progress);
     let consumer = IdempotentConsumer::new(store);
-    lambda_runtime::run(service_fn(|event| handler(&consumer, event))).await
+    let s3 = aws_sdk_s3::Client::new(&sdk);
+    lambda_runtime::run(service_fn(|event| handler(&consumer, &s3, event))).await
 }
 
 #[cfg(test)]
@@ -229,7 +239,14 @@ mod tests {
             "detail": {"hello": "world"},
         }))
         .unwrap();
-        let err = handler(&consumer, LambdaEvent::new(payload, Context::default()))
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::Config::builder()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .endpoint_url("http://127.0.0.1:9")
+                .build(),
+        );
+        let err = handler(&consumer, &s3, LambdaEvent::new(payload, Context::default()))
             .await
             .unwrap_err();
         assert_eq!(err.error_type, "NonRetryable.NotAnOutboxEvent");
