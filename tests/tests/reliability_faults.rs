@@ -606,3 +606,175 @@ async fn with_faults_in_half_of_the_calls_every_event_arrives_and_duplicates_are
     // back in the next invocation, as Lambda resends from the reported record.
     relay_through_faults(0.50, 50, 150, 3).await;
 }
+
+/// How many events the runner crash test writes, and how many times it
+/// kills the runner: `OUTBOX_FAULT_EVENTS` / `OUTBOX_FAULT_CRASHES` (the
+/// full-size figures in docs/RELIABILITY.md use 2,000 and 10).
+fn crash_test_size() -> (usize, usize) {
+    let read = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    (read("OUTBOX_FAULT_EVENTS", 400), read("OUTBOX_FAULT_CRASHES", 4))
+}
+
+/// The standalone runner, on DynamoDB Local, publishing through the fault
+/// proxy (30 % of calls faulted, every kind in turn, entry failures among
+/// them) while events are written and the runner is crashed (its task
+/// dropped: no checkpoint, no release) and replaced, again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_through_faults_and_crashes_loses_nothing_and_repeats_little() {
+    use outbox_dynamodb::{DynamoDbOutboxWriter, OutboxSchema, OutboxTransaction};
+    use outbox_dynamodb_relay::{
+        DynamoDbLeaseStore, DynamoDbStreamDecoder, DynamoDbStreamRunner, RunnerConfig, create_lease_table,
+        stream_arn_for_table,
+    };
+
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let (count, crashes) = crash_test_size();
+    let stack = stack().await;
+    let moto = endpoint(MOTO_ENDPOINT_VAR);
+    let proxy = Proxy::start(moto.trim_start_matches("http://").to_owned(), 0.30, 30);
+    let sdk = outbox_tests::sdk_config_at(&proxy.url)
+        .into_builder()
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        )
+        .build();
+    let leases = unique_name("fault-leases");
+    create_lease_table(&dynamodb_client(), &leases).await.unwrap();
+    let stream_arn = stream_arn_for_table(&dynamodb_client(), &stack.table)
+        .await
+        .unwrap();
+    let runner = |name: &str| {
+        let sink = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(&sdk), &stack.bus.bus);
+        let quarantine = SqsQuarantine::new(sqs_client(&moto), &stack.quarantine.url);
+        let on_failure = SqsQuarantine::new(sqs_client(&moto), &stack.on_failure.url);
+        let mut relay = outbox_core::RelayConfig::default();
+        relay.retry.base_delay = Duration::from_millis(5);
+        relay.retry.max_delay = Duration::from_millis(80);
+        let mut config = RunnerConfig::new(name);
+        config.lease_duration = Duration::from_secs(2);
+        config.discovery_interval = Duration::from_millis(500);
+        config.backoff_initial = Duration::from_millis(20);
+        config.backoff_max = Duration::from_millis(500);
+        config.batch_limit = 200;
+        DynamoDbStreamRunner::new(
+            outbox_tests::streams_client(),
+            DynamoDbLeaseStore::new(dynamodb_client(), &leases),
+            &stream_arn,
+            DynamoDbStreamDecoder::new(OutboxSchema::new(&stack.table)),
+            Relay::new(sink, quarantine, relay),
+            on_failure,
+            config,
+        )
+    };
+
+    // Writers commit the events in rounds while runners come and go.
+    let writer = DynamoDbOutboxWriter::new(dynamodb_client(), OutboxSchema::new(&stack.table));
+    let rounds = crashes * 4;
+    let per_round = count.div_ceil(rounds);
+    let producer = tokio::spawn(async move {
+        let mut ids = HashSet::new();
+        for round in 0..rounds {
+            for i in 0..per_round {
+                let n = round * per_round + i;
+                let event = OutboxEvent::builder(SOURCE, "OrderChanged")
+                    .aggregate("Order", format!("o-{}", n % 17))
+                    .sequence(n as u64 / 17 + 1)
+                    .payload(&json!({ "n": n }))
+                    .build(&SystemClock)
+                    .unwrap();
+                ids.insert(event.id().to_string());
+                writer
+                    .commit(OutboxTransaction::new().event(event))
+                    .await
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        ids
+    });
+    let arrivals: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let collect = |arrivals: Arc<Mutex<HashMap<String, usize>>>| {
+        let (sqs, url) = (sqs_client(&moto), stack.bus.target.url.clone());
+        async move {
+            for message in drain_queue(&sqs, &url).await.unwrap() {
+                let envelope: Value = serde_json::from_str(&message.body).unwrap();
+                let id = envelope["detail"]["id"].as_str().unwrap().to_owned();
+                *arrivals.lock().unwrap().entry(id).or_default() += 1;
+            }
+        }
+    };
+    let started = Instant::now();
+    for crash in 0..crashes {
+        let running = tokio::spawn(runner(&format!("crash-{crash}")).run(std::future::pending()));
+        // Lives 1 to 2 s after taking the lease over, then dies mid-work.
+        let until = Instant::now() + Duration::from_millis(2_000 + (crash as u64 * 397) % 1_000);
+        while Instant::now() < until {
+            collect(Arc::clone(&arrivals)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        running.abort();
+        let _ = running.await;
+    }
+    let wanted = producer.await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let last = tokio::spawn(runner("survivor").run(async move {
+        let _ = stopped.await;
+    }));
+    let until = Instant::now() + Duration::from_secs(90);
+    loop {
+        collect(Arc::clone(&arrivals)).await;
+        let done = wanted.iter().all(|id| arrivals.lock().unwrap().contains_key(id));
+        if done || Instant::now() > until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let delivered_in = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    collect(Arc::clone(&arrivals)).await;
+    let _ = stop.send(());
+    let report = last.await.unwrap().unwrap();
+
+    let on_failure = drain_queue(&sqs_client(&moto), &stack.on_failure.url)
+        .await
+        .unwrap();
+    let arrivals = arrivals.lock().unwrap().clone();
+    let stats = proxy.stats.lock().unwrap();
+    let missing = wanted.iter().filter(|id| !arrivals.contains_key(*id)).count();
+    let duplicates: usize = arrivals.values().map(|n| n - 1).sum();
+    eprintln!(
+        "runner crash test: {} events, {crashes} crashes, 30 % of {} calls faulted ({} entries failed in HTTP \
+         200s); delivered {} in {:.1} s, missing {missing}, duplicates {duplicates} = {:.1} % ({} entries whose \
+         answer was lost, {} from the crashes), {} sent to on-failure; survivor: {report}",
+        wanted.len(),
+        stats.calls,
+        stats.failed_entries,
+        arrivals.len(),
+        delivered_in.as_secs_f64(),
+        duplicates as f64 * 100.0 / wanted.len() as f64,
+        stats.ambiguous_entries,
+        duplicates.saturating_sub(stats.ambiguous_entries),
+        on_failure.len(),
+    );
+    assert_eq!(missing, 0, "every event arrives at least once");
+    assert!(arrivals.keys().all(|id| wanted.contains(id)), "nothing invented");
+    assert!(
+        on_failure.is_empty(),
+        "faults within the retry budget send nothing on"
+    );
+    // The calls whose answer was lost repeat their entries whatever the
+    // relay does; the crashes may add what was in flight, at most 2.5 %.
+    assert!(
+        duplicates <= stats.ambiguous_entries + wanted.len() / 40,
+        "{duplicates} duplicates: {} from lost answers, the rest from {crashes} crashes",
+        stats.ambiguous_entries
+    );
+}

@@ -128,13 +128,22 @@ mod tests {
     #[test]
     fn large_events_by_claim_check_need_a_bucket() {
         use outbox_eventbridge::{ENV_CLAIM_CHECK_BUCKET, ENV_LARGE_EVENTS, LargeEvents};
-        assert_eq!(parse(&base()).unwrap().eventbridge.large_events, LargeEvents::Quarantine);
+        assert_eq!(
+            parse(&base()).unwrap().eventbridge.large_events,
+            LargeEvents::Quarantine
+        );
         let mut vars = base();
         vars.insert(ENV_LARGE_EVENTS, "claim-check".into());
         let err = parse(&vars).unwrap_err().to_string();
-        assert!(err.contains(ENV_LARGE_EVENTS) && err.contains(ENV_CLAIM_CHECK_BUCKET), "{err}");
+        assert!(
+            err.contains(ENV_LARGE_EVENTS) && err.contains(ENV_CLAIM_CHECK_BUCKET),
+            "{err}"
+        );
         vars.insert(ENV_CLAIM_CHECK_BUCKET, "claims".into());
-        assert_eq!(parse(&vars).unwrap().eventbridge.large_events, LargeEvents::ClaimCheck);
+        assert_eq!(
+            parse(&vars).unwrap().eventbridge.large_events,
+            LargeEvents::ClaimCheck
+        );
         vars.insert(ENV_LARGE_EVENTS, "drop".into());
         let err = parse(&vars).unwrap_err().to_string();
         assert!(err.contains("`quarantine` or `claim-check`"), "{err}");
