@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use crate::chunk::{Chunker, chunk_ranges};
 use crate::delivered::Delivered;
 use crate::{
-    ChunkLimits, Clock, DEFAULT_DELIVERED_MEMORY, EntryResult, EventSink, FailureClass, OutboxEvent,
-    Quarantine, QuarantinedRecord, RetryPolicy, SinkError, SystemClock,
+    Clock, DEFAULT_DELIVERED_MEMORY, EntryResult, EventSink, FailureClass, OutboxEvent, Quarantine,
+    QuarantinedRecord, RetryPolicy, SystemClock,
 };
 
 /// Why a record is skipped. Skips never fail a batch.
@@ -116,17 +116,6 @@ pub struct BatchOutcome {
     pub first_failure: Option<String>,
     /// For each published event, milliseconds from `occurred_at` to its publication.
     pub publish_ages_ms: Vec<i64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Pending,
-    Delivered,
-    /// Delivered by this relay in an earlier attempt of the batch.
-    AlreadyDelivered,
-    Quarantined,
-    Skipped,
-    Failed,
 }
 
 /// The relay: a sink, a quarantine, a configuration and a clock.
@@ -579,102 +568,10 @@ impl<S: EventSink, Q: Quarantine> Relay<S, Q> {
     }
 }
 
-/// What calls' results left to do: the slots to retry (in batch order), the
-/// records to quarantine, and a whole-call permanent error if one happened.
-#[derive(Default)]
-struct Settled {
-    retry: Vec<usize>,
-    permanent: Vec<(usize, QuarantinedRecord)>,
-    fatal: Option<SinkError>,
-}
-
-/// How far the batch's done prefix has been reported.
-struct Progress<'p> {
-    report: Option<&'p (dyn Fn(&str) + Send + Sync)>,
-    /// The length of the prefix reported so far.
-    done: usize,
-}
-
-impl Progress<'_> {
-    /// Reports the done prefix of `slots` if it grew.
-    fn advance<H, T: Deref<Target = str>>(&mut self, slots: &[Slot<H, T>]) {
-        let Some(report) = self.report else { return };
-        let start = self.done;
-        while let Some(slot) = slots.get(self.done)
-            && matches!(
-                slot.status,
-                Status::Delivered | Status::AlreadyDelivered | Status::Quarantined | Status::Skipped
-            )
-        {
-            self.done += 1;
-        }
-        if self.done > start {
-            report(&slots[self.done - 1].position);
-        }
-    }
-}
-
-/// The slots, when nothing else holds them: no locking.
-fn own<H, T>(slots: &mut Mutex<Vec<Slot<H, T>>>) -> &mut Vec<Slot<H, T>> {
-    slots.get_mut().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A record as the relay keeps it while relaying its batch.
-struct Slot<H, T> {
-    position: T,
-    status: Status,
-    /// Its event's entry size, computed once and reused by every attempt.
-    size: usize,
-    /// Its event while it waits for a call; the call that publishes it takes
-    /// it, and gives it back when the event is to be retried.
-    event: Option<H>,
-}
-
-/// A chunk of events for one call, with the slots they belong to.
-struct Chunk<H> {
-    indices: Vec<usize>,
-    events: Vec<H>,
-}
-
-impl<H> Chunk<H> {
-    /// An empty chunk with room for a full one of `limits` (its vectors
-    /// would otherwise grow three times on the way to ten entries).
-    fn for_limits(limits: ChunkLimits) -> Self {
-        // A sink's limit is not an allocation size.
-        let room = limits.max_entries.min(64);
-        Self {
-            indices: Vec::with_capacity(room),
-            events: Vec::with_capacity(room),
-        }
-    }
-
-    fn push(&mut self, index: usize, event: H) {
-        self.indices.push(index);
-        self.events.push(event);
-    }
-}
-
-/// A chunk after its call, with the call's result.
-struct Sent<H> {
-    chunk: Chunk<H>,
-    result: Result<Vec<EntryResult>, SinkError>,
-    /// The call was not made, or given up, for the batch deadline.
-    deadline_reached: bool,
-}
-
-/// The failure of a call not made, or given up, for the batch deadline.
-fn deadline_passed() -> SinkError {
-    SinkError {
-        class: FailureClass::Transient,
-        code: "BatchDeadline".into(),
-        message:
-            "the batch deadline passed before the call ended; whether the sink took its entries is unknown"
-                .into(),
-    }
-}
-
+mod batch;
 mod reader;
 
+use batch::{Chunk, Progress, Sent, Settled, Slot, Status, deadline_passed, own};
 use reader::{Borrowed, Reader, SourceRecord};
 
 #[cfg(test)]

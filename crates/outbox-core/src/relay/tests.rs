@@ -4,7 +4,7 @@ use std::convert::Infallible;
 
 use super::*;
 use crate::fakes::{Fault, FlakySink, RecordingQuarantine, RecordingSink};
-use crate::{ChunkLimits, FixedClock};
+use crate::{ChunkLimits, FixedClock, SinkError};
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 
