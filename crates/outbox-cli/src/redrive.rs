@@ -435,39 +435,14 @@ pub async fn redrive<S: EventSink>(
                 }
             }
             for r in done.drain(..) {
-                let gone = sqs
-                    .delete_message()
-                    .queue_url(&options.queue_url)
-                    .receipt_handle(&r.receipt_handle)
-                    .send()
-                    .await;
-                match gone {
-                    Ok(_) => {
-                        deleted.insert(r.message_id.as_str());
-                    }
-                    Err(e) => {
-                        report.not_deleted += 1;
-                        tracing::warn!(message_id = %r.message_id, error = %DisplayErrorContext(&e), "DeleteMessage failed");
-                        writeln!(
-                            out,
-                            "message {} was republished but not deleted ({}); it will be redriven again",
-                            r.message_id,
-                            DisplayErrorContext(&e)
-                        )?;
-                    }
+                if delete(sqs, &options.queue_url, r, &mut report, out).await? {
+                    deleted.insert(r.message_id.as_str());
                 }
             }
         }
         // Messages with nothing to republish (a batch of skips) when no chunk ran.
         for r in done {
-            if sqs
-                .delete_message()
-                .queue_url(&options.queue_url)
-                .receipt_handle(&r.receipt_handle)
-                .send()
-                .await
-                .is_ok()
-            {
+            if delete(sqs, &options.queue_url, r, &mut report, out).await? {
                 deleted.insert(r.message_id.as_str());
             }
         }
@@ -511,6 +486,37 @@ pub async fn redrive<S: EventSink>(
         }
     )?;
     Ok(report)
+}
+
+/// Deletes the message of `r`, whose events the bus accepted; a failure is
+/// counted and said on `out` (the message will be redriven again).
+async fn delete(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    r: &Received,
+    report: &mut RedriveReport,
+    out: &mut dyn Write,
+) -> std::io::Result<bool> {
+    let gone = sqs
+        .delete_message()
+        .queue_url(queue_url)
+        .receipt_handle(&r.receipt_handle)
+        .send()
+        .await;
+    match gone {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            report.not_deleted += 1;
+            tracing::warn!(message_id = %r.message_id, error = %DisplayErrorContext(&e), "DeleteMessage failed");
+            writeln!(
+                out,
+                "message {} was republished but not deleted ({}); it will be redriven again",
+                r.message_id,
+                DisplayErrorContext(&e)
+            )?;
+            Ok(false)
+        }
+    }
 }
 
 /// `outbox redrive`: the AWS configuration from the environment, the
