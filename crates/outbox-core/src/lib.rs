@@ -5,6 +5,9 @@
 //!
 //! - [`OutboxEvent`], the event envelope written next to the aggregate and later
 //!   published to the bus, with its JSON form and its CloudEvents 1.0 mapping;
+//! - typed events ([`Event`], [`Events`]) and aggregates ([`Aggregate`],
+//!   [`Versioned`]) with the [`Command`] that makes a retried request write
+//!   the same events, and the events' registry schemas ([`schema`]);
 //! - [`Clock`], so that time (and the time-ordered event ids) can be fixed in tests;
 //! - the relay algorithm ([`Relay`]) over two ports, [`EventSink`] and
 //!   [`Quarantine`], with its chunking, retry policy and outcome; fakes of
@@ -28,10 +31,12 @@
 //! # }
 //! ```
 
+mod aggregate;
 mod chunk;
 mod claim_check;
 mod clock;
 mod cloudevents;
+mod command;
 pub mod config;
 mod delivered;
 mod envelope;
@@ -43,11 +48,15 @@ mod payload;
 mod port;
 mod relay;
 mod retry;
+pub mod schema;
 mod share;
+mod typed;
 
+pub use aggregate::{Aggregate, Saved, Versioned, command_events, version_after};
 pub use chunk::chunk_ranges;
 pub use claim_check::{CLAIM_CHECK_METADATA_KEY, CLAIM_CHECK_STORE, ClaimCheck};
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use command::{Command, MAX_COMMAND_ID_LEN};
 pub use config::{ConfigError, Env};
 pub use delivered::DEFAULT_DELIVERED_MEMORY;
 pub use envelope::{MAX_METADATA_KEY_LEN, OutboxEvent, OutboxEventBuilder, OutboxEventParts, TraceParent};
@@ -60,3 +69,9 @@ pub use port::{
 pub use relay::{BatchOutcome, Decoded, Relay, RelayConfig, RelayRecord, SkipReason};
 pub use retry::{Backoff, RetryPolicy};
 pub use share::fair_share;
+pub use typed::{Event, Events, TypedEventError};
+
+/// `#[derive(Event)]`: a struct as one event type, an enum as a set of them.
+pub use outbox_derive::Event;
+/// The JSON Schema generator the typed events' schemas come from.
+pub use schemars;
