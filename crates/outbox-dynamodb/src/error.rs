@@ -112,6 +112,20 @@ pub enum WriteError {
         /// DynamoDB's message.
         message: String,
     },
+    /// An aggregate's state cannot be stored or read as an item: not a map
+    /// of fields, a field named like a key or outbox attribute, or a stored
+    /// item that does not fit the type.
+    #[error("aggregate {aggregate}: {reason}")]
+    State {
+        /// `<aggregate type>/<id>`.
+        aggregate: String,
+        /// What does not fit.
+        reason: String,
+    },
+    /// An event could not be built from a typed value (its payload does not
+    /// serialise, or a field is invalid).
+    #[error("event cannot be built")]
+    Event(#[from] EnvelopeError),
     /// The call failed outside DynamoDB's answer: timeout, connection, 5xx.
     #[error("DynamoDB call failed")]
     Service {

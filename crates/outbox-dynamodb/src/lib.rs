@@ -36,11 +36,16 @@
 //! # }
 //! ```
 
+mod aggregate;
 mod error;
 mod item;
 mod limits;
 mod writer;
 
+pub use aggregate::{
+    COMMAND_SORT_KEY_PREFIX, DEFAULT_VERSION_ATTRIBUTE, DynamoDbAggregates, STANDALONE_AGGREGATE_TYPE,
+    STATE_SORT_KEY,
+};
 pub use error::{DecodeError, WriteError};
 pub use item::{
     ATTR_AGGREGATE_ID, ATTR_AGGREGATE_TYPE, ATTR_EVENT_ID, ATTR_EVENT_TYPE, ATTR_METADATA, ATTR_OCCURRED_AT,
@@ -51,7 +56,12 @@ pub use limits::{
     MAX_CLIENT_REQUEST_TOKEN_LEN, MAX_ITEM_SIZE_BYTES, MAX_TRANSACT_ITEMS, MAX_TRANSACTION_SIZE_BYTES,
     item_size, published_size,
 };
-pub use outbox_core::{Clock, EnvelopeError, OutboxEvent, OutboxEventBuilder, Payload, SystemClock};
+/// The core crate, for what the derive macro and typed events name.
+pub use outbox_core;
+pub use outbox_core::{
+    Aggregate, Clock, Command, EnvelopeError, Event, Events, OutboxEvent, OutboxEventBuilder, Payload, Saved,
+    SystemClock, TypedEventError, Versioned,
+};
 pub use writer::{
     CommitReceipt, DynamoDbOutboxWriter, OutboxTransaction, build_transact_items, put_if_absent,
     put_versioned,
