@@ -83,6 +83,19 @@ pub enum WriteError {
         /// The Cosmos DB sub-status, if any.
         sub_status: Option<u32>,
     },
+    /// An aggregate's state cannot be stored or read as a document: not a
+    /// JSON object, a field named like one the container uses, or a stored
+    /// document that does not fit the type.
+    #[error("aggregate {aggregate}: {reason}")]
+    State {
+        /// `<aggregate type>/<id>`.
+        aggregate: String,
+        /// What does not fit.
+        reason: String,
+    },
+    /// An event could not be built from a typed value.
+    #[error("event cannot be built")]
+    Event(#[from] EnvelopeError),
     /// Request rate too large (429), after the SDK's own retries. Retry after
     /// `retry_after` (the server's hint, when it gave one).
     #[error("throttled by Cosmos DB (429)")]

@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod aggregate;
 mod connect;
 mod document;
 mod error;
@@ -44,6 +45,7 @@ mod processor;
 mod trigger;
 mod writer;
 
+pub use aggregate::{COMMAND_ID_PREFIX, CosmosAggregates, VERSION_FIELD};
 pub use connect::{ConnectError, container_client, cosmos_client_with_key};
 pub use document::{
     CosmosChangeDecoder, CosmosOutboxSchema, FIELD_AGGREGATE_ID, FIELD_AGGREGATE_TYPE, FIELD_EVENT_TYPE,
@@ -53,6 +55,11 @@ pub use document::{
 pub use error::{DecodeError, LeaseError, ProcessorError, WriteError};
 pub use lease::{CosmosLeaseStore, LEASE_KIND, Lease, lease_id};
 pub use limits::{MAX_BATCH_OPERATIONS, MAX_BATCH_REQUEST_BYTES};
+/// The core crate, for what the derive macro and typed events name.
+pub use outbox_core;
+pub use outbox_core::{
+    Aggregate, Command, Event, Events, OutboxEvent, Saved, SystemClock, TypedEventError, Versioned,
+};
 pub use processor::{CosmosChangeFeedProcessor, MAX_ITEMS_PER_PAGE, ProcessorConfig, ProcessorReport};
 pub use trigger::{
     InvocationResponse, TriggerError, TriggerOutcome, relay_trigger_invocation, trigger_documents,

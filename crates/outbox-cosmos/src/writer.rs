@@ -540,7 +540,7 @@ fn operation_error(
 }
 
 /// A whole-request failure.
-fn request_error(error: CosmosError, request_bytes: usize) -> WriteError {
+pub(crate) fn request_error(error: CosmosError, request_bytes: usize) -> WriteError {
     let status = status_of(&error);
     match status {
         429 => WriteError::Throttled {
