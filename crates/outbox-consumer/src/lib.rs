@@ -12,7 +12,8 @@
 //!   [`commit_with_marker`](IdempotencyStore::commit_with_marker)), and
 //!   [`create_idempotency_table`].
 //! - [`outbox_event_from_eventbridge`] / [`outbox_event_from_detail`]: the
-//!   [`OutboxEvent`](outbox_core::OutboxEvent) in what EventBridge delivers;
+//!   [`OutboxEvent`](outbox_core::OutboxEvent) in what EventBridge delivers
+//!   (the envelope or a CloudEvents event, whichever the relay publishes);
 //!   [`resolve_claim_check`]: the whole event, when it was published by
 //!   claim-check (too large for EventBridge).
 //! - [`ConsumerError`], with [`is_retryable`](ConsumerError::is_retryable).

@@ -14,11 +14,12 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::envelope::{RESERVED_ATTRIBUTES, format_time, parse_time, validate_metadata_key};
-use crate::{EnvelopeError, OutboxEvent, OutboxEventParts, Payload};
+use crate::envelope::{RESERVED_ATTRIBUTES, format_time, parse_time, serialized_len, validate_metadata_key};
+use crate::{EnvelopeError, OutboxEvent, OutboxEventParts, Payload, TraceParent};
 
 const SPEC_VERSION: &str = "1.0";
 const JSON_CONTENT_TYPE: &str = "application/json";
@@ -52,6 +53,25 @@ impl OutboxEvent {
         })?;
         ce.insert("data".into(), data);
         Ok(Value::Object(ce))
+    }
+
+    /// The event as CloudEvents 1.0 structured-mode JSON text: the same
+    /// attributes as [`to_cloudevent`](Self::to_cloudevent), written
+    /// straight from the envelope. The payload's text is copied as it is,
+    /// so this cannot fail, whatever the payload's depth (a JSON value tree
+    /// stops at 128 levels), and it is what a bus carries when it carries
+    /// CloudEvents.
+    pub fn to_cloudevent_json(&self) -> String {
+        // Serialising cannot fail: every key is a string and the payload is
+        // already validated JSON text.
+        serde_json::to_string(&Structured::of(self)).unwrap_or_default()
+    }
+
+    /// The length of [`to_cloudevent_json`](Self::to_cloudevent_json)'s text
+    /// in bytes, counted by serde_json without keeping the text (what a
+    /// size limit on the bus needs to know).
+    pub fn cloudevent_json_len(&self) -> usize {
+        serialized_len(&Structured::of(self))
     }
 
     /// Parses a CloudEvents 1.0 structured-mode JSON object produced by
@@ -135,6 +155,59 @@ impl OutboxEvent {
     }
 }
 
+/// A CloudEvents 1.0 structured-mode event, borrowed from an envelope.
+#[derive(Serialize)]
+struct Structured<'a> {
+    specversion: &'static str,
+    id: Uuid,
+    source: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    subject: Subject<'a>,
+    time: String,
+    datacontenttype: &'static str,
+    #[serde(serialize_with = "decimal_string")]
+    sequence: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a TraceParent>,
+    #[serde(flatten)]
+    metadata: &'a BTreeMap<String, String>,
+    data: &'a Payload,
+}
+
+impl<'a> Structured<'a> {
+    fn of(event: &'a OutboxEvent) -> Self {
+        Self {
+            specversion: SPEC_VERSION,
+            id: event.id(),
+            source: event.source(),
+            event_type: event.event_type(),
+            subject: Subject(event.aggregate_type(), event.aggregate_id()),
+            time: format_time(&event.occurred_at()),
+            datacontenttype: JSON_CONTENT_TYPE,
+            sequence: event.sequence(),
+            traceparent: event.trace_parent(),
+            metadata: event.metadata(),
+            data: event.payload(),
+        }
+    }
+}
+
+/// The `subject` attribute: `aggregate_type/aggregate_id`, written without
+/// an intermediate string.
+struct Subject<'a>(&'a str, &'a str);
+
+impl Serialize for Subject<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}/{}", self.0, self.1))
+    }
+}
+
+/// The sequence extension's value: the number as a decimal string.
+fn decimal_string<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
 fn invalid(field: &str, reason: &str) -> EnvelopeError {
     EnvelopeError::Invalid {
         field: field.to_owned(),
@@ -188,6 +261,37 @@ mod tests {
             OutboxEvent::from_cloudevent(&e.to_cloudevent().unwrap()).unwrap(),
             e
         );
+    }
+
+    #[test]
+    fn the_json_text_is_the_same_cloudevent_and_its_length_is_counted() {
+        let mut without_trace = event().into_parts();
+        without_trace.trace_parent = None;
+        without_trace.metadata.clear();
+        for e in [event(), OutboxEvent::try_from(without_trace).unwrap()] {
+            let text = e.to_cloudevent_json();
+            let parsed: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(parsed, e.to_cloudevent().unwrap());
+            assert_eq!(e.cloudevent_json_len(), text.len());
+            assert_eq!(OutboxEvent::from_cloudevent(&parsed).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn the_json_text_keeps_a_payload_deeper_than_a_value_tree_can_hold() {
+        let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
+        let e = OutboxEvent::builder("s", "T")
+            .aggregate("A", "1")
+            .sequence(1)
+            .payload_json(deep.clone())
+            .build(&FixedClock::new(
+                Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            ))
+            .unwrap();
+        assert!(e.to_cloudevent().is_err());
+        let text = e.to_cloudevent_json();
+        assert!(text.ends_with(&format!(r#""data":{deep}}}"#)), "{text}");
+        assert_eq!(e.cloudevent_json_len(), text.len());
     }
 
     #[test]

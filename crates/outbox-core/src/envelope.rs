@@ -38,8 +38,9 @@ pub const MAX_METADATA_KEY_LEN: usize = 20;
 /// Build one with [`OutboxEvent::builder`]; every field is validated there and
 /// again when an envelope is parsed, so a value of this type is always valid.
 /// The JSON form ([`to_json`](Self::to_json)) is the `Detail` published to
-/// EventBridge; [`to_cloudevent`](Self::to_cloudevent) gives CloudEvents 1.0
-/// structured mode.
+/// EventBridge by default; [`to_cloudevent`](Self::to_cloudevent) and
+/// [`to_cloudevent_json`](Self::to_cloudevent_json) give CloudEvents 1.0
+/// structured mode, the other bus format.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawEvent")]
 pub struct OutboxEvent {
@@ -168,7 +169,8 @@ impl OutboxEvent {
         &self.metadata
     }
 
-    /// The envelope as compact JSON text (the EventBridge `Detail`).
+    /// The envelope as compact JSON text (the EventBridge `Detail` in the
+    /// envelope bus format).
     pub fn to_json(&self) -> String {
         // Serialising this type cannot fail: every key is a string and the
         // payload is already validated JSON text.
@@ -184,27 +186,34 @@ impl OutboxEvent {
     /// The length of [`to_json`](Self::to_json)'s text in bytes, counted
     /// by serde_json without keeping the text.
     pub fn json_len(&self) -> usize {
-        /// Counts what serde_json writes.
-        struct Counter(usize);
-        impl std::io::Write for Counter {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0 += buf.len();
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut counter = Counter(0);
-        // As in `to_json`: serialising this type cannot fail.
-        let _ = serde_json::to_writer(&mut counter, self);
-        counter.0
+        serialized_len(self)
     }
 
     /// The payload alone, as JSON text (how the DynamoDB item and the Cosmos
     /// document store it).
     pub fn payload_json(&self) -> &str {
         self.payload.as_str()
+    }
+}
+
+/// The length in bytes of `value`'s compact JSON text, counted by
+/// serde_json without keeping the text (0 if it cannot be serialised).
+pub(crate) fn serialized_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    /// Counts what serde_json writes.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => 0,
     }
 }
 

@@ -6,6 +6,8 @@ use aws_sdk_eventbridge::primitives::DateTime;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use outbox_core::{FailureClass, OutboxEvent};
 
+use crate::BusFormat;
+
 /// Most entries in one `PutEvents` request.
 ///
 /// The EventBridge API reference for `PutEvents` documents `Entries` as an
@@ -28,34 +30,51 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024;
 /// `DetailType`, `Detail` and each `Resources` entry.
 pub const TIME_ENTRY_BYTES: usize = 14;
 
-/// Builds the `PutEvents` entry for `event` on the bus `bus` (name or ARN).
-///
-/// `Source` is the event's source, `DetailType` its type, `Detail` the whole
-/// envelope ([`OutboxEvent::to_json`]), `Time` its `occurred_at`, and
-/// `TraceHeader` its W3C trace context as an X-Ray header, when it has one.
+/// Builds the `PutEvents` entry for `event` on the bus `bus` (name or ARN),
+/// its `Detail` the whole envelope ([`OutboxEvent::to_json`]): the entry of
+/// [`to_put_events_entry_as`] in [`BusFormat::Envelope`].
 pub fn to_put_events_entry(event: &OutboxEvent, bus: &str) -> PutEventsRequestEntry {
+    to_put_events_entry_as(event, bus, BusFormat::Envelope)
+}
+
+/// Builds the `PutEvents` entry for `event` on the bus `bus` (name or ARN)
+/// with its `Detail` in `format`.
+///
+/// `Source` is the event's source, `DetailType` its type, `Detail` the event
+/// in `format` ([`BusFormat::detail`]), `Time` its `occurred_at`, and
+/// `TraceHeader` its W3C trace context as an X-Ray header, when it has one.
+pub fn to_put_events_entry_as(event: &OutboxEvent, bus: &str, format: BusFormat) -> PutEventsRequestEntry {
     PutEventsRequestEntry::builder()
         .source(event.source())
         .detail_type(event.event_type())
-        .detail(event.to_json())
+        .detail(format.detail(event))
         .time(DateTime::from_millis(event.occurred_at().timestamp_millis()))
         .set_trace_header(event.trace_parent().map(|t| t.to_xray_header()))
         .event_bus_name(bus)
         .build()
 }
 
-/// The size `event` counts towards a request's byte limit, exactly as
-/// EventBridge documents it ("Calculating PutEvents event entry size"):
-/// [`TIME_ENTRY_BYTES`] for `Time`, plus the UTF-8 bytes of `Source`,
-/// `DetailType` and `Detail` (the entry has no `Resources`).
+/// The size `event`'s envelope entry ([`to_put_events_entry`]) counts
+/// towards a request's byte limit: [`entry_size_as`] in
+/// [`BusFormat::Envelope`].
 pub fn entry_size(event: &OutboxEvent) -> usize {
-    TIME_ENTRY_BYTES + event.source().len() + event.event_type().len() + event.json_len()
+    entry_size_as(event, BusFormat::Envelope)
+}
+
+/// The size `event`'s entry in `format` ([`to_put_events_entry_as`]) counts
+/// towards a request's byte limit, exactly as EventBridge documents it
+/// ("Calculating PutEvents event entry size"): [`TIME_ENTRY_BYTES`] for
+/// `Time`, plus the UTF-8 bytes of `Source`, `DetailType` and `Detail` (the
+/// entry has no `Resources`). The `Detail` is counted without being written.
+pub fn entry_size_as(event: &OutboxEvent, format: BusFormat) -> usize {
+    TIME_ENTRY_BYTES + event.source().len() + event.event_type().len() + format.detail_len(event)
 }
 
 /// The size of any `PutEvents` request entry, as EventBridge documents it:
 /// [`TIME_ENTRY_BYTES`] when it has a `Time`, plus the UTF-8 bytes of
 /// `Source`, `DetailType`, `Detail` and each `Resources` entry. For an entry
-/// from [`to_put_events_entry`] this equals [`entry_size`] of its event.
+/// from [`to_put_events_entry_as`] this equals [`entry_size_as`] of its
+/// event in the same format.
 pub fn request_entry_size(entry: &PutEventsRequestEntry) -> usize {
     let time = if entry.time().is_some() {
         TIME_ENTRY_BYTES
@@ -174,6 +193,55 @@ mod tests {
     }
 
     #[test]
+    fn a_cloudevents_entry_carries_the_cloudevent_and_the_same_routing_fields() {
+        let event = event();
+        let envelope = to_put_events_entry(&event, "orders-bus");
+        let entry = to_put_events_entry_as(&event, "orders-bus", BusFormat::CloudEvents);
+        let detail: serde_json::Value = serde_json::from_str(entry.detail().unwrap()).unwrap();
+        assert_eq!(detail["specversion"], "1.0");
+        assert_eq!(detail["subject"], "Order/o-42");
+        assert_eq!(detail["sequence"], "3");
+        assert_eq!(detail["data"], json!({ "total": 1999, "note": "café" }));
+        assert_eq!(detail, event.to_cloudevent().unwrap());
+        assert_eq!(OutboxEvent::from_cloudevent(&detail).unwrap(), event);
+        assert_eq!(
+            (
+                entry.source(),
+                entry.detail_type(),
+                entry.time(),
+                entry.event_bus_name()
+            ),
+            (
+                envelope.source(),
+                envelope.detail_type(),
+                envelope.time(),
+                envelope.event_bus_name()
+            )
+        );
+        assert_eq!(
+            to_put_events_entry_as(&event, "orders-bus", BusFormat::Envelope),
+            envelope
+        );
+    }
+
+    #[test]
+    fn a_claim_check_travels_as_a_cloudevents_extension() {
+        let event = event();
+        let check = outbox_core::ClaimCheck::new("claims", "outbox/events/e.json", 300_000);
+        let claimed = event.claimed(&check).unwrap();
+        let entry = to_put_events_entry_as(&claimed, "bus", BusFormat::CloudEvents);
+        let detail: serde_json::Value = serde_json::from_str(entry.detail().unwrap()).unwrap();
+        assert_eq!(detail[outbox_core::CLAIM_CHECK_METADATA_KEY], "s3");
+        let back = OutboxEvent::from_cloudevent(&detail).unwrap();
+        assert_eq!(back.claim_check(), Some(check));
+        assert_eq!(back, claimed);
+        assert_eq!(
+            entry_size_as(&claimed, BusFormat::CloudEvents),
+            request_entry_size(&entry)
+        );
+    }
+
+    #[test]
     fn trace_context_becomes_an_xray_trace_header() {
         let event = OutboxEvent::builder("com.example.orders", "OrderPlaced")
             .aggregate("Order", "o-1")
@@ -210,6 +278,17 @@ mod tests {
             request_entry_size(&to_put_events_entry(&event, "bus"))
         );
         assert_ne!(detail.len(), detail.chars().count());
+
+        let cloudevent = event.to_cloudevent_json();
+        assert_eq!(
+            entry_size_as(&event, BusFormat::CloudEvents),
+            14 + "com.example.orders".len() + "OrderPlaced".len() + cloudevent.len()
+        );
+        assert_ne!(
+            cloudevent.len(),
+            detail.len(),
+            "each format is counted as it is written"
+        );
     }
 
     #[test]
@@ -225,14 +304,14 @@ mod tests {
         assert_eq!(request_entry_size(&timed), 14 + 1 + 2 + 2 + 5 + 6);
     }
 
-    /// Events whose entry sizes add up to exactly `total`.
-    fn events_totalling(total: usize) -> Vec<OutboxEvent> {
+    /// Events whose entry sizes in `format` add up to exactly `total`.
+    fn events_totalling(total: usize, format: BusFormat) -> Vec<OutboxEvent> {
         let a = event_with("s", "A", json!({ "pad": "" }));
-        let base = entry_size(&a);
-        let b_base = entry_size(&event_with("s", "B", json!({ "pad": "" })));
+        let base = entry_size_as(&a, format);
+        let b_base = entry_size_as(&event_with("s", "B", json!({ "pad": "" })), format);
         let pad = total - base - b_base;
         let b = event_with("s", "B", json!({ "pad": "x".repeat(pad) }));
-        assert_eq!(entry_size(&a) + entry_size(&b), total);
+        assert_eq!(entry_size_as(&a, format) + entry_size_as(&b, format), total);
         vec![a, b]
     }
 
@@ -242,18 +321,20 @@ mod tests {
             max_entries: MAX_PUT_EVENTS_ENTRIES,
             max_bytes: DEFAULT_MAX_REQUEST_BYTES,
         };
-        let at_limit: Vec<usize> = events_totalling(DEFAULT_MAX_REQUEST_BYTES)
-            .iter()
-            .map(entry_size)
-            .collect();
-        assert_eq!(at_limit.iter().sum::<usize>(), 256 * 1024);
-        assert_eq!(chunk_ranges(&at_limit, limits), vec![0..2]);
+        for format in BusFormat::ALL {
+            let sizes = |events: Vec<OutboxEvent>| -> Vec<usize> {
+                events
+                    .iter()
+                    .map(|e| request_entry_size(&to_put_events_entry_as(e, "bus", format)))
+                    .collect()
+            };
+            let at_limit = sizes(events_totalling(DEFAULT_MAX_REQUEST_BYTES, format));
+            assert_eq!(at_limit.iter().sum::<usize>(), 256 * 1024, "{format}");
+            assert_eq!(chunk_ranges(&at_limit, limits), vec![0..2], "{format}");
 
-        let over: Vec<usize> = events_totalling(DEFAULT_MAX_REQUEST_BYTES + 1)
-            .iter()
-            .map(entry_size)
-            .collect();
-        assert_eq!(chunk_ranges(&over, limits), vec![0..1, 1..2]);
+            let over = sizes(events_totalling(DEFAULT_MAX_REQUEST_BYTES + 1, format));
+            assert_eq!(chunk_ranges(&over, limits), vec![0..1, 1..2], "{format}");
+        }
     }
 
     #[test]
@@ -280,12 +361,14 @@ mod tests {
                 .build(&FixedClock::new(Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap()));
             proptest::prop_assume!(built.is_ok());
             let event = built.unwrap();
-            let entry = to_put_events_entry(&event, "bus");
-            proptest::prop_assert_eq!(entry_size(&event), request_entry_size(&entry));
-            proptest::prop_assert_eq!(
-                entry_size(&event),
-                14 + source.len() + event_type.len() + entry.detail().unwrap().len()
-            );
+            for format in BusFormat::ALL {
+                let entry = to_put_events_entry_as(&event, "bus", format);
+                proptest::prop_assert_eq!(entry_size_as(&event, format), request_entry_size(&entry));
+                proptest::prop_assert_eq!(
+                    entry_size_as(&event, format),
+                    14 + source.len() + event_type.len() + entry.detail().unwrap().len()
+                );
+            }
         }
     }
 

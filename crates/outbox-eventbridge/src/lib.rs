@@ -7,9 +7,11 @@
 //!   turned into [`outbox_core::SinkError`]s with their retry class. The
 //!   calls go through the AWS SDK's client, with its configuration
 //!   (endpoints, credentials, retries, timeouts, trace header).
-//! - [`to_put_events_entry`] and [`entry_size`] are the pure halves: the
-//!   request entry for one event (the envelope as `Detail`) and its size as
-//!   EventBridge counts it.
+//! - [`to_put_events_entry_as`] and [`entry_size_as`] are the pure halves:
+//!   the request entry for one event (as `Detail`, the envelope or a
+//!   CloudEvents event, per [`BusFormat`]) and its size as EventBridge
+//!   counts it; [`to_put_events_entry`] and [`entry_size`] are the
+//!   envelope's.
 //! - [`SqsQuarantine`] implements [`outbox_core::Quarantine`]: one SQS message
 //!   per record that can never be delivered, whose body is a
 //!   [`QuarantineMessage`] that redrive tooling reads back with
@@ -43,6 +45,7 @@ mod claim_check;
 mod config;
 mod entry;
 mod error;
+mod format;
 mod quarantine;
 mod sink;
 
@@ -53,10 +56,11 @@ pub use config::{
     EVENTBRIDGE_VARIABLES, EventBridgeConfig, LargeEvents,
 };
 pub use entry::{
-    DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, TIME_ENTRY_BYTES, entry_size, request_entry_size,
-    to_put_events_entry,
+    DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, TIME_ENTRY_BYTES, entry_size, entry_size_as,
+    request_entry_size, to_put_events_entry, to_put_events_entry_as,
 };
 pub use error::{QuarantineMessageError, ResolveError};
+pub use format::{BusFormat, UnknownBusFormat};
 pub use quarantine::{
     ATTRIBUTE_EVENT_ID, ATTRIBUTE_EVENT_TYPE, ATTRIBUTE_REASON, DEFAULT_MAX_MESSAGE_BYTES,
     MAX_REASON_ATTRIBUTE_BYTES, QuarantineMessage, SqsQuarantine,

@@ -11,10 +11,11 @@ use aws_sdk_eventbridge::types::PutEventsResultEntry;
 use aws_smithy_types::retry::ProvideErrorKind;
 use outbox_core::{ChunkLimits, EntryResult, EventSink, FailureClass, OutboxEvent, SinkError};
 
-use crate::S3ClaimCheck;
 use crate::entry::{
-    DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, classify_entry_error, entry_size, to_put_events_entry,
+    DEFAULT_MAX_REQUEST_BYTES, MAX_PUT_EVENTS_ENTRIES, classify_entry_error, entry_size_as,
+    to_put_events_entry_as,
 };
+use crate::{BusFormat, S3ClaimCheck};
 
 /// Publishes outbox events to one EventBridge event bus with `PutEvents`,
 /// through the AWS SDK's client.
@@ -49,12 +50,16 @@ use crate::entry::{
 ///
 /// With [`with_large_events`](Self::with_large_events), an event too large
 /// for a request is published by claim-check instead of being quarantined.
+/// With [`with_bus_format`](Self::with_bus_format), the `Detail` is a
+/// CloudEvents event instead of the envelope; sizes are always those of
+/// the `Detail` actually sent.
 #[derive(Debug, Clone)]
 pub struct EventBridgeSink {
     client: Client,
     bus: String,
     max_request_bytes: usize,
     large: Option<S3ClaimCheck>,
+    format: BusFormat,
 }
 
 impl EventBridgeSink {
@@ -65,14 +70,27 @@ impl EventBridgeSink {
             bus: bus.into(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             large: None,
+            format: BusFormat::Envelope,
         }
+    }
+
+    /// Writes each entry's `Detail` in `format` instead of the envelope
+    /// ([`BusFormat::Envelope`], the default), for consumers that expect
+    /// CloudEvents ([`BusFormat::CloudEvents`]).
+    #[must_use]
+    pub fn with_bus_format(mut self, format: BusFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// Publishes an event too large for a request by claim-check: the whole
     /// event (its envelope JSON) is stored in `store` as
     /// `<prefix>events/<event id>.json`, and the entry published is the same
     /// envelope whose payload is the object's [`ClaimCheck`](outbox_core::ClaimCheck)
-    /// (see [`OutboxEvent::claimed`]). Consumers read it back with
+    /// (see [`OutboxEvent::claimed`]), in the sink's
+    /// [bus format](Self::with_bus_format) (in CloudEvents, the claim-check
+    /// mark is an extension attribute). The stored object is the envelope in
+    /// either format. Consumers read it back with
     /// [`OutboxEvent::claim_check`] and the object. Storing is idempotent: a
     /// retry writes the same object.
     #[must_use]
@@ -99,6 +117,11 @@ impl EventBridgeSink {
     pub fn max_request_bytes(&self) -> usize {
         self.max_request_bytes
     }
+
+    /// The form of each entry's `Detail`.
+    pub fn bus_format(&self) -> BusFormat {
+        self.format
+    }
 }
 
 impl EventSink for EventBridgeSink {
@@ -110,7 +133,7 @@ impl EventSink for EventBridgeSink {
     }
 
     fn entry_size(&self, event: &OutboxEvent) -> usize {
-        let size = entry_size(event);
+        let size = entry_size_as(event, self.format);
         match &self.large {
             // Its claim-check entry, with the largest size it can carry.
             Some(store) if size > self.max_request_bytes => event
@@ -119,7 +142,7 @@ impl EventSink for EventBridgeSink {
                     store.key_for(&large_event_name(event)),
                     usize::MAX,
                 ))
-                .map_or(size, |claimed| entry_size(&claimed)),
+                .map_or(size, |claimed| entry_size_as(&claimed, self.format)),
             _ => size,
         }
     }
@@ -129,7 +152,9 @@ impl EventSink for EventBridgeSink {
             return Ok(Vec::new());
         }
         if let Some(store) = &self.large
-            && events.iter().any(|e| entry_size(e) > self.max_request_bytes)
+            && events
+                .iter()
+                .any(|e| entry_size_as(e, self.format) > self.max_request_bytes)
         {
             // Boxed: the S3 calls make the future deep, and this path is rare.
             return Box::pin(self.publish_claiming(store, events)).await;
@@ -153,7 +178,7 @@ impl EventBridgeSink {
         }
         let entries = events
             .iter()
-            .map(|event| to_put_events_entry(event, &self.bus))
+            .map(|event| to_put_events_entry_as(event, &self.bus, self.format))
             .collect();
         let output = match self.client.put_events().set_entries(Some(entries)).send().await {
             Ok(output) => output,
@@ -205,7 +230,7 @@ impl EventBridgeSink {
         let mut results: Vec<Option<EntryResult>> = vec![None; events.len()];
         let mut claimed: Vec<Option<OutboxEvent>> = vec![None; events.len()];
         for (i, event) in events.iter().enumerate() {
-            if entry_size(event) <= self.max_request_bytes {
+            if entry_size_as(event, self.format) <= self.max_request_bytes {
                 continue;
             }
             let stored = store
@@ -510,6 +535,26 @@ mod tests {
                     .unwrap()
             })
             .collect()
+    }
+
+    #[test]
+    fn entries_are_sized_in_the_sink_bus_format() {
+        let client = Client::from_conf(
+            aws_sdk_eventbridge::Config::builder()
+                .behavior_version(aws_sdk_eventbridge::config::BehaviorVersion::latest())
+                .build(),
+        );
+        let event = &events(1)[0];
+        let envelope = EventBridgeSink::new(client.clone(), "b");
+        assert_eq!(envelope.bus_format(), BusFormat::Envelope);
+        assert_eq!(envelope.entry_size(event), crate::entry_size(event));
+        let cloudevents = envelope.with_bus_format(BusFormat::CloudEvents);
+        assert_eq!(cloudevents.bus_format(), BusFormat::CloudEvents);
+        assert_eq!(
+            cloudevents.entry_size(event),
+            crate::request_entry_size(&to_put_events_entry_as(event, "b", BusFormat::CloudEvents))
+        );
+        assert_ne!(cloudevents.entry_size(event), crate::entry_size(event));
     }
 
     #[test]

@@ -24,6 +24,10 @@ proptest::proptest! {
         parts.payload = Payload::serialize(&json!({ "t": texts[2] })).unwrap();
         let event = OutboxEvent::try_from(parts).unwrap();
         proptest::prop_assert_eq!(event.json_len(), event.to_json().len());
+        let cloudevent = event.to_cloudevent_json();
+        proptest::prop_assert_eq!(event.cloudevent_json_len(), cloudevent.len());
+        let parsed: Value = serde_json::from_str(&cloudevent).unwrap();
+        proptest::prop_assert_eq!(&OutboxEvent::from_cloudevent(&parsed).unwrap(), &event);
     }
 }
 
