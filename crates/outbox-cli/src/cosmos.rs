@@ -11,7 +11,7 @@ use outbox_cosmos::{
     LeaseError, MAX_ITEMS_PER_PAGE, ProcessorConfig, ProcessorError, ProcessorReport, container_client,
     cosmos_client_with_key,
 };
-use outbox_eventbridge::{DEFAULT_MAX_REQUEST_BYTES, EventBridgeSink, SqsQuarantine};
+use outbox_eventbridge::{BusFormat, DEFAULT_MAX_REQUEST_BYTES, EventBridgeSink, SqsQuarantine};
 
 use crate::relay::shutdown_signal;
 
@@ -51,6 +51,9 @@ pub struct CosmosArgs {
     /// Largest PutEvents request in bytes.
     #[arg(long, env = "OUTBOX_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
+    /// Form of each entry's Detail: the outbox envelope, or a CloudEvents 1.0 event.
+    #[arg(long, env = "OUTBOX_BUS_FORMAT", default_value_t = BusFormat::Envelope)]
+    pub bus_format: BusFormat,
     /// This instance's id in the leases (default: host name and pid).
     #[arg(long, env = "OUTBOX_RUNNER_OWNER")]
     pub owner: Option<String>,
@@ -108,7 +111,8 @@ pub async fn run_cosmos(
     let monitored = container_client(&client, &args.database, &args.container).await?;
     let leases = container_client(&client, &args.database, &args.lease_container).await?;
     let sink = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &args.event_bus_name)
-        .with_max_request_bytes(args.max_request_bytes);
+        .with_max_request_bytes(args.max_request_bytes)
+        .with_bus_format(args.bus_format);
     let quarantine = SqsQuarantine::new(aws_sdk_sqs::Client::new(sdk), &args.quarantine_queue_url)
         .with_origin(format!("cosmos:{}/{}", args.database, args.container));
     // Decoding needs only the marker; the partition key property is not read.
@@ -188,6 +192,9 @@ mod tests {
         assert!(config.validate().is_ok());
         assert_eq!(args.processor_name, "outbox-relay");
         assert_eq!(args.region, "eastus");
+        assert_eq!(args.bus_format, BusFormat::Envelope);
+        let cloudevents = parse(&["--bus-format", "cloudevents"]).unwrap();
+        assert_eq!(cloudevents.bus_format, BusFormat::CloudEvents);
         let named = parse(&["--owner", "relay-a"]).unwrap();
         let owner = named.processor_config(|| unreachable!()).owner;
         assert!(owner.starts_with("relay-a#"), "{owner}");
@@ -199,6 +206,11 @@ mod tests {
         assert!(err.to_string().contains("--max-items"), "{err}");
         let err = parse(&["--lease-seconds", "0"]).unwrap_err();
         assert!(err.to_string().contains("--lease-seconds"), "{err}");
+        let err = parse(&["--bus-format", "xml"]).unwrap_err().to_string();
+        assert!(
+            err.contains("--bus-format") && err.contains("`envelope` or `cloudevents`"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

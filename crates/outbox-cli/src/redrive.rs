@@ -10,7 +10,7 @@ use std::io::Write;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use outbox_core::{EntryResult, EventSink, OutboxEvent, chunk_ranges};
 use outbox_dynamodb_relay::DynamoDbStreamDecoder;
-use outbox_eventbridge::{EventBridgeSink, QuarantineMessage};
+use outbox_eventbridge::{BusFormat, EventBridgeSink, QuarantineMessage};
 
 mod stream_batch;
 
@@ -46,6 +46,10 @@ pub struct RedriveArgs {
     /// Event bus to republish to, name or ARN (required unless --dry-run).
     #[arg(long, env = "OUTBOX_EVENT_BUS_NAME", required_unless_present = "dry_run")]
     pub bus: Option<String>,
+    /// Form of each entry's Detail: the outbox envelope, or a CloudEvents 1.0
+    /// event (as the relay publishes, so consumers see one form).
+    #[arg(long, env = "OUTBOX_BUS_FORMAT", default_value_t = BusFormat::Envelope)]
+    pub bus_format: BusFormat,
     /// Republish only this event id (repeatable). Default: every event in the queue.
     #[arg(long = "event-id", value_name = "ID")]
     pub event_ids: Vec<String>,
@@ -534,7 +538,8 @@ pub async fn run(args: &RedriveArgs, out: &mut dyn Write) -> Result<RedriveRepor
     let sink = EventBridgeSink::new(
         aws_sdk_eventbridge::Client::new(&sdk),
         args.bus.clone().unwrap_or_default(),
-    );
+    )
+    .with_bus_format(args.bus_format);
     let env = outbox_core::Env::process();
     let table = env.text(outbox_lambda::ENV_TABLE_NAME).unwrap_or_default();
     let decoder = DynamoDbStreamDecoder::new(outbox_lambda::schema_from_env(&env, &table));

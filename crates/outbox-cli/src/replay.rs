@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
 use outbox_core::{EntryResult, EventSink, OutboxEvent, chunk_ranges};
 use outbox_dynamodb::{ATTR_OCCURRED_AT, Item, OutboxSchema};
-use outbox_eventbridge::EventBridgeSink;
+use outbox_eventbridge::{BusFormat, EventBridgeSink};
 
 /// Sort key prefix of outbox items (`OUTBOX#<sequence, 20 digits>#<id>`).
 const SORT_KEY_PREFIX: &str = "OUTBOX#";
@@ -22,6 +22,10 @@ pub struct ReplayArgs {
     /// Event bus to republish to, name or ARN (required unless --dry-run).
     #[arg(long, env = "OUTBOX_EVENT_BUS_NAME", required_unless_present = "dry_run")]
     pub bus: Option<String>,
+    /// Form of each entry's Detail: the outbox envelope, or a CloudEvents 1.0
+    /// event (as the relay publishes, so consumers see one form).
+    #[arg(long, env = "OUTBOX_BUS_FORMAT", default_value_t = BusFormat::Envelope)]
+    pub bus_format: BusFormat,
     /// Replay one aggregate's events (with --aggregate-id): a Query of its
     /// partition `<type>#<id>`, in sequence order.
     #[arg(long, requires = "aggregate_id")]
@@ -400,7 +404,8 @@ pub async fn run(args: &ReplayArgs, out: &mut dyn Write) -> Result<ReplayReport,
     let sink = EventBridgeSink::new(
         aws_sdk_eventbridge::Client::new(&sdk),
         args.bus.clone().unwrap_or_default(),
-    );
+    )
+    .with_bus_format(args.bus_format);
     let report = replay(&dynamodb, &sink, &options, out).await?;
     if report.failed > 0 {
         return Err(ReplayError::Incomplete {

@@ -1,13 +1,14 @@
 //! The EventBridge side of a relay's configuration, from environment
-//! variables: the bus, the quarantine queue with its claim-check bucket, and
-//! the request limits.
+//! variables: the bus and the form of what is published on it, the
+//! quarantine queue with its claim-check bucket, and the request limits.
 
 use std::time::Duration;
 
 use outbox_core::{ConfigError, Env};
 
 use crate::{
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_REQUEST_BYTES, EventBridgeSink, S3ClaimCheck, SqsQuarantine,
+    BusFormat, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_REQUEST_BYTES, EventBridgeSink, S3ClaimCheck,
+    SqsQuarantine,
 };
 
 /// Name (or ARN) of the EventBridge bus events are published to. Required.
@@ -34,6 +35,10 @@ pub const ENV_CLAIM_CHECK_BUCKET: &str = "OUTBOX_CLAIM_CHECK_BUCKET";
 /// back).
 pub const ENV_LARGE_EVENTS: &str = "OUTBOX_LARGE_EVENTS";
 
+/// The form of each entry's `Detail` ([`BusFormat`]): `envelope` (default,
+/// the outbox envelope) or `cloudevents` (CloudEvents 1.0 structured JSON).
+pub const ENV_BUS_FORMAT: &str = "OUTBOX_BUS_FORMAT";
+
 /// The variables [`EventBridgeConfig::from_env`] reads.
 pub const EVENTBRIDGE_VARIABLES: &[&str] = &[
     ENV_EVENT_BUS_NAME,
@@ -43,6 +48,7 @@ pub const EVENTBRIDGE_VARIABLES: &[&str] = &[
     ENV_QUARANTINE_MAX_MESSAGE_BYTES,
     ENV_CLAIM_CHECK_BUCKET,
     ENV_LARGE_EVENTS,
+    ENV_BUS_FORMAT,
 ];
 
 /// What a relay does with an event too large for a `PutEvents` request.
@@ -74,6 +80,8 @@ pub struct EventBridgeConfig {
     pub claim_check_bucket: Option<String>,
     /// What to do with events too large for a request.
     pub large_events: LargeEvents,
+    /// The form of each entry's `Detail`.
+    pub bus_format: BusFormat,
 }
 
 impl EventBridgeConfig {
@@ -89,11 +97,12 @@ impl EventBridgeConfig {
     }
 
     /// The sink: the client of [`client`](Self::client), the bus, the
-    /// request limit and, with [`LargeEvents::ClaimCheck`], the claim-check
-    /// bucket for events too large for a request.
+    /// request limit, the bus format and, with [`LargeEvents::ClaimCheck`],
+    /// the claim-check bucket for events too large for a request.
     pub fn sink(&self, sdk: &aws_types::SdkConfig) -> EventBridgeSink {
         let sink = EventBridgeSink::new(self.client(sdk), &self.event_bus_name)
-            .with_max_request_bytes(self.max_request_bytes);
+            .with_max_request_bytes(self.max_request_bytes)
+            .with_bus_format(self.bus_format);
         match (&self.large_events, &self.claim_check_bucket) {
             (LargeEvents::ClaimCheck, Some(bucket)) => {
                 sink.with_large_events(S3ClaimCheck::new(aws_sdk_s3::Client::new(sdk), bucket))
@@ -154,6 +163,52 @@ impl EventBridgeConfig {
                     });
                 }
             },
+            bus_format: match env.text(ENV_BUS_FORMAT) {
+                None => BusFormat::Envelope,
+                Some(text) => text.parse().map_err(|_| ConfigError::Invalid {
+                    name: ENV_BUS_FORMAT,
+                    value: text.clone(),
+                    reason: "it must be `envelope` or `cloudevents`".into(),
+                })?,
+            },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(extra: &[(&str, &str)]) -> Result<EventBridgeConfig, ConfigError> {
+        let mut vars: HashMap<&str, &str> = HashMap::from([
+            (ENV_EVENT_BUS_NAME, "orders-bus"),
+            (ENV_QUARANTINE_QUEUE_URL, "http://127.0.0.1:1/q"),
+        ]);
+        vars.extend(extra.iter().copied());
+        EventBridgeConfig::from_env(&Env::new(|k| vars.get(k).map(|v| (*v).to_owned())))
+    }
+
+    #[test]
+    fn the_bus_format_is_the_envelope_unless_set() {
+        assert_eq!(parse(&[]).unwrap().bus_format, BusFormat::Envelope);
+        for format in BusFormat::ALL {
+            let config = parse(&[(ENV_BUS_FORMAT, format.as_str())]).unwrap();
+            assert_eq!(config.bus_format, format);
+        }
+    }
+
+    #[test]
+    fn an_unknown_bus_format_is_named_with_the_accepted_values() {
+        let err = parse(&[(ENV_BUS_FORMAT, "cloud-events")]).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { name: ENV_BUS_FORMAT, value, .. } if value == "cloud-events"),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(ENV_BUS_FORMAT) && text.contains("`envelope` or `cloudevents`"),
+            "{text}"
+        );
     }
 }

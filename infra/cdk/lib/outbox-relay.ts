@@ -85,6 +85,13 @@ export interface OutboxRelayProps {
   readonly tableDeletionProtection?: boolean;
   /** An existing bus to publish to. @default a bus is created */
   readonly eventBus?: events.IEventBus;
+  /**
+   * Form of each event's `detail` on the bus (`OUTBOX_BUS_FORMAT`): the
+   * outbox envelope, or a CloudEvents 1.0 structured event (sequence, trace
+   * context and metadata as extension attributes). `source`, `detail-type`
+   * and `time` are the same in both. @default 'envelope'
+   */
+  readonly busFormat?: 'envelope' | 'cloudevents';
   /** Create the example rule (events of `exampleRuleSource` to an SQS queue). @default true */
   readonly exampleRule?: boolean;
   /** Source matched by the example rule. @default 'com.example.orders' */
@@ -188,6 +195,7 @@ export const OUTBOX_RELAY_DEFAULTS = {
   maxRequestBytes: 262144,
   quarantineMaxMessageBytes: 262144,
   largeEvents: 'quarantine' as 'quarantine' | 'claim-check',
+  busFormat: 'envelope' as 'envelope' | 'cloudevents',
   claimCheckRetention: Duration.days(14),
   maxConcurrency: 4,
   maxRetries: 6,
@@ -545,6 +553,7 @@ export class OutboxRelay extends Construct {
         // (crates/outbox-lambda/tests/deployment_env.rs).
         environment: {
           OUTBOX_EVENT_BUS_NAME: this.eventBus.eventBusName,
+          OUTBOX_BUS_FORMAT: props.busFormat ?? d.busFormat,
           OUTBOX_QUARANTINE_QUEUE_URL: this.quarantineQueue.queueUrl,
           OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES: String(quarantineMaxMessageBytes),
           OUTBOX_CLAIM_CHECK_BUCKET: this.claimCheckBucket.bucketName,

@@ -27,6 +27,7 @@ const RELAY_VARIABLES = [
   'OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES',
   'OUTBOX_CLAIM_CHECK_BUCKET',
   'OUTBOX_LARGE_EVENTS',
+  'OUTBOX_BUS_FORMAT',
   'OUTBOX_TABLE_NAME',
   'OUTBOX_PARTITION_KEY',
   'OUTBOX_SORT_KEY',
@@ -235,6 +236,7 @@ describe('OutboxRelay (creating the table and the bus)', () => {
     assert.deepEqual(env.OUTBOX_QUARANTINE_QUEUE_URL, ref(quarantineId));
     assert.deepEqual(env.OUTBOX_CLAIM_CHECK_BUCKET, ref(bucketId));
     assert.equal(env.OUTBOX_LARGE_EVENTS, 'quarantine', 'large events are quarantined unless asked');
+    assert.equal(env.OUTBOX_BUS_FORMAT, 'envelope', 'the envelope is published unless asked');
     // The quarantine's size limit is the queue's own.
     assert.equal(env.OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES, '262144');
     assert.equal(
