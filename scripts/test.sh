@@ -54,6 +54,9 @@ cargo test -p outbox-consumer --all-features --bins "$@"
 step "the Lambda binary under cargo-lambda's runtime emulator"
 scripts/lambda-emulator-check.sh
 
+step "the example command-handler Lambda under the runtime emulator, its events relayed"
+scripts/example-check.sh
+
 step "deployment templates (offline): sam validate, cfn-lint, cdk synth + tests, env var names"
 scripts/deploy-check.sh
 

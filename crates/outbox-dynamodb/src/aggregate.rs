@@ -136,6 +136,26 @@ impl DynamoDbAggregates {
         }
     }
 
+    /// Whether `command` was saved on the aggregate `id` of type `A`: a
+    /// handler that refuses a command (the order exists, the amount is no
+    /// longer due) asks this to tell a retry of a command that succeeded.
+    pub async fn is_applied<A: Aggregate>(&self, command: &Command, id: &str) -> Result<bool, WriteError> {
+        let schema = self.writer.schema();
+        let output = self
+            .client
+            .get_item()
+            .table_name(schema.table())
+            .key(schema.partition_key(), partition::<A>(id))
+            .key(schema.sort_key(), command_sort_key(command))
+            .consistent_read(true)
+            .projection_expression("#pk")
+            .expression_attribute_names("#pk", schema.partition_key())
+            .send()
+            .await
+            .map_err(read_error)?;
+        Ok(output.item.is_some())
+    }
+
     /// Publishes an event that goes with no aggregate change, in its own
     /// transaction. It is **not** atomic with any other write: use
     /// [`save`](Self::save) for an event that announces a change. Its
@@ -230,10 +250,7 @@ impl DynamoDbAggregates {
         let expires = (command.at() + schema.retention()).timestamp();
         let item = Item::from([
             (schema.partition_key().to_owned(), partition),
-            (
-                schema.sort_key().to_owned(),
-                AttributeValue::S(format!("{COMMAND_SORT_KEY_PREFIX}{}", command.key())),
-            ),
+            (schema.sort_key().to_owned(), command_sort_key(command)),
             (
                 "command_id".to_owned(),
                 AttributeValue::S(command.id().to_owned()),
@@ -264,6 +281,10 @@ impl DynamoDbAggregates {
         let state = serde_dynamo::from_item(item).map_err(|e| state_error::<A>(id, e))?;
         Ok(Versioned::loaded(state, version, None))
     }
+}
+
+fn command_sort_key(command: &Command) -> AttributeValue {
+    AttributeValue::S(format!("{COMMAND_SORT_KEY_PREFIX}{}", command.key()))
 }
 
 fn partition<A: Aggregate>(id: &str) -> AttributeValue {
