@@ -1,7 +1,6 @@
 //! The outbox event envelope.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
@@ -10,6 +9,9 @@ use serde_json::Value;
 use uuid::{ContextV7, Timestamp, Uuid};
 
 use crate::{Clock, EnvelopeError, Payload};
+
+mod trace;
+pub use trace::TraceParent;
 
 /// CloudEvents attribute names that metadata keys may not take.
 pub(crate) const RESERVED_ATTRIBUTES: &[&str] = &[
@@ -123,6 +125,7 @@ impl OutboxEvent {
             id: None,
             occurred_at: None,
             trace_parent: None,
+            trace_capture: true,
             metadata: BTreeMap::new(),
         }
     }
@@ -229,6 +232,7 @@ pub struct OutboxEventBuilder {
     id: Option<Uuid>,
     occurred_at: Option<DateTime<Utc>>,
     trace_parent: Option<String>,
+    trace_capture: bool,
     metadata: BTreeMap<String, String>,
 }
 
@@ -283,9 +287,20 @@ impl OutboxEventBuilder {
         self
     }
 
-    /// A W3C `traceparent` value, validated in [`build`](Self::build).
+    /// A W3C `traceparent` value, validated in [`build`](Self::build). It
+    /// wins over the context [`build`](Self::build) would capture.
     pub fn trace_parent(mut self, traceparent: impl Into<String>) -> Self {
         self.trace_parent = Some(traceparent.into());
+        self
+    }
+
+    /// Builds the event without a trace context unless
+    /// [`trace_parent`](Self::trace_parent) gives one: nothing is captured.
+    /// For events that must be the same wherever they are built: a write
+    /// retried with the same `client_request_token` from another Lambda
+    /// invocation (whose trace differs), rebuilt or replayed events.
+    pub fn no_trace_capture(mut self) -> Self {
+        self.trace_capture = false;
         self
     }
 
@@ -300,7 +315,26 @@ impl OutboxEventBuilder {
 
     /// Validates the fields and builds the event. Time and the id come from
     /// `clock` unless they were given.
+    ///
+    /// The trace context is the one given with
+    /// [`trace_parent`](Self::trace_parent); without one (and unless
+    /// [`no_trace_capture`](Self::no_trace_capture)), it is captured from
+    /// where the event is built, so that consumers continue the producer's
+    /// trace: with the `opentelemetry` feature, the current `tracing` span's
+    /// OpenTelemetry context (when valid); else, in AWS Lambda, the
+    /// invocation's X-Ray trace header (`_X_AMZN_TRACE_ID`). Elsewhere the
+    /// event has none.
     pub fn build(self, clock: &dyn Clock) -> Result<OutboxEvent, EnvelopeError> {
+        self.build_in(clock, &|name| std::env::var(name).ok())
+    }
+
+    /// [`build`](Self::build), reading the environment through `env` (a
+    /// variable name to its value).
+    fn build_in(
+        self,
+        clock: &dyn Clock,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<OutboxEvent, EnvelopeError> {
         let (aggregate_type, aggregate_id) = self.aggregate.ok_or(EnvelopeError::Missing {
             field: "aggregate_type",
         })?;
@@ -312,7 +346,11 @@ impl OutboxEventBuilder {
             .ok_or(EnvelopeError::Missing { field: "payload" })??;
         let occurred_at = self.occurred_at.unwrap_or_else(|| clock.now()).trunc_subsecs(3);
         let id = self.id.unwrap_or_else(|| new_v7(occurred_at));
-        let trace_parent = self.trace_parent.map(|t| TraceParent::parse(&t)).transpose()?;
+        let trace_parent = match self.trace_parent {
+            Some(given) => Some(TraceParent::parse(&given)?),
+            None if self.trace_capture => trace::captured(env),
+            None => None,
+        };
         validate(OutboxEvent {
             id,
             source: self.source,
@@ -513,97 +551,9 @@ impl OutboxEvent {
             sequence: self.sequence,
             occurred_at: self.occurred_at,
             payload: self.payload,
-            trace_parent: self.trace_parent.map(|t| t.0),
+            trace_parent: self.trace_parent.map(String::from),
             metadata: self.metadata,
         }
-    }
-}
-
-/// A W3C Trace Context `traceparent` value (version `00`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct TraceParent(String);
-
-impl TraceParent {
-    /// Parses `00-<trace-id: 32 hex>-<parent-id: 16 hex>-<flags: 2 hex>`,
-    /// lowercase, with non-zero trace and parent ids.
-    pub fn parse(value: &str) -> Result<Self, EnvelopeError> {
-        let invalid = || EnvelopeError::InvalidTraceParent {
-            value: value.to_owned(),
-        };
-        let parts: Vec<&str> = value.split('-').collect();
-        let [version, trace_id, parent_id, flags] = parts.as_slice() else {
-            return Err(invalid());
-        };
-        let lower_hex = |s: &str, len: usize| {
-            s.len() == len
-                && s.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        };
-        let all_zero = |s: &str| s.bytes().all(|b| b == b'0');
-        if *version != "00"
-            || !lower_hex(trace_id, 32)
-            || !lower_hex(parent_id, 16)
-            || !lower_hex(flags, 2)
-            || all_zero(trace_id)
-            || all_zero(parent_id)
-        {
-            return Err(invalid());
-        }
-        Ok(Self(value.to_owned()))
-    }
-
-    /// The header value.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The 32-hex-digit trace id.
-    pub fn trace_id(&self) -> &str {
-        &self.0[3..35]
-    }
-
-    /// The 16-hex-digit parent (span) id.
-    pub fn parent_id(&self) -> &str {
-        &self.0[36..52]
-    }
-
-    /// Whether the `sampled` flag is set.
-    pub fn sampled(&self) -> bool {
-        u8::from_str_radix(&self.0[53..55], 16).is_ok_and(|f| f & 1 == 1)
-    }
-
-    /// The same context as an AWS X-Ray trace header
-    /// (`Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;Sampled=<0|1>`), the form
-    /// EventBridge's `TraceHeader` takes.
-    pub fn to_xray_header(&self) -> String {
-        let trace = self.trace_id();
-        format!(
-            "Root=1-{}-{};Parent={};Sampled={}",
-            &trace[..8],
-            &trace[8..],
-            self.parent_id(),
-            u8::from(self.sampled())
-        )
-    }
-}
-
-impl fmt::Display for TraceParent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for TraceParent {
-    type Error = EnvelopeError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<TraceParent> for String {
-    fn from(value: TraceParent) -> Self {
-        value.0
     }
 }
 

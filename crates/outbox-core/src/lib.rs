@@ -5,6 +5,7 @@
 //!
 //! - [`OutboxEvent`], the event envelope written next to the aggregate and later
 //!   published to the bus, with its JSON form and its CloudEvents 1.0 mapping;
+//!   its builder captures the trace context it is built in (see below);
 //! - typed events ([`Event`], [`Events`]) and aggregates ([`Aggregate`],
 //!   [`Versioned`]) with the [`Command`] that makes a retried request write
 //!   the same events, and the events' registry schemas ([`schema`]);
@@ -30,6 +31,23 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Trace context
+//!
+//! An event carries the W3C trace context of the code that wrote it
+//! ([`TraceParent`]), so that consumers continue the producer's trace across
+//! the bus. [`OutboxEventBuilder::trace_parent`] sets it; without it,
+//! [`OutboxEventBuilder::build`] captures it, first match wins:
+//!
+//! 1. with the `opentelemetry` feature (off by default), the current
+//!    `tracing` span's OpenTelemetry context, as `tracing-opentelemetry`
+//!    tracks it (else OpenTelemetry's current context), when it is a valid
+//!    span context;
+//! 2. in AWS Lambda, the invocation's X-Ray trace header, which the Rust
+//!    runtime puts in `_X_AMZN_TRACE_ID` (converted by
+//!    [`TraceParent::from_xray_header`]).
+//!
+//! [`OutboxEventBuilder::no_trace_capture`] builds without capturing.
 
 mod aggregate;
 mod chunk;
