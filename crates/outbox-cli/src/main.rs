@@ -85,6 +85,13 @@ enum Command {
     /// (poison) records are listed and left in the queue: they need fixing first.
     #[command(after_help = ENDPOINTS_HELP)]
     Redrive(RedriveArgs),
+    /// Prints an event type's schema as EventBridge's schema registry takes it
+    /// (OpenAPI 3: the delivered event, the envelope in `detail`, the payload).
+    ///
+    /// For producers that describe a payload with a JSON Schema file. A Rust producer
+    /// with typed events gets the same documents from
+    /// `outbox_core::schema::registry_schemas::<YourEvents>(source)`.
+    Schema(outbox_cli::schema::SchemaArgs),
     /// Republishes a table's outbox events for an aggregate or a time range (--dry-run: only lists).
     ///
     /// An aggregate (--aggregate-type, --aggregate-id) is a Query of its partition, in
@@ -178,6 +185,9 @@ async fn main() -> ExitCode {
         },
         Command::Redrive(args) => outbox_cli::redrive::run(&args, &mut std::io::stdout())
             .await
+            .map(drop)
+            .map_err(Into::into),
+        Command::Schema(args) => outbox_cli::schema::run(&args, &mut std::io::stdout())
             .map(drop)
             .map_err(Into::into),
         Command::Replay(args) => outbox_cli::replay::run(&args, &mut std::io::stdout())

@@ -84,4 +84,9 @@ fn an_enum_exports_a_registry_schema_per_type() {
         schemas[1].content["components"]["schemas"]["OutboxEnvelope"]["properties"]["payload"]["$ref"],
         "#/components/schemas/OrderPaid"
     );
+    let components = &schemas[1].content["components"]["schemas"];
+    assert!(
+        components.get("OrderPlaced").is_none(),
+        "each document holds its own type's schemas"
+    );
 }

@@ -74,3 +74,26 @@ fn paying_applies_to_what_is_due() {
     );
     assert_eq!(pay(1).apply(None).unwrap_err(), Refusal::NotFound);
 }
+
+/// The events' registry documents are kept in `schemas/`, for consumers to
+/// generate bindings from and for reviewers to see a payload change.
+#[test]
+fn the_registry_schemas_in_the_repository_are_current() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let schemas = outbox_dynamodb::outbox_core::schema::registry_schemas::<OrderEvent>(SOURCE);
+    assert_eq!(schemas.len(), 2);
+    for schema in schemas {
+        let path = dir.join(format!("{}.json", schema.name));
+        let text = serde_json::to_string_pretty(&schema.content).unwrap() + "\n";
+        if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &text).unwrap();
+        }
+        let stored = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            stored == text,
+            "{} is not current: run `UPDATE_SCHEMAS=1 cargo test -p order-service`",
+            path.display()
+        );
+    }
+}
