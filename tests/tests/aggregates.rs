@@ -271,12 +271,12 @@ async fn typed_events_arrive_through_the_bus_and_decode_into_the_enum() {
     while received.len() < written.len() && Instant::now() < until {
         for m in drain_queue(&sqs, &stack.bus.target.url).await.unwrap() {
             let delivered: Value = serde_json::from_str(&m.body).unwrap();
-            let event = outbox_consumer::outbox_event_from_eventbridge(&delivered).unwrap();
-            if seen.insert(event.id()) {
+            let typed = outbox_consumer::typed_event_from_eventbridge::<OrderEvent>(&delivered).unwrap();
+            if seen.insert(typed.envelope.id()) {
                 received.push((
-                    event.aggregate_id().to_owned(),
-                    event.sequence(),
-                    event.decode::<OrderEvent>().unwrap(),
+                    typed.envelope.aggregate_id().to_owned(),
+                    typed.envelope.sequence(),
+                    typed.event,
                 ));
             }
         }

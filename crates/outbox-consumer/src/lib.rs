@@ -16,6 +16,9 @@
 //!   (the envelope or a CloudEvents event, whichever the relay publishes);
 //!   [`resolve_claim_check`]: the whole event, when it was published by
 //!   claim-check (too large for EventBridge).
+//! - [`typed_event_from_eventbridge`] / [`typed_event`]: the payload as the
+//!   service's own event type (a struct or an enum deriving `Event`), with an
+//!   error naming an unknown type or the field that failed.
 //! - [`ConsumerError`], with [`is_retryable`](ConsumerError::is_retryable).
 
 mod claim_check;
@@ -24,6 +27,7 @@ mod error;
 mod eventbridge;
 mod store;
 mod transaction;
+mod typed;
 
 pub use claim_check::{ClaimCheckError, resolve_claim_check};
 pub use consumer::{IdempotencyKey, IdempotentConsumer, Processed};
@@ -34,3 +38,4 @@ pub use store::{
     DEFAULT_IN_PROGRESS_EXPIRY, IdempotencyRecord, IdempotencyStore, MAX_TRANSACT_ITEMS, RecordStatus,
     STATUS_COMPLETED, STATUS_IN_PROGRESS, create_idempotency_table,
 };
+pub use typed::{TypedDeliveryError, TypedEvent, typed_event, typed_event_from_eventbridge};

@@ -4,6 +4,11 @@
 //! service limits checked before the call. It holds no relay code: the
 //! stream decoder and runner are in `outbox-dynamodb-relay`.
 //!
+//! Most services use the typed layer on top: [`DynamoDbAggregates`] loads an
+//! [`Aggregate`] and saves its new state with its [`Event`]s for a
+//! [`Command`], so that a retried request writes nothing twice (see its
+//! example). The builder below is for the transactions it does not cover.
+//!
 //! ```no_run
 //! use aws_sdk_dynamodb::types::AttributeValue;
 //! use outbox_core::{OutboxEvent, SystemClock};
