@@ -4,7 +4,7 @@
 # .tools/, started on 127.0.0.1 for this run, stopped by pid at exit).
 #
 #   ./scripts/test.sh                 # everything
-#   ./scripts/test.sh -p outbox-core  # extra arguments go to `cargo test`
+#   ./scripts/test.sh -p outbox-relay-core  # extra arguments go to `cargo test`
 set -euo pipefail
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,8 +22,8 @@ step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # the example consumer Lambda is a feature-gated binary: lint it with its feature on
 cargo clippy -p outbox-consumer --all-targets --all-features --quiet -- -D warnings
-# trace capture from OpenTelemetry spans is behind outbox-core's `opentelemetry` feature
-cargo clippy -p outbox-core --all-targets --features opentelemetry --quiet -- -D warnings
+# trace capture from OpenTelemetry spans is behind outbox-relay-core's `opentelemetry` feature
+cargo clippy -p outbox-relay-core --all-targets --features opentelemetry --quiet -- -D warnings
 
 step "the writer crate's dependencies hold no relay code"
 scripts/check-writer-deps.sh
@@ -52,7 +52,7 @@ cargo build --quiet -p outbox-cli --bin outbox
 step "cargo test --workspace"
 cargo test --workspace "$@"
 cargo test -p outbox-consumer --all-features --bins "$@"
-cargo test -p outbox-core --features opentelemetry "$@"
+cargo test -p outbox-relay-core --features opentelemetry "$@"
 
 step "the Lambda binary under cargo-lambda's runtime emulator"
 scripts/lambda-emulator-check.sh

@@ -11,7 +11,7 @@
 //! names. It also implements `From` for each variant's type.
 //!
 //! The generated code names the core crate through whichever of
-//! `outbox-core`, `outbox-dynamodb`, `outbox-cosmos` or `outbox-consumer` the
+//! `outbox-relay-core`, `outbox-dynamodb`, `outbox-cosmos` or `outbox-consumer` the
 //! calling crate depends on, so any one of them is enough.
 
 use proc_macro::TokenStream;
@@ -42,13 +42,24 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     }
 }
 
+/// The core crate's package, whose library is [`CORE_LIBRARY`].
+const CORE_PACKAGE: &str = "outbox-relay-core";
+/// The core crate's library name.
+const CORE_LIBRARY: &str = "outbox_core";
+
 /// The path of `outbox_core` as the calling crate can name it.
 fn core_path() -> syn::Result<TokenStream2> {
-    if let Ok(found) = crate_name("outbox-core") {
+    if let Ok(found) = crate_name(CORE_PACKAGE) {
         return Ok(match found {
             FoundCrate::Itself => quote!(crate),
             FoundCrate::Name(name) => {
-                let ident = Ident::new(&name, Span::call_site());
+                // Not renamed, the dependency is named by its library: `outbox_core`.
+                let name = if name == CORE_PACKAGE.replace('-', "_") {
+                    CORE_LIBRARY
+                } else {
+                    &name
+                };
+                let ident = Ident::new(name, Span::call_site());
                 quote!(::#ident)
             }
         });
@@ -61,7 +72,7 @@ fn core_path() -> syn::Result<TokenStream2> {
     }
     Err(syn::Error::new(
         Span::call_site(),
-        "`#[derive(Event)]` needs a dependency on outbox-dynamodb, outbox-cosmos, outbox-consumer or outbox-core",
+        "`#[derive(Event)]` needs a dependency on outbox-dynamodb, outbox-cosmos, outbox-consumer or outbox-relay-core",
     ))
 }
 
