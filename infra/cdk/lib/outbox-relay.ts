@@ -182,6 +182,11 @@ export interface OutboxExampleConsumerProps extends ExampleConsumerOptions {
   readonly systemLogLevel?: lambda.SystemLogLevel;
   /** Topic notified by its alarm. @default none */
   readonly alarmTopic?: sns.ITopic;
+  /**
+   * The relay's claim-check bucket: events published by claim-check are read
+   * back whole from `outbox/events/*`. @default no access
+   */
+  readonly claimCheckBucket?: s3.IBucket;
 }
 
 /** The defaults, shared with template.yaml's parameter defaults. */
@@ -675,6 +680,7 @@ export class OutboxRelay extends Construct {
         applicationLogLevel: props.applicationLogLevel,
         systemLogLevel: props.systemLogLevel,
         alarmTopic: this.alarmTopic,
+        claimCheckBucket: this.claimCheckBucket,
       });
     }
   }
@@ -763,6 +769,17 @@ export class OutboxExampleConsumer extends Construct {
         resources: [this.deadLetterQueue.queueArn],
       }),
     );
+    // resolve_claim_check: events the relay published by claim-check
+    // (largeEvents 'claim-check') are read back whole from the bucket.
+    if (props.claimCheckBucket) {
+      this.role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'ReadClaimCheckedEvents',
+          actions: ['s3:GetObject'],
+          resources: [props.claimCheckBucket.arnForObjects('outbox/events/*')],
+        }),
+      );
+    }
 
     this.function = new lambda.Function(this, 'Function', {
       description: 'outbox-relay example idempotent consumer (EventBridge rule target)',

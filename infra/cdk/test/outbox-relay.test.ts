@@ -713,7 +713,7 @@ describe('OutboxRelay with the example consumer', () => {
     });
   });
 
-  test('IAM: its own log group, PutItem/GetItem/DeleteItem on its table, SendMessage to its queue, nothing on *', () => {
+  test('IAM: its own log group, PutItem/GetItem/DeleteItem on its table, SendMessage to its queue, GetObject on claim-checked events, nothing on *', () => {
     template.hasResourceProperties('AWS::IAM::Policy', {
       Roles: [ref(id(consumer.role))],
       PolicyDocument: {
@@ -731,6 +731,12 @@ describe('OutboxRelay with the example consumer', () => {
             Resource: getAtt(tableId, 'Arn'),
           },
           { Sid: 'OnFailureDestination', Effect: 'Allow', Action: 'sqs:SendMessage', Resource: getAtt(queueId, 'Arn') },
+          {
+            Sid: 'ReadClaimCheckedEvents',
+            Effect: 'Allow',
+            Action: 's3:GetObject',
+            Resource: { 'Fn::Join': ['', [getAtt(id(relay.claimCheckBucket), 'Arn'), '/outbox/events/*']] },
+          },
         ]),
       },
     });
