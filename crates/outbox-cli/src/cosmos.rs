@@ -11,7 +11,10 @@ use outbox_cosmos::{
     LeaseError, MAX_ITEMS_PER_PAGE, ProcessorConfig, ProcessorError, ProcessorReport, container_client,
     cosmos_client_with_key,
 };
-use outbox_eventbridge::{BusFormat, DEFAULT_MAX_REQUEST_BYTES, EventBridgeSink, SqsQuarantine};
+use outbox_eventbridge::{
+    BusFormat, DEFAULT_MAX_REQUEST_BYTES, ENV_BUS_FORMAT, ENV_EVENT_BUS_NAME, ENV_MAX_REQUEST_BYTES,
+    ENV_QUARANTINE_QUEUE_URL, EventBridgeConfig,
+};
 
 use crate::relay::shutdown_signal;
 
@@ -42,6 +45,10 @@ pub struct CosmosArgs {
     /// Marker field of outbox documents.
     #[arg(long, env = "OUTBOX_COSMOS_MARKER_FIELD", default_value = "outbox")]
     pub marker_field: String,
+    // The sink and the quarantine also read the other OUTBOX_* EventBridge
+    // variables, as every host does: OUTBOX_CLAIM_CHECK_BUCKET,
+    // OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES, OUTBOX_LARGE_EVENTS,
+    // OUTBOX_PUT_EVENTS_TIMEOUT_MS.
     /// EventBridge bus events are published to.
     #[arg(long, env = "OUTBOX_EVENT_BUS_NAME")]
     pub event_bus_name: String,
@@ -69,6 +76,29 @@ pub struct CosmosArgs {
 }
 
 impl CosmosArgs {
+    /// The EventBridge configuration: these arguments' bus, queue, request
+    /// limit and format, and the other EventBridge variables from `lookup`
+    /// (the claim-check bucket, the queue's message limit, large events,
+    /// the call timeout), read and checked the way every host reads them.
+    pub fn eventbridge_config(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<EventBridgeConfig, outbox_core::ConfigError> {
+        let given = [
+            (ENV_EVENT_BUS_NAME, self.event_bus_name.clone()),
+            (ENV_QUARANTINE_QUEUE_URL, self.quarantine_queue_url.clone()),
+            (ENV_MAX_REQUEST_BYTES, self.max_request_bytes.to_string()),
+            (ENV_BUS_FORMAT, self.bus_format.to_string()),
+        ];
+        EventBridgeConfig::from_env(&outbox_core::Env::new(|name: &str| {
+            given
+                .iter()
+                .find(|(given, _)| *given == name)
+                .map(|(_, value)| value.clone())
+                .or_else(|| lookup(name))
+        }))
+    }
+
     /// The processor settings these arguments ask for, with `owner` when none was given.
     pub fn processor_config(&self, default_owner: impl FnOnce() -> String) -> ProcessorConfig {
         let mut config = ProcessorConfig::new(&self.owner.clone().unwrap_or_else(default_owner));
@@ -110,11 +140,13 @@ pub async fn run_cosmos(
     let client = cosmos_client_with_key(&args.endpoint, args.key.clone(), &args.region).await?;
     let monitored = container_client(&client, &args.database, &args.container).await?;
     let leases = container_client(&client, &args.database, &args.lease_container).await?;
-    let sink = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(sdk), &args.event_bus_name)
-        .with_max_request_bytes(args.max_request_bytes)
-        .with_bus_format(args.bus_format);
-    let quarantine = SqsQuarantine::new(aws_sdk_sqs::Client::new(sdk), &args.quarantine_queue_url)
-        .with_origin(format!("cosmos:{}/{}", args.database, args.container));
+    let eventbridge = args.eventbridge_config(|name| std::env::var(name).ok())?;
+    let sink = eventbridge.sink(sdk);
+    let quarantine = eventbridge.quarantine(
+        sdk,
+        &eventbridge.quarantine_queue_url,
+        &format!("cosmos:{}/{}", args.database, args.container),
+    );
     // Decoding needs only the marker; the partition key property is not read.
     let schema = CosmosOutboxSchema::new("pk").with_marker_field(&args.marker_field);
     let processor = CosmosChangeFeedProcessor::new(
@@ -170,6 +202,30 @@ mod tests {
         ];
         argv.extend_from_slice(extra);
         Wrapper::try_parse_from(argv).map(|w| w.args)
+    }
+
+    #[test]
+    fn the_sink_and_quarantine_take_the_flags_and_the_other_eventbridge_variables() {
+        let args = parse(&["--bus-format", "cloudevents"]).unwrap();
+        let env = |name: &str| match name {
+            "OUTBOX_CLAIM_CHECK_BUCKET" => Some("claims".to_owned()),
+            "OUTBOX_LARGE_EVENTS" => Some("claim-check".to_owned()),
+            "OUTBOX_QUARANTINE_MAX_MESSAGE_BYTES" => Some("1048576".to_owned()),
+            // A flag wins over its variable.
+            "OUTBOX_EVENT_BUS_NAME" => Some("other-bus".to_owned()),
+            _ => None,
+        };
+        let config = args.eventbridge_config(env).unwrap();
+        assert_eq!(config.event_bus_name, "orders-bus");
+        assert_eq!(config.quarantine_queue_url, "http://127.0.0.1:1/q");
+        assert_eq!(config.bus_format, BusFormat::CloudEvents);
+        assert_eq!(config.claim_check_bucket.as_deref(), Some("claims"));
+        assert_eq!(config.large_events, outbox_eventbridge::LargeEvents::ClaimCheck);
+        assert_eq!(config.quarantine_max_message_bytes, 1_048_576);
+
+        let bad = |name: &str| (name == "OUTBOX_LARGE_EVENTS").then(|| "sometimes".to_owned());
+        let err = args.eventbridge_config(bad).unwrap_err().to_string();
+        assert!(err.contains("OUTBOX_LARGE_EVENTS"), "{err}");
     }
 
     #[test]
