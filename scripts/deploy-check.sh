@@ -356,16 +356,19 @@ for label, template, resolve in SIDES if RELAY_ON_LAMBDA else ():
         problems.append(f"{label}: filter {patterns} is not [{EXPECTED_PATTERN}]")
 
 # ---- the claim-check bucket, on each template (with either RelayHost)
-def bucket_objects(node):
-    """The logical id of the bucket whose objects `node` names (`${Bucket.Arn}/*` as a Sub or a Join), if it does."""
+def bucket_objects(node, suffix="/*"):
+    """The logical id of the bucket whose objects `node` names (`${Bucket.Arn}<suffix>` as a Sub or a Join), if it does."""
     if isinstance(node, dict) and list(node) == ["Fn::Sub"] and isinstance(node["Fn::Sub"], str):
-        m = re.fullmatch(r"\$\{([A-Za-z0-9]+)\.Arn\}/\*", node["Fn::Sub"])
+        m = re.fullmatch(r"\$\{([A-Za-z0-9]+)\.Arn\}" + re.escape(suffix), node["Fn::Sub"])
         return m and m.group(1)
     if isinstance(node, dict) and list(node) == ["Fn::Join"]:
         separator, parts = node["Fn::Join"]
-        if separator == "" and len(parts) == 2 and parts[1] == "/*":
+        if separator == "" and len(parts) == 2 and parts[1] == suffix:
             return getatt_target(parts[0], "Arn")
     return None
+
+# Where the relay stores events it publishes by claim-check: the example consumer reads them.
+CLAIM_CHECKED_EVENTS = "/outbox/events/*"
 
 PUBLIC_ACCESS_BLOCKED = {"BlockPublicAcls": True, "BlockPublicPolicy": True,
                          "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
@@ -419,8 +422,15 @@ for label, template, resolve in SIDES:
                        "when aws:SecureTransport is false")
     elif [k for k in ("DeletionPolicy", "UpdateReplacePolicy") if policies[0].get(k) != "Retain"]:
         bucket_problem("its TLS-only bucket policy is not retained with it")
-    # Only the relay function's role may touch it, and only with s3:PutObject on its objects.
+    # Only the relay function's role may write it, and only with s3:PutObject on its objects;
+    # the example consumer, when deployed, may only s3:GetObject the claim-checked events.
     s3_statements = [s for s in statements(template, resolve) if any(a.startswith("s3:") for a in actions(s))]
+    reads = [s for s in s3_statements if s.get("Effect") == "Allow" and actions(s) == {"s3:GetObject"}
+             and bucket_objects(s.get("Resource"), CLAIM_CHECKED_EVENTS) == bucket_id]
+    s3_statements = [s for s in s3_statements if s not in reads]
+    if len(reads) != (1 if overrides.get("DeployExampleConsumer") == "true" else 0):
+        problems.append(f"{label}: expected s3:GetObject on {bucket_id}'s claim-checked events "
+                        f"(<bucket arn>{CLAIM_CHECKED_EVENTS}) only for the example consumer: {reads}")
     if not RELAY_ON_LAMBDA:
         if s3_statements:
             problems.append(f"{label}: RelayHost=none still grants S3 actions: {s3_statements}")
