@@ -127,7 +127,9 @@ enum RelayCommand {
         /// Lease duration in seconds.
         #[arg(long, default_value_t = 10)]
         lease_seconds: u64,
-        /// Most records per GetRecords call (1 to 1000).
+        /// Most records per GetRecords call (1 to 1000); each shard halves
+        /// its limit after a batch that reached its deadline and doubles it
+        /// back once batches are quick again.
         #[arg(long, default_value_t = 1000)]
         batch_limit: i32,
         /// How long a record may keep failing, in seconds from its first

@@ -440,7 +440,7 @@ mod worker;
 
 pub use config::{RunnerConfig, RunnerError, RunnerReport};
 #[cfg(test)]
-use worker::{BatchPlan, exhausted_record, plan_batch};
+use worker::{BatchPlan, exhausted_record, next_limit, plan_batch};
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,10 @@ pub struct RunnerConfig {
     pub owner: String,
     /// How long a lease lasts without renewal (renewed every third of it).
     pub lease_duration: Duration,
-    /// `Limit` of each `GetRecords`, 1 to [`MAX_GET_RECORDS_LIMIT`].
+    /// The largest `Limit` of a `GetRecords`, 1 to
+    /// [`MAX_GET_RECORDS_LIMIT`]. Each shard's worker halves its limit
+    /// (down to 10) after a batch that reached `batch_deadline` and doubles
+    /// it back after a full batch that took less than half of it.
     pub batch_limit: i32,
     /// How long a record may keep failing, from its first failure (by any
     /// runner), before it goes to the on-failure destination, as Lambda's
@@ -38,7 +41,7 @@ pub struct RunnerConfig {
 impl RunnerConfig {
     /// Defaults for a runner named `name` (its owner id is the name with
     /// a per-process part, [`instance_owner`]): 10 s leases, batches of
-    /// 1000, a failing record retried for 15 minutes, backoff 100 ms
+    /// up to 1000, a failing record retried for 15 minutes, backoff 100 ms
     /// doubling to 2 s, 30 s per batch, discovery every 10 s.
     pub fn new(name: &str) -> Self {
         Self {
@@ -116,6 +119,9 @@ pub struct RunnerReport {
     pub sent_to_on_failure: usize,
     /// Closed shards read to their end.
     pub shards_finished: usize,
+    /// The longest time the relay spent on one batch; at most
+    /// [`RunnerConfig::batch_deadline`].
+    pub longest_batch: Duration,
 }
 
 impl std::fmt::Display for RunnerReport {
@@ -124,7 +130,7 @@ impl std::fmt::Display for RunnerReport {
         write!(
             f,
             "{} batches, {} records: {} published, {} skipped, {} quarantined, {} already delivered; \
-             {} failed batches, {} sent to the on-failure queue, {} shards finished",
+             {} failed batches, {} sent to the on-failure queue, {} shards finished; longest batch {:.1} s",
             self.batches,
             self.records,
             self.published,
@@ -133,7 +139,8 @@ impl std::fmt::Display for RunnerReport {
             self.already_delivered,
             self.failed_batches,
             self.sent_to_on_failure,
-            self.shards_finished
+            self.shards_finished,
+            self.longest_batch.as_secs_f64()
         )
     }
 }

@@ -129,3 +129,22 @@ fn config_is_validated() {
     config.backoff_max = Duration::from_millis(1);
     assert!(config.validate().is_err());
 }
+
+#[test]
+fn the_batch_limit_halves_at_the_deadline_and_grows_back_when_batches_are_quick() {
+    let deadline = Duration::from_secs(30);
+    let (quick, slow) = (Duration::from_secs(2), Duration::from_secs(20));
+    // A batch that reached its deadline halves the limit, down to one request.
+    assert_eq!(next_limit(1000, 1000, 1000, deadline, deadline, true), 500);
+    assert_eq!(next_limit(15, 1000, 15, deadline, deadline, true), 10);
+    assert_eq!(next_limit(10, 1000, 3, deadline, deadline, true), 10);
+    // Never above what was configured, even when that is below one request.
+    assert_eq!(next_limit(4, 4, 4, deadline, deadline, true), 4);
+    // A full, quick batch doubles it back, up to the configured limit.
+    assert_eq!(next_limit(250, 1000, 250, quick, deadline, false), 500);
+    assert_eq!(next_limit(500, 800, 500, quick, deadline, false), 800);
+    // A batch that was not full, or took over half the deadline, keeps it.
+    assert_eq!(next_limit(250, 1000, 100, quick, deadline, false), 250);
+    assert_eq!(next_limit(250, 1000, 250, slow, deadline, false), 250);
+    assert_eq!(next_limit(1000, 1000, 1000, quick, deadline, false), 1000);
+}

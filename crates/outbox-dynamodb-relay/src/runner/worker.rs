@@ -21,6 +21,33 @@ type Exit = WorkerExit<RunnerError>;
 /// lease-table write.
 const MID_BATCH_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
+/// The smallest adapted batch: one `PutEvents` request.
+const MIN_ADAPTED_LIMIT: i32 = 10;
+
+/// The `GetRecords` limit for the next batch, after one of `records` read
+/// with `limit` that took `elapsed` of its `deadline`.
+///
+/// Halved after a batch that reached its deadline, so that under a slow bus
+/// a batch ends inside it with little given up at the end (given-up calls are
+/// the ones that may arrive twice); doubled back towards `configured` after
+/// a full batch that took less than half of it.
+pub(super) fn next_limit(
+    limit: i32,
+    configured: i32,
+    records: usize,
+    elapsed: Duration,
+    deadline: Duration,
+    deadline_reached: bool,
+) -> i32 {
+    if deadline_reached {
+        (limit / 2).max(MIN_ADAPTED_LIMIT).min(configured)
+    } else if usize::try_from(limit).is_ok_and(|limit| records >= limit) && elapsed < deadline / 2 {
+        limit.saturating_mul(2).min(configured)
+    } else {
+        limit
+    }
+}
+
 /// What to checkpoint after a relayed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum BatchPlan {
@@ -101,6 +128,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
         let mut iterator: Option<String> = None;
         let mut idle = 0u32;
         let mut errors = 0u32;
+        let mut limit = self.config.batch_limit;
         loop {
             match stop.state() {
                 Stop::Run => {}
@@ -140,7 +168,7 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                 .streams
                 .get_records()
                 .shard_iterator(&current)
-                .limit(self.config.batch_limit)
+                .limit(limit)
                 .send()
                 .await
             {
@@ -196,8 +224,28 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
                 Err(error) => return Exit::Fatal(RunnerError::Decode(error)),
             };
             let span = tracing::info_span!("batch", records = decoded.len());
+            let started = Instant::now();
             let outcome = self.relay_checkpointing(&key, &decoded).instrument(span).await;
-            self.count(&outcome);
+            let elapsed = started.elapsed();
+            self.count(&outcome, elapsed);
+            let adapted = next_limit(
+                limit,
+                self.config.batch_limit,
+                decoded.len(),
+                elapsed,
+                self.config.batch_deadline,
+                outcome.deadline_reached,
+            );
+            if adapted != limit {
+                tracing::info!(
+                    from = limit,
+                    to = adapted,
+                    elapsed_ms = elapsed.as_millis(),
+                    deadline_reached = outcome.deadline_reached,
+                    "batch limit adapted"
+                );
+                limit = adapted;
+            }
             let Some(plan) = plan_batch(&decoded, outcome.first_failure.as_deref()) else {
                 continue;
             };
@@ -371,9 +419,10 @@ impl<S: EventSink, Q: Quarantine, F: Quarantine> DynamoDbStreamRunner<S, Q, F> {
         }
     }
 
-    fn count(&self, outcome: &BatchOutcome) {
+    fn count(&self, outcome: &BatchOutcome, elapsed: Duration) {
         let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
         report.batches += 1;
+        report.longest_batch = report.longest_batch.max(elapsed);
         report.records += outcome.records;
         report.published += outcome.published;
         report.skipped += outcome.skipped;
