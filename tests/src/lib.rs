@@ -9,6 +9,8 @@
 //! test that needs one and does not find it fails with a message saying how
 //! to start them: emulator tests never skip.
 
+pub mod fault_proxy;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use aws_config::{BehaviorVersion, Region};
