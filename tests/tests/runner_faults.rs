@@ -1,7 +1,8 @@
 //! The standalone runner between DynamoDB Local's stream and moto's
 //! EventBridge, with the fault proxy (`outbox_tests::fault_proxy`) in front
-//! of the bus: through faults and crashes it loses nothing, invents
-//! nothing, sends nothing to the on-failure queue and repeats little.
+//! of the bus: through faults and crashes, and through a bus that stalls,
+//! it loses nothing, invents nothing, sends nothing to the on-failure queue
+//! and repeats little.
 //!
 //! Duplicates are bounded by the entries whose `PutEvents` reached moto but
 //! whose answer was lost (a timeout or a drop after forwarding, or a call
@@ -266,4 +267,127 @@ async fn a_runner_through_faults_and_crashes_loses_nothing_and_repeats_little() 
         "{duplicates} duplicates: {} from lost answers, the rest from {crashes} crashes",
         stats.ambiguous_entries
     );
+}
+
+/// The batch deadline of the slow-bus test, and the margin before it at
+/// which the relay gives up its calls. The stall is scaled to a tenth (1.3 s
+/// against the client's 1 s timeout for 12 s against 10 s); the deadline to
+/// a fifth of the default (30 s), because moto answers a call in 0.1 to
+/// 0.5 s where EventBridge takes a few tens of milliseconds.
+const SLOW_BUS_DEADLINE: Duration = Duration::from_secs(6);
+const SLOW_BUS_MARGIN: Duration = Duration::from_millis(400);
+
+/// Stalls only: held past the client's timeout, before or after forwarding.
+const STALLS: [Fault; 2] = [Fault::TimeoutBeforeForwarding, Fault::TimeoutAfterForwarding];
+
+/// What one slow-bus run delivered.
+struct Delivery {
+    wanted: HashSet<String>,
+    arrivals: HashMap<String, usize>,
+    took: Duration,
+    report: RunnerReport,
+    calls: usize,
+    stalls: usize,
+    ambiguous_entries: usize,
+    on_failure: usize,
+}
+
+/// Writes `count` events, then starts one runner with the default batch
+/// limit (1,000) and the scaled deadline, and waits for every event.
+async fn deliver_through_stalls(rate: f64, count: usize) -> Delivery {
+    let rig = Rig::new(rate, &STALLS).await;
+    let writer = rig.writer();
+    let mut wanted = HashSet::new();
+    for n in 0..count {
+        let event = event(n);
+        wanted.insert(event.id().to_string());
+        writer
+            .commit(OutboxTransaction::new().event(event))
+            .await
+            .unwrap();
+    }
+    let mut config = runner_config("slow-bus");
+    config.batch_deadline = SLOW_BUS_DEADLINE;
+    let mut relay = relay_config();
+    relay.deadline_margin = SLOW_BUS_MARGIN;
+    // Two calls in flight, not four: moto answers one at a time and, with
+    // four queued, passes the client's 1 s timeout without any fault.
+    relay.max_concurrency = 2;
+    let arrivals = Arrivals::default();
+    let started = Instant::now();
+    let (stop, running) = spawn(rig.runner(config, relay));
+    let delivered_at = rig
+        .collect_all(&arrivals, &wanted, Duration::from_secs(180))
+        .await;
+    let _ = stop.send(());
+    let report = running.await.unwrap();
+    let on_failure = rig.sent_to_on_failure().await;
+    let arrivals = arrivals.lock().unwrap().clone();
+    let stats = rig.proxy.stats.lock().unwrap();
+    Delivery {
+        wanted,
+        arrivals,
+        took: delivered_at - started,
+        report,
+        calls: stats.calls,
+        stalls: stats.faults.values().sum(),
+        ambiguous_entries: stats.ambiguous_entries,
+        on_failure,
+    }
+}
+
+/// A bus that stalls 30 % of the calls past the client's attempt timeout,
+/// and a backlog larger than a batch can publish by its deadline: every
+/// batch ends by its deadline (the runner then halves its batch size),
+/// nothing is lost, and the duplicates are the entries of the stalled calls
+/// that moto carried out, plus at most 1 %. The same events through a bus
+/// without faults give the time to compare with. `OUTBOX_STALL_EVENTS` sets
+/// the size (CI: 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_bus_never_keeps_a_batch_past_its_deadline_and_loses_nothing() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let count = size("OUTBOX_STALL_EVENTS", 500);
+    let clean = deliver_through_stalls(0.0, count).await;
+    let slow = deliver_through_stalls(0.30, count).await;
+
+    let missing = slow
+        .wanted
+        .iter()
+        .filter(|id| !slow.arrivals.contains_key(*id))
+        .count();
+    let duplicates: usize = slow.arrivals.values().map(|n| n - 1).sum();
+    let bound = slow.ambiguous_entries + count.div_ceil(100);
+    eprintln!(
+        "slow bus test: {count} events; without faults delivered in {:.1} s ({} calls, {} duplicates; {}); with \
+         30 % of calls stalled ({} of {} calls) delivered {} in {:.1} s ({:.1}x), missing {missing}, duplicates \
+         {duplicates} (bound {bound}: {} entries of stalled calls moto carried out + 1 %), {} sent to on-failure; {}",
+        clean.took.as_secs_f64(),
+        clean.calls,
+        clean.arrivals.values().map(|n| n - 1).sum::<usize>(),
+        clean.report,
+        slow.stalls,
+        slow.calls,
+        slow.arrivals.len(),
+        slow.took.as_secs_f64(),
+        slow.took.as_secs_f64() / clean.took.as_secs_f64(),
+        slow.ambiguous_entries,
+        slow.on_failure,
+        slow.report,
+    );
+    assert_eq!(clean.arrivals.len(), count, "without faults every event arrives");
+    assert_eq!(missing, 0, "every event arrives at least once");
+    assert!(
+        slow.arrivals.keys().all(|id| slow.wanted.contains(id)),
+        "nothing invented"
+    );
+    assert_eq!(
+        slow.on_failure, 0,
+        "stalls within the retry budget send nothing on"
+    );
+    assert!(
+        slow.report.longest_batch <= SLOW_BUS_DEADLINE,
+        "a batch outlived its deadline: {}",
+        slow.report
+    );
+    assert!(duplicates <= bound, "{duplicates} duplicates, bound {bound}");
 }
