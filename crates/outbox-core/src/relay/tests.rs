@@ -554,3 +554,50 @@ proptest::proptest! {
         proptest::prop_assert_eq!(accepted, expected, "each event accepted exactly once");
     }
 }
+
+/// Lambda's side of a bus outage: each invocation spends the relay's retries
+/// (the defaults: 6, full jitter from 50 ms doubling to 5 s) and reports the
+/// first record; the event source mapping invokes again from it. A
+/// five-minute outage takes a few hundred of the templates' 10,000 retry
+/// attempts (`MaximumRetryAttempts`), and every event is delivered within a
+/// minute of the bus coming back.
+#[tokio::test(start_paused = true)]
+async fn a_five_minute_outage_takes_a_small_part_of_lambdas_retry_attempts() {
+    let outage = Duration::from_secs(300);
+    let back = Instant::now() + outage;
+    let sink = FlakySink::new(move |_, _| {
+        if Instant::now() < back {
+            Fault::Entry(FailureClass::Transient, "InternalFailure")
+        } else {
+            Fault::Accept
+        }
+    });
+    let relay = Relay::new(sink, RecordingQuarantine::default(), RelayConfig::default());
+    let records = events(100);
+    let (mut invocations, mut from) = (0u32, 0);
+    loop {
+        invocations += 1;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let outcome = relay.relay(&records[from..], Some(deadline)).await;
+        let Some(failed) = outcome.first_failure else {
+            break;
+        };
+        from = records.iter().position(|r| r.position == failed).unwrap();
+        assert!(invocations < 10_000, "the outage outlasted Lambda's retries");
+    }
+    let after_outage = Instant::now().saturating_duration_since(back);
+    eprintln!(
+        "a {} s outage: {invocations} invocations; all delivered {after_outage:?} after it",
+        outage.as_secs()
+    );
+    let mut delivered = ids(&relay.sink().accepted());
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        (1..=100).map(|n| event(n).id()).collect::<Vec<_>>(),
+        "each once"
+    );
+    assert!(relay.quarantine().records().is_empty());
+    assert!(invocations <= 1_000, "{invocations} invocations");
+    assert!(after_outage <= Duration::from_secs(60), "{after_outage:?}");
+}
