@@ -75,6 +75,16 @@ pub fn endpoint(var: &str) -> String {
     }
 }
 
+/// A test's size read from the variable `name`, else `default`: CI runs the
+/// small default, the full-size figures in docs/RELIABILITY.md set the
+/// variable.
+pub fn size_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A DynamoDB client for DynamoDB Local.
 pub fn dynamodb_client() -> aws_sdk_dynamodb::Client {
     dynamodb_client_at(&endpoint(DYNAMODB_ENDPOINT_VAR))

@@ -607,12 +607,7 @@ async fn two_runners_never_share_a_shard_and_the_survivor_takes_over_after_a_cra
 /// outage (CI: 2 s; the figure in docs/RELIABILITY.md: 300 s).
 #[tokio::test]
 async fn an_outage_shorter_than_the_retry_budget_sends_nothing_to_on_failure() {
-    let outage = Duration::from_secs(
-        std::env::var("OUTBOX_OUTAGE_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2),
-    );
+    let outage = Duration::from_secs(outbox_tests::size_from_env("OUTBOX_OUTAGE_SECONDS", 2) as u64);
     let f = Fixture::new().await;
     let mut written = Vec::new();
     for sequence in 1..=5 {

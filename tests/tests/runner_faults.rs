@@ -22,7 +22,7 @@ use outbox_dynamodb_relay::{
 };
 use outbox_eventbridge::{EventBridgeSink, SqsQuarantine};
 use outbox_tests::fault_proxy::{FAULT_KINDS, Fault, Proxy};
-use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, s3_client, unique_name};
+use outbox_tests::{MOTO_ENDPOINT_VAR, dynamodb_client, endpoint, s3_client, size_from_env, unique_name};
 use outbox_tests::{eventbridge_client, sqs_client};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -33,15 +33,6 @@ const SOURCE: &str = "com.example.orders";
 /// those given up, and two fault tests at once can slow it until every call
 /// times out.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A size read from `name`, else `default`: CI runs the small default, the
-/// full-size figures in docs/RELIABILITY.md set the variable.
-fn size(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 type Runner = DynamoDbStreamRunner<EventBridgeSink, SqsQuarantine, SqsQuarantine>;
 type Arrivals = Arc<Mutex<HashMap<String, usize>>>;
@@ -193,7 +184,10 @@ fn spawn(runner: Runner) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Runner
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_through_faults_and_crashes_loses_nothing_and_repeats_little() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let (count, crashes) = (size("OUTBOX_FAULT_EVENTS", 400), size("OUTBOX_FAULT_CRASHES", 4));
+    let (count, crashes) = (
+        size_from_env("OUTBOX_FAULT_EVENTS", 400),
+        size_from_env("OUTBOX_FAULT_CRASHES", 4),
+    );
     let rig = Rig::new(0.30, &FAULT_KINDS).await;
     let runner = |name: &str| {
         let mut config = runner_config(name);
@@ -346,7 +340,7 @@ async fn deliver_through_stalls(rate: f64, count: usize) -> Delivery {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_bus_never_keeps_a_batch_past_its_deadline_and_loses_nothing() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
-    let count = size("OUTBOX_STALL_EVENTS", 500);
+    let count = size_from_env("OUTBOX_STALL_EVENTS", 500);
     let clean = deliver_through_stalls(0.0, count).await;
     let slow = deliver_through_stalls(0.30, count).await;
 
